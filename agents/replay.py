@@ -1,0 +1,91 @@
+"""Replay buffer in preallocated torch storage whose rewards can be rewritten in place (relabelling)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class Batch(NamedTuple):
+    """A minibatch of transitions; `not_done` is 0 only at true terminals (never at time limits)."""
+
+    obs: Tensor
+    act: Tensor
+    reward: Tensor
+    next_obs: Tensor
+    not_done: Tensor
+
+
+class ReplayBuffer:
+    """Ring buffer of (s, a, r, s', not_done, agent) in preallocated tensors on `device`.
+
+    `relabel(fn)` recomputes every stored reward from (obs, act): it walks the filled slots, which are
+    `[0, size)` whether or not the ring has wrapped, so relabelling stays correct after wrap-around.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: str | torch.device = "cpu") -> None:
+        self.capacity = int(capacity)
+        self.device = torch.device(device)
+        kw = {"device": self.device, "dtype": torch.float32}
+        self.obs = torch.empty(capacity, obs_dim, **kw)
+        self.act = torch.empty(capacity, act_dim, **kw)
+        self.reward = torch.empty(capacity, 1, **kw)
+        self.next_obs = torch.empty(capacity, obs_dim, **kw)
+        self.not_done = torch.empty(capacity, 1, **kw)
+        self.agent = torch.zeros(capacity, dtype=torch.uint8, device=self.device)
+        self.pos = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: np.ndarray, act: np.ndarray, reward: float, next_obs: np.ndarray,
+            terminated: bool, agent: int = 0) -> None:
+        """Store one transition (`terminated` is a true terminal, not a time-limit truncation)."""
+        i = self.pos
+        self.obs[i] = torch.as_tensor(obs)
+        self.act[i] = torch.as_tensor(act)
+        self.reward[i, 0] = float(reward)
+        self.next_obs[i] = torch.as_tensor(next_obs)
+        self.not_done[i, 0] = 0.0 if terminated else 1.0
+        self.agent[i] = agent
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """Uniform minibatch (with replacement) drawn from `generator`."""
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator, device=self.device)
+        return Batch(self.obs[idx], self.act[idx], self.reward[idx], self.next_obs[idx], self.not_done[idx])
+
+    def recent_obs(self, count: int) -> Tensor:
+        """The `count` most recently stored observations (fewer if the buffer holds fewer)."""
+        count = min(count, self.size)
+        idx = (torch.arange(self.pos - count, self.pos, device=self.device)) % self.capacity
+        return self.obs[idx]
+
+    def stored_obs(self) -> Tensor:
+        """Every stored observation (a view; order is storage order, not time order)."""
+        return self.obs[: self.size]
+
+    @torch.no_grad()
+    def relabel(self, reward_fn: Callable[[Tensor, Tensor], Tensor], chunk: int = 65536) -> None:
+        """Rewrite every stored reward as reward_fn(obs, act), in large chunks."""
+        for start in range(0, self.size, chunk):
+            end = min(start + chunk, self.size)
+            self.reward[start:end, 0] = reward_fn(self.obs[start:end], self.act[start:end]).reshape(-1)
+
+    def state_dict(self) -> dict:
+        n = self.size
+        return {"obs": self.obs[:n].clone(), "act": self.act[:n].clone(), "reward": self.reward[:n].clone(),
+                "next_obs": self.next_obs[:n].clone(), "not_done": self.not_done[:n].clone(),
+                "agent": self.agent[:n].clone(), "pos": self.pos, "size": n}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["size"]
+        for name in ("obs", "act", "reward", "next_obs", "not_done", "agent"):
+            getattr(self, name)[:n] = state[name].to(self.device)
+        self.pos, self.size = state["pos"], n

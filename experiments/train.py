@@ -1,0 +1,68 @@
+"""`pref-brl-train`: train one agent (sac, pebble, bilevel, sobirl) and write a run folder.
+
+Defaults come from a named preset (`--preset cpu` or `--preset paper`) for the chosen `--env`; any
+option given on the command line overrides the preset. Re-running the same command resumes the run.
+
+Examples:
+  pref-brl-train --env walker_walk --method pebble --seed 1
+  pref-brl-train --env metaworld_door-open-v3 --method bilevel --penalty-weight 1.0
+  pref-brl-train --print-presets
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import tyro
+
+from pref_brl.config import PRESETS, TrainConfig, describe_presets, preset_config
+
+
+def _pre_parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Read the options that choose the defaults (preset, env) and the ones outside the config."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="cpu")
+    pre.add_argument("--env", default=TrainConfig.env)
+    pre.add_argument("--print-presets", action="store_true")
+    pre.add_argument("--allow-config-change", action="store_true")
+    pre.add_argument("--quiet", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    rest = [a for a in argv if a not in ("--print-presets", "--allow-config-change", "--quiet")]
+    return known, rest
+
+
+def parse_config(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
+    known, rest = _pre_parse(argv)
+    if known.preset not in PRESETS:
+        raise SystemExit(f"error: unknown preset {known.preset!r}; known presets: {', '.join(PRESETS)}")
+    default = preset_config(known.preset, known.env)
+    description = (__doc__ or "") + ("\nExtra flags: --print-presets (show presets and exit), "
+                                      "--allow-config-change (resume a run folder with changed options), "
+                                      "--quiet (no progress output).")
+    cfg = tyro.cli(TrainConfig, default=default, args=rest, description=description)
+    return cfg, known
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg, known = parse_config(argv)
+    if known.print_presets:
+        print(describe_presets())
+        return 0
+    from pref_brl.runs import RunFolderError
+    from pref_brl.trainer import train
+    from pref_brl.validate import ConfigError, validate
+
+    try:
+        validate(cfg)
+        run_dir = train(cfg, progress=not known.quiet, allow_config_change=known.allow_config_change)
+    except (ConfigError, RunFolderError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Run configuration: one frozen dataclass (the single source of truth) and named presets.
+
+Every field's docstring becomes `pref-brl-train --help` text. Presets are plain data: a preset name and an
+environment family map to field overrides, printable with `pref-brl-train --print-presets`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agents.sac import SACConfig
+
+Method = Literal["sac", "pebble", "bilevel", "sobirl"]
+Estimator = Literal["paired-rollouts", "shared-states"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    env: str = "walker_walk"
+    """environment name (see envs.KNOWN_ENVS)"""
+    method: Method = "sac"
+    """sac: true reward (upper bound); pebble: PEBBLE; bilevel: PEBBLE with the bilevel penalty reward
+    update; sobirl: PEBBLE with SoBiRL's model-free hypergradient term"""
+    preset: str = "cpu"
+    """named preset the defaults came from (cpu or paper); see --print-presets"""
+    seed: int = 0
+    """run seed; every random component derives its own generator from it"""
+    device: str = "cpu"
+    """torch device (cpu, cuda, cuda:1, ...)"""
+    run_dir: str = ""
+    """run folder; empty means runs/<env>/<method>/seed<seed>. Re-running on a folder resumes it"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
+    goal_mode: Literal["fresh", "preset"] = "fresh"
+    """Meta-World goals: fresh random goal every reset (B-Pref) or one of 50 preset goals (MT1)"""
+
+    # --- schedule
+    steps: int = 100_000
+    """total environment steps (all agents together)"""
+    num_seed_steps: int = 1000
+    """uniform random actions before learning starts"""
+    num_unsup_steps: int = 9000
+    """unsupervised state-entropy pre-training steps (preference methods only)"""
+    eval_frequency: int = 10_000
+    """evaluate every this many env steps"""
+    num_eval_episodes: int = 10
+    """deterministic evaluation episodes per evaluation"""
+    checkpoint_frequency: int = 10_000
+    """write a checkpoint every this many env steps (and at the end)"""
+    log_frequency: int = 1000
+    """log training scalars every this many env steps"""
+    replay_capacity: int = 0
+    """replay buffer capacity (0: equal to steps)"""
+
+    # --- SAC
+    hidden_dim: int = 256
+    """SAC hidden width"""
+    hidden_depth: int = 2
+    """SAC hidden layers"""
+    batch_size: int = 256
+    """SAC minibatch"""
+    lr: float = 5e-4
+    """SAC actor and critic learning rate"""
+    alpha_lr: float = 1e-4
+    """temperature learning rate"""
+    init_temperature: float = 0.1
+    """initial α"""
+    discount: float = 0.99
+    """γ"""
+    tau: float = 0.005
+    """target critic Polyak coefficient"""
+    target_update_every: int = 2
+    """target critic update period (updates)"""
+
+    # --- preference learning (PEBBLE)
+    max_feedback: int = 100
+    """label budget (total queries; skipped ones count)"""
+    reward_batch: int = 10
+    """queries per feedback round"""
+    num_interact: int = 8000
+    """env steps between feedback rounds"""
+    reward_update: int = 50
+    """max reward-model epochs per round (early stop at 97% training accuracy)"""
+    segment: int = 50
+    """segment length H"""
+    teacher: str = "oracle"
+    """scripted teacher preset: oracle, mistake, noisy, skip, myopic, equal"""
+    query: str = "disagreement"
+    """query strategy: uniform, disagreement, entropy, kcenter, kcenter_disagreement, kcenter_entropy"""
+    reset_update: int = 100
+    """SAC updates on the relabelled buffer right after the first reward round"""
+    ensemble_size: int = 3
+    """reward-model ensemble members"""
+    reward_lr: float = 3e-4
+    """reward-model Adam learning rate"""
+    reward_hidden: int = 256
+    """reward-model hidden width"""
+    reward_depth: int = 3
+    """reward-model hidden layers"""
+    reward_minibatch: int = 128
+    """labelled pairs per reward-model step"""
+    query_episodes: int = 100
+    """query candidates come from this many most recent complete episodes"""
+
+    # --- bilevel
+    penalty_weight: float = 1.0
+    """λ̃ (λ = (1−γ)·λ̃); 0 makes bilevel train exactly like pebble"""
+    paired_episodes: int = 2
+    """E: paired A/B episodes collected before each feedback round"""
+    estimator: Estimator = "paired-rollouts"
+    """penalty estimator: paired-rollouts (unbiased) or shared-states (cheaper, biased)"""
+    query_agent: Literal["B", "both"] = "B"
+    """whose recent episodes query candidates are drawn from"""
+    sobirl_warmup: int = 1
+    """sobirl: feedback rounds before its hypergradient term is switched on"""
+
+    def sac_config(self) -> SACConfig:
+        return SACConfig(hidden_dim=self.hidden_dim, hidden_depth=self.hidden_depth, actor_lr=self.lr,
+                         critic_lr=self.lr, alpha_lr=self.alpha_lr, init_temperature=self.init_temperature,
+                         discount=self.discount, tau=self.tau, target_update_every=self.target_update_every)
+
+    @property
+    def uses_preferences(self) -> bool:
+        return self.method != "sac"
+
+    @property
+    def learning_starts(self) -> int:
+        """First step at which SAC updates run."""
+        return self.num_seed_steps
+
+    @property
+    def feedback_starts(self) -> int:
+        """Step of the first feedback round (end of unsupervised exploration)."""
+        return self.num_seed_steps + (self.num_unsup_steps if self.uses_preferences else 0)
+
+    @property
+    def capacity(self) -> int:
+        return self.replay_capacity or self.steps
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def _family(env: str) -> str:
+    return "metaworld" if env.startswith("metaworld_") else "dmc"
+
+
+# Overrides of the TrainConfig defaults per (preset, environment family). The CPU presets keep the paper's
+# label budgets and compress the feedback schedule into a shorter run with 2x256 (or 3x256) networks.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "cpu": {
+        "dmc": dict(steps=100_000, hidden_dim=256, hidden_depth=2, batch_size=256, lr=5e-4,
+                    max_feedback=100, reward_batch=10, num_interact=8000, reward_update=50),
+        "metaworld": dict(steps=150_000, hidden_dim=256, hidden_depth=3, batch_size=256, lr=3e-4,
+                          max_feedback=1000, reward_batch=25, num_interact=2500, reward_update=10),
+    },
+    "paper": {
+        "dmc": dict(steps=500_000, hidden_dim=1024, hidden_depth=2, batch_size=1024, lr=5e-4,
+                    max_feedback=100, reward_batch=10, num_interact=20_000, reward_update=50,
+                    checkpoint_frequency=20_000),
+        "metaworld": dict(steps=1_000_000, hidden_dim=256, hidden_depth=3, batch_size=512, lr=3e-4,
+                          max_feedback=1000, reward_batch=10, num_interact=5000, reward_update=10,
+                          checkpoint_frequency=20_000),
+    },
+}
+
+
+def preset_config(preset: str, env: str, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a named preset for `env`, with explicit overrides applied last."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    fields = {"env": env, "preset": preset, **PRESETS[preset][_family(env)], **overrides}
+    return TrainConfig(**fields)
+
+
+def describe_presets() -> str:
+    """Human-readable table of every preset."""
+    lines = []
+    for name, families in PRESETS.items():
+        for family, values in families.items():
+            body = ", ".join(f"{k}={v}" for k, v in values.items())
+            lines.append(f"{name:6s} {family:9s} {body}")
+    return "\n".join(lines)

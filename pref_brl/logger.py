@@ -1,0 +1,102 @@
+"""Scalar logging: TensorBoard plus a JSONL mirror in the run folder; progress bar or plain lines."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from torch import Tensor
+
+
+def _as_float(value: float | Tensor) -> float:
+    return float(value.item()) if isinstance(value, Tensor) else float(value)
+
+
+class Logger:
+    """Writes scalars (x-axis: env steps) to TensorBoard and to `scalars.jsonl`.
+
+    On resume from step `resume_step`, records after that step (written by the killed run after its last
+    checkpoint) are dropped from the JSONL mirror and purged from TensorBoard, so a resumed run's logs are
+    the same as an uninterrupted run's.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
+        self.path = run_dir / "scalars.jsonl"
+        if resume_step is not None:
+            self._truncate_after(resume_step)
+        self.file = self.path.open("a", encoding="utf-8")
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def log(self, step: int, scalars: dict[str, float | Tensor]) -> dict[str, float]:
+        values = {k: _as_float(v) for k, v in scalars.items()}
+        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+        return values
+
+    def text(self, tag: str, body: str) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, body, 0)
+
+    def flush(self) -> None:
+        self.file.flush()
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_scalars(run_dir: Path) -> list[dict[str, float]]:
+    """Every record of a run folder's JSONL mirror."""
+    path = Path(run_dir) / "scalars.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class Progress:
+    """A tqdm bar on a terminal; plain periodic lines (every `every` steps) otherwise."""
+
+    def __init__(self, total: int, start: int, every: int, enabled: bool = True) -> None:
+        self.total, self.every, self.enabled = total, every, enabled
+        self.bar = None
+        self.t0, self.s0 = time.time(), start
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, info: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        short = {k.split("/")[-1]: v for k, v in info.items() if not math.isnan(v)}
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in short.items()}, refresh=True)
+        elif step % self.every == 0:
+            fps = (step - self.s0) / max(time.time() - self.t0, 1e-9)
+            body = " ".join(f"{k}={v:.4g}" for k, v in short.items())
+            print(f"[{step:>8d}/{self.total}] {fps:6.1f} steps/s {body}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,86 @@
+"""Run folders: creation, refusal to overwrite, config comparison on resume, and provenance files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from pref_brl.config import TrainConfig
+
+CONFIG_FILE = "config.json"
+DONE_FILE = "done.json"
+TRACKED_PACKAGES = ("torch", "numpy", "gymnasium", "mujoco", "dm-control", "metaworld", "tyro", "pref-brl")
+
+
+class RunFolderError(RuntimeError):
+    """A run folder cannot be used as asked; the message says why and what to do."""
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    return Path("runs") / cfg.env / cfg.method / f"seed{cfg.seed}"
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Human-readable list of fields whose values differ between two config dicts."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False) -> tuple[Path, bool]:
+    """Create the run folder, or check that an existing one belongs to this config (then resume).
+
+    Returns (run_dir, resuming). Never deletes or overwrites anything.
+    """
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    config_path = run_dir / CONFIG_FILE
+    if config_path.exists():
+        old = json.loads(config_path.read_text(encoding="utf-8"))
+        new = json.loads(cfg.to_json())
+        diffs = config_differences(old, new)
+        if diffs and not allow_config_change:
+            raise RunFolderError(f"{run_dir} holds a run with a different config ({'; '.join(diffs)}); "
+                                 "use another --run-dir, or pass --allow-config-change to resume anyway")
+        if diffs:
+            config_path.write_text(cfg.to_json(), encoding="utf-8")
+        return run_dir, True
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunFolderError(f"{run_dir} exists and is not a pref-brl run folder (no {CONFIG_FILE}); "
+                             "choose an empty or new --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
+    (run_dir / "versions.json").write_text(json.dumps(provenance(), indent=2), encoding="utf-8")
+    return run_dir, False
+
+
+def provenance() -> dict[str, str]:
+    """Package versions, Python, platform and the git revision of the code that runs."""
+    info = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in TRACKED_PACKAGES:
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[name] = "not installed"
+    info["git_revision"] = git_revision()
+    return info
+
+
+def git_revision() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True,
+                               timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in names})

@@ -1,0 +1,250 @@
+"""The training loop: named phases around one SAC agent (or two, for the bilevel method).
+
+Phases: seed steps (uniform actions) -> unsupervised exploration (state-entropy reward, preference methods
+only) -> learning on the true reward (`sac`) or on the learned reward with feedback rounds every
+`num_interact` steps while labels remain. Evaluation, logging and checkpoints are due at fixed periods;
+checkpoints are taken at episode boundaries so that a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.replay import ReplayBuffer
+from agents.sac import SAC
+from envs import episode_length, is_metaworld, make_env
+from pref_brl.checkpoint import load_checkpoint, save_checkpoint
+from pref_brl.config import TrainConfig
+from pref_brl.episodes import EpisodeRecorder
+from pref_brl.feedback import make_learner
+from pref_brl.logger import Logger, Progress
+from pref_brl.runs import DONE_FILE, prepare_run_dir
+
+EVAL_SEED_OFFSET = 1_000_003
+
+
+class Trainer:
+    """Owns the environments, agents, replay buffer, preference learner and the loop over env steps."""
+
+    def __init__(self, cfg: TrainConfig, progress: bool = True, allow_config_change: bool = False) -> None:
+        self.cfg = cfg
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
+        self.env = make_env(cfg.env, cfg.seed, goal_mode=cfg.goal_mode)
+        self.eval_env = make_env(cfg.env, cfg.seed + 1, goal_mode=cfg.goal_mode)
+        obs_dim = self.env.observation_space.shape[0]
+        act_dim = self.env.action_space.shape[0]
+        self.ep_len = episode_length(cfg.env)
+        self.agents = {"A": SAC(obs_dim, act_dim, cfg.sac_config(), cfg.device, seed=cfg.seed)}
+        self.replay = ReplayBuffer(obs_dim, act_dim, cfg.capacity, cfg.device)
+        self.rng = np.random.default_rng([cfg.seed, 7])  # seed-step actions and episode reset seeds
+        self.sample_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 11)
+        self.learner = make_learner(cfg, obs_dim, act_dim, self)
+        self.recorder = EpisodeRecorder(self.ep_len, obs_dim, act_dim)
+        self.step = 0
+        self.returns: deque[float] = deque(maxlen=10)
+        self.learned_returns: deque[float] = deque(maxlen=10)
+        self.successes: deque[float] = deque(maxlen=10)
+        self.metrics: dict[str, torch.Tensor | float] = {}
+        self.obs: np.ndarray | None = None
+        state = load_checkpoint(self.run_dir) if resuming else None
+        if state is not None:
+            self.load_state_dict(state)
+        self.logger = Logger(self.run_dir, resume_step=self.step if state is not None else None)
+        if state is None:
+            self.logger.text("config", f"```\n{cfg.to_json()}\n```")
+        self.progress = Progress(cfg.steps, self.step, cfg.log_frequency, enabled=progress)
+        self._clock = (time.time(), self.step)
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, float]:
+        """Run until `cfg.steps` env steps; returns the last evaluation's scalars."""
+        if (self.run_dir / DONE_FILE).exists():
+            print(f"{self.run_dir} is already finished; nothing to do")
+            return {}
+        while self.step < self.cfg.steps:
+            if self.obs is None:
+                self.begin_episode()
+            self.collect_step()
+            if self.learning_due():
+                self.update_agents()
+            self.step += 1
+            if self.learner is not None and self.learner.feedback_due(self.step):
+                self.log(self.learner.feedback_round(self.step))
+            if self.eval_due():
+                self.log(self.evaluate())
+            if self.log_due():
+                self.log_training()
+            if self.obs is None and self.checkpoint_due():
+                self.save()
+        self.save()
+        self.finish()
+        return self.last_eval
+
+    def learning_due(self) -> bool:
+        return self.step >= self.cfg.learning_starts
+
+    def exploring(self) -> bool:
+        return self.learner is not None and self.step < self.cfg.feedback_starts
+
+    def eval_due(self) -> bool:
+        return self.step % self.cfg.eval_frequency == 0 or self.step == self.cfg.steps
+
+    def log_due(self) -> bool:
+        return self.step % self.cfg.log_frequency == 0
+
+    def checkpoint_due(self) -> bool:
+        """At the first episode boundary after each multiple of checkpoint_frequency."""
+        last = self._last_checkpoint_step
+        return self.step // self.cfg.checkpoint_frequency > last // self.cfg.checkpoint_frequency
+
+    # ------------------------------------------------------------------------------------------ acting
+    def begin_episode(self) -> None:
+        agent_name, reset_seed = ("A", int(self.rng.integers(2**31)))
+        if self.learner is not None:
+            agent_name, reset_seed = self.learner.next_episode(self.step, reset_seed)
+        self.obs, _ = self.env.reset(seed=reset_seed)
+        self.acting = agent_name
+        # The action noise stream is a function of the reset seed, so paired episodes share it.
+        self.noise = np.random.default_rng([self.cfg.seed, reset_seed, 3])
+        self.recorder.start(agent_name, reset_seed)
+
+    def choose_action(self) -> np.ndarray:
+        noise = self.noise.standard_normal(self.env.action_space.shape[0])
+        if self.step < self.cfg.num_seed_steps:
+            return self.rng.uniform(-1.0, 1.0, self.env.action_space.shape[0]).astype(np.float32)
+        return self.agents[self.acting].act(self.obs, noise)
+
+    def collect_step(self) -> None:
+        action = self.choose_action()
+        next_obs, true_reward, terminated, truncated, info = self.env.step(action)
+        reward = true_reward
+        if self.learner is not None:
+            reward = self.learner.step_reward(self.obs, action)
+        agent_id = 0 if self.acting == "A" else 1
+        self.replay.add(self.obs, action, reward, next_obs, terminated, agent_id)
+        self.recorder.add(self.obs, action, true_reward, float(info.get("success", 0.0)))
+        self.obs = next_obs
+        if terminated or truncated:
+            self.end_episode()
+
+    def end_episode(self) -> None:
+        episode = self.recorder.finish()
+        if episode.agent == "A":
+            self.returns.append(float(episode.true_reward.sum()))
+            self.successes.append(float(self.recorder.success))
+        if self.learner is not None:
+            self.learner.add_episode(episode)
+            self.learned_returns.append(self.learner.learned_return(episode))
+        self.obs = None
+
+    def update_agents(self) -> None:
+        if self.learner is not None:
+            self.metrics.update(self.learner.update_agents(self.step))
+            return
+        batch = self.replay.sample(self.cfg.batch_size, self.sample_generator)
+        self.metrics.update(self.agents["A"].update(batch))
+
+    # ------------------------------------------------------------------------------------------ eval / logs
+    @torch.no_grad()
+    def evaluate(self, agent_name: str = "A") -> dict[str, float]:
+        """Deterministic episodes (tanh of the mean action) on the eval env, fixed reset seeds."""
+        returns, successes = [], []
+        agent = self.agents[agent_name]
+        for i in range(self.cfg.num_eval_episodes):
+            obs, _ = self.eval_env.reset(seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed + i)
+            total, success, done = 0.0, 0.0, False
+            while not done:
+                obs, reward, terminated, truncated, info = self.eval_env.step(agent.act(obs))
+                total += reward
+                success = max(success, float(info.get("success", 0.0)))
+                done = terminated or truncated
+            returns.append(total)
+            successes.append(success)
+        prefix = "eval" if agent_name == "A" else f"eval_{agent_name}"
+        out = {f"{prefix}/mean_reward": float(np.mean(returns))}
+        if is_metaworld(self.cfg.env):
+            out[f"{prefix}/success_rate"] = float(np.mean(successes))
+        if agent_name == "A":
+            self.last_eval = out
+            if self.learner is not None:
+                out.update(self.learner.eval_metrics())
+                if "B" in self.agents:
+                    out.update(self.evaluate("B"))
+        return out
+
+    def log_training(self) -> None:
+        now = time.time()
+        fps = (self.step - self._clock[1]) / max(now - self._clock[0], 1e-9)
+        self._clock = (now, self.step)
+        scalars = dict(self.metrics)
+        scalars["time/fps"] = fps
+        if self.returns:
+            scalars["rollout/ep_rew_mean"] = float(np.mean(self.returns))
+        if self.learned_returns:
+            scalars["rollout/ep_learned_rew_mean"] = float(np.mean(self.learned_returns))
+        if is_metaworld(self.cfg.env) and self.successes:
+            scalars["rollout/success_rate"] = float(np.mean(self.successes))
+        self.progress.update(self.step, self.log(scalars))
+
+    def log(self, scalars: dict) -> dict[str, float]:
+        values = self.logger.log(self.step, scalars)
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            self.logger.flush()
+            raise FloatingPointError(f"non-finite value of {', '.join(bad)} at step {self.step}; the last good "
+                                     f"checkpoint in {self.run_dir} is kept")
+        return values
+
+    # ------------------------------------------------------------------------------------------ state
+    last_eval: dict[str, float] = {}
+    _last_checkpoint_step: int = 0
+
+    def save(self) -> None:
+        self.logger.flush()
+        save_checkpoint(self.run_dir, self.state_dict())
+        self._last_checkpoint_step = self.step
+
+    def finish(self) -> None:
+        import json
+
+        self.progress.close()
+        self.logger.close()
+        (self.run_dir / DONE_FILE).write_text(json.dumps({"step": self.step, **self.last_eval}), "utf-8")
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "agents": {k: a.state_dict() for k, a in self.agents.items()},
+                "replay": self.replay.state_dict(), "rng": self.rng.bit_generator.state,
+                "sample_generator": self.sample_generator.get_state(), "returns": list(self.returns),
+                "learned_returns": list(self.learned_returns), "successes": list(self.successes),
+                "last_eval": self.last_eval, "metrics": {k: float(v) for k, v in self.metrics.items()},
+                "learner": self.learner.state_dict() if self.learner is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = self._last_checkpoint_step = state["step"]
+        if self.learner is not None:
+            self.learner.load_state_dict(state["learner"])  # may create agent B before its weights load
+        for name, agent_state in state["agents"].items():
+            self.agents[name].load_state_dict(agent_state)
+        self.replay.load_state_dict(state["replay"])
+        self.rng.bit_generator.state = state["rng"]
+        self.sample_generator.set_state(state["sample_generator"])
+        self.returns.extend(state["returns"])
+        self.learned_returns.extend(state["learned_returns"])
+        self.successes.extend(state["successes"])
+        self.last_eval = state["last_eval"]
+        self.metrics = {k: torch.tensor(v) for k, v in state["metrics"].items()}
+
+
+def train(cfg: TrainConfig, progress: bool = True, allow_config_change: bool = False) -> Path:
+    """Train (or resume) the run described by `cfg`; returns its run folder."""
+    trainer = Trainer(cfg, progress=progress, allow_config_change=allow_config_change)
+    trainer.train()
+    return trainer.run_dir

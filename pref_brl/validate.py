@@ -1,0 +1,46 @@
+"""Up-front checks of a TrainConfig, so bad input fails in one clear line before anything is created."""
+
+from __future__ import annotations
+
+from pref_brl.config import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names it and says what to do."""
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ConfigError for the first problem found."""
+    from envs import KNOWN_ENVS
+    from pref_brl.queries import QUERY_STRATEGIES
+    from pref_brl.teacher import TEACHER_PRESETS
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(cfg.env in KNOWN_ENVS, f"unknown env {cfg.env!r}; known: {', '.join(KNOWN_ENVS)}")
+    need(cfg.steps > 0, f"--steps must be positive, got {cfg.steps}")
+    need(cfg.batch_size > 0 and cfg.hidden_dim > 0 and cfg.hidden_depth >= 1,
+         "--batch-size, --hidden-dim must be positive and --hidden-depth >= 1")
+    need(cfg.eval_frequency > 0 and cfg.log_frequency > 0 and cfg.checkpoint_frequency > 0,
+         "--eval-frequency, --log-frequency and --checkpoint-frequency must be positive")
+    need(cfg.num_seed_steps >= 0 and cfg.num_unsup_steps >= 0, "seed and exploration steps must be >= 0")
+    need(cfg.replay_capacity >= 0, "--replay-capacity must be >= 0 (0: as many as --steps)")
+    if not cfg.uses_preferences:
+        return
+    need(cfg.teacher in TEACHER_PRESETS, f"unknown teacher {cfg.teacher!r}; known: {', '.join(TEACHER_PRESETS)}")
+    need(cfg.query in QUERY_STRATEGIES,
+         f"unknown query strategy {cfg.query!r}; known: {', '.join(QUERY_STRATEGIES)}")
+    need(cfg.max_feedback > 0, f"--max-feedback must be positive, got {cfg.max_feedback}")
+    need(cfg.reward_batch > 0, f"--reward-batch must be positive, got {cfg.reward_batch}")
+    need(cfg.max_feedback >= cfg.reward_batch,
+         f"--max-feedback {cfg.max_feedback} is smaller than one round (--reward-batch {cfg.reward_batch}); "
+         "raise the budget or lower --reward-batch")
+    need(cfg.num_interact > 0 and cfg.reward_update > 0 and cfg.segment > 0,
+         "--num-interact, --reward-update and --segment must be positive")
+    need(cfg.steps > cfg.feedback_starts,
+         f"--steps {cfg.steps} ends before the first feedback round at step {cfg.feedback_starts} "
+         "(--num-seed-steps + --num-unsup-steps); raise --steps or shorten those phases")
+    need(cfg.penalty_weight >= 0, f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
+    need(cfg.paired_episodes >= 1, f"--paired-episodes must be >= 1, got {cfg.paired_episodes}")
