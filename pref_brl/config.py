@@ -36,6 +36,8 @@ class TrainConfig:
     """run folder; empty means runs/<env>/<method>/seed<seed>. Re-running on a folder resumes it"""
     threads: int = 0
     """torch CPU threads (0: torch's default)"""
+    max_episode_steps: int = 0
+    """episode length override (0: the environment's own, 1000 DMC / 500 Meta-World); for quick tests"""
     goal_mode: Literal["fresh", "preset"] = "fresh"
     """Meta-World goals: fresh random goal every reset (B-Pref) or one of 50 preset goals (MT1)"""
 

@@ -37,11 +37,12 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
-        self.env = make_env(cfg.env, cfg.seed, goal_mode=cfg.goal_mode)
-        self.eval_env = make_env(cfg.env, cfg.seed + 1, goal_mode=cfg.goal_mode)
+        limit = cfg.max_episode_steps or None
+        self.env = make_env(cfg.env, cfg.seed, goal_mode=cfg.goal_mode, max_episode_steps=limit)
+        self.eval_env = make_env(cfg.env, cfg.seed + 1, goal_mode=cfg.goal_mode, max_episode_steps=limit)
         obs_dim = self.env.observation_space.shape[0]
         act_dim = self.env.action_space.shape[0]
-        self.ep_len = episode_length(cfg.env)
+        self.ep_len = cfg.max_episode_steps or episode_length(cfg.env)
         self.agents = {"A": SAC(obs_dim, act_dim, cfg.sac_config(), cfg.device, seed=cfg.seed)}
         self.replay = ReplayBuffer(obs_dim, act_dim, cfg.capacity, cfg.device)
         self.rng = np.random.default_rng([cfg.seed, 7])  # seed-step actions and episode reset seeds
@@ -193,6 +194,7 @@ class Trainer:
         if is_metaworld(self.cfg.env) and self.successes:
             scalars["rollout/success_rate"] = float(np.mean(self.successes))
         self.progress.update(self.step, self.log(scalars))
+        self.logger.flush()
 
     def log(self, scalars: dict) -> dict[str, float]:
         values = self.logger.log(self.step, scalars)
