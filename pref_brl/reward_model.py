@@ -89,8 +89,9 @@ class RewardEnsemble(nn.Module):
             raise ValueError(
                 f"member_rewards expects [N, D] or [{self.n_members}, N, D], got {tuple(sa.shape)}"
             )
+        inplace = not torch.is_grad_enabled()  # relabel: one activation buffer fewer per layer
         for w, b in zip(self.weights[1:], self.biases[1:], strict=True):
-            h = torch.baddbmm(b, F.leaky_relu(h), w)
+            h = torch.baddbmm(b, F.leaky_relu(h, inplace=inplace), w)
         return torch.tanh(h).squeeze(-1)
 
     @torch.no_grad()

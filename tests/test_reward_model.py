@@ -204,3 +204,13 @@ def test_float64_ensemble():
     assert r.dtype == torch.float64
     metrics = ens.train_round(toy_preferences(16), 1, np.random.default_rng(0))
     assert math.isfinite(metrics["reward/loss"])
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    cpu, gpu = small(), small(device="cuda")
+    obs, act = torch.randn(50, OBS), torch.randn(50, ACT)
+    torch.testing.assert_close(gpu.mean_reward(obs, act), cpu.mean_reward(obs, act), rtol=1e-4, atol=1e-5)
+    assert gpu.mean_reward(obs.cuda(), act.cuda()).device.type == "cuda"
+    metrics = gpu.train_round(toy_preferences(40), 2, np.random.default_rng(0))
+    assert math.isfinite(metrics["reward/loss"])
