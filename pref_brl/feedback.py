@@ -71,7 +71,13 @@ class PreferenceLearner:
         """One SAC update of A: intrinsic state-entropy reward while exploring, stored reward after."""
         batch = self.sample_batch(step)
         metrics = self.trainer.agents["A"].update(batch)
-        return metrics
+        return {**metrics, **self.explore_metrics(step)}
+
+    def explore_metrics(self, step: int) -> dict[str, Any]:
+        """`explore/state_entropy` (mean raw k-NN distance of the last batch) while exploring."""
+        if step < self.cfg.feedback_starts and self.entropy._last_mean is not None:
+            return {"explore/state_entropy": self.entropy._last_mean}
+        return {}
 
     def sample_batch(self, step: int):
         tr = self.trainer
@@ -84,7 +90,7 @@ class PreferenceLearner:
     # ------------------------------------------------------------------------------------------ feedback
     def feedback_round(self, step: int) -> dict[str, Any]:
         """Query, label, train the reward model, relabel the buffer; after the first round, reset critics."""
-        metrics = self.entropy.metrics() if self.rounds == 0 else {}
+        metrics: dict[str, Any] = {}
         self.collect_labels()
         if len(self.prefs) > 0:
             metrics.update(self.train_reward())
@@ -115,8 +121,9 @@ class PreferenceLearner:
         self.labeled += int(keep.sum())
 
     def train_reward(self) -> dict[str, float]:
-        return self.ensemble.train_round(self.prefs, self.cfg.reward_update, self.reward_rng,
-                                         batch_size=self.cfg.reward_minibatch)
+        metrics = self.ensemble.train_round(self.prefs, self.cfg.reward_update, self.reward_rng,
+                                            batch_size=self.cfg.reward_minibatch)
+        return {k: v for k, v in metrics.items() if v == v}  # accuracy is NaN with only "equal" labels
 
     def reset_after_first_round(self) -> dict[str, Any]:
         """PEBBLE: fresh critics (actor and temperature kept), then `reset_update` updates."""
