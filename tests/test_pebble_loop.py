@@ -1,0 +1,70 @@
+"""PEBBLE inside the loop: every phase boundary, relabelling, critic reset, budget, exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pref_brl.trainer import Trainer
+from tests.conftest import scalars_without_time
+from tests.test_trainer import final_params, run_until_killed
+
+
+def pebble_cfg(tiny, name: str = "pebble", **kw):
+    return tiny(name, method="pebble", steps=1100, **kw)
+
+
+def test_first_round_relabels_resets_critic_and_keeps_actor(tiny) -> None:
+    trainer = Trainer(pebble_cfg(tiny), progress=False)
+    learner, agent = trainer.learner, trainer.agents["A"]
+    calls = []
+    original_round, original_reset = learner.feedback_round, agent.reset_critic
+    agent.reset_critic = lambda: (calls.append(("reset", trainer.step)), original_reset())[1]
+
+    def round_and_check(step: int):
+        actor_before = [p.clone() for p in agent.actor.parameters()]
+        out = original_round(step)
+        calls.append(("round", step))
+        replay = trainer.replay
+        expected = learner.ensemble.mean_reward(replay.obs[: len(replay)], replay.act[: len(replay)])
+        torch.testing.assert_close(replay.reward[: len(replay), 0], expected)  # relabel == fresh forward
+        if step == trainer.cfg.feedback_starts:  # reset_update updates moved the actor, not replaced it
+            assert any(not torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+        return out
+
+    learner.feedback_round = round_and_check
+    trainer.train()
+    assert calls[:2] == [("reset", 300), ("round", 300)]
+    assert [c for c in calls if c[0] == "round"] == [("round", 300), ("round", 500), ("round", 700)]
+    assert [c for c in calls if c[0] == "reset"] == [("reset", 300)]
+
+
+def test_pebble_logs_and_counters(tiny) -> None:
+    cfg = pebble_cfg(tiny, teacher="skip", max_feedback=10, reward_batch=4)
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    records = scalars_without_time(cfg.run_dir)
+    totals = [r["feedback/total"] for r in records if "feedback/total" in r]
+    assert totals == [4.0, 8.0, 10.0]  # the last round is cut to the remaining budget
+    assert trainer.learner.labeled <= trainer.learner.total == 10
+    keys = set().union(*records)
+    assert {"explore/state_entropy", "reward/loss", "reward/accuracy", "reward/true_corr",
+            "reward/ensemble_std", "rollout/ep_learned_rew_mean", "feedback/labeled", "eval/mean_reward"} <= keys
+    explore = [r["step"] for r in records if "explore/state_entropy" in r]
+    assert explore and max(explore) <= cfg.feedback_starts
+
+
+@pytest.mark.parametrize("query", ["disagreement", "kcenter_entropy"])
+def test_pebble_resumes_exactly_after_a_kill(tiny, query) -> None:
+    straight, killed = pebble_cfg(tiny, "straight", query=query), pebble_cfg(tiny, "killed", query=query)
+    Trainer(straight, progress=False).train()
+    run_until_killed(killed, kill_at=850)  # after two feedback rounds and an eval; last checkpoint at 800
+    resumed = Trainer(killed, progress=False)
+    assert resumed.step == 800 and resumed.learner.total == 12
+    resumed.train()
+    assert scalars_without_time(killed.run_dir) == scalars_without_time(straight.run_dir)
+    assert all(torch.equal(x, y) for x, y in zip(final_params(killed), final_params(straight)))
+    s = torch.load(f"{straight.run_dir}/checkpoint.pt", weights_only=False)["learner"]
+    k = torch.load(f"{killed.run_dir}/checkpoint.pt", weights_only=False)["learner"]
+    assert torch.equal(s["prefs"]["labels"], k["prefs"]["labels"]) and s["prefs"]["n"] == 12
+    assert all(torch.equal(a, b) for a, b in zip(s["ensemble"]["model"].values(), k["ensemble"]["model"].values()))
