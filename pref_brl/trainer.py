@@ -195,6 +195,7 @@ class Trainer:
             scalars["rollout/success_rate"] = float(np.mean(self.successes))
         self.progress.update(self.step, self.log(scalars))
         self.logger.flush()
+        self.metrics = {}  # a key not refreshed before the next log (e.g. exploration) is not repeated
 
     def log(self, scalars: dict) -> dict[str, float]:
         values = self.logger.log(self.step, scalars)
