@@ -1,0 +1,46 @@
+"""The pref-brl-gridworld study end to end, in its quick version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments.gridworld import main
+from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
+from pref_brl.bilevel.tabular.methods import METHODS
+
+
+def test_quick_study_writes_every_plot_and_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "study"
+    main(["--quick", "--out", str(out)])
+    for name in BENCHMARKS:
+        for plot in ("F_vs_iteration", "F_vs_samples", "gradnorm_vs_iteration"):
+            assert (out / f"{name}_{plot}.png").stat().st_size > 10_000
+    for grid in ("gridworld_goal", "preference_gridworld"):
+        assert (out / f"{grid}_reward_heatmap.png").stat().st_size > 10_000
+    assert (out / "penalty_bias_vs_lambda.png").exists()
+    table = (out / "results.md").read_text()
+    rows = [line for line in table.splitlines() if "| exact calls |" in line or "| samples |" in line]
+    assert len(rows) == len(BENCHMARKS) * (2 * len(METHODS) + 1)
+    assert all("nan" not in row for row in rows)
+    assert "fitted slope" in table and "--quick" in table
+    assert "results.md" in capsys.readouterr().out
+
+
+def test_study_refuses_to_overwrite_and_rejects_unknown_benchmarks(tmp_path: Path) -> None:
+    (tmp_path / "results.md").write_text("old")
+    with pytest.raises(SystemExit, match="overwrite"):
+        main(["--quick", "--out", str(tmp_path)])
+    assert (tmp_path / "results.md").read_text() == "old"
+    with pytest.raises(SystemExit, match="unknown benchmark"):
+        main(["--quick", "--out", str(tmp_path / "new"), "--benchmarks", "cartpole"])
+
+
+def test_help_documents_the_options(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--out", "--quick", "--seeds", "--iterations", "--tolerance", "--overwrite"):
+        assert option in text
