@@ -1,0 +1,25 @@
+"""The tabular lab (SPEC §6): exact bilevel maths on small MDPs and the methods of the seed papers.
+
+Modules: ``mdp`` (soft value/policy iteration, occupancies, Eq. 11 and 12), ``rewards`` (reward maps),
+``upper`` / ``torch_loss`` (upper losses), ``problem`` (F and its exact adjoint hypergradient), ``proxy``
+(the penalty proxy, Eq. 9–10), ``sampling`` (Monte-Carlo estimators with common random numbers),
+``penalty_method`` / ``sobirl`` / ``regularized_ac`` / ``partial`` and the table ``methods.METHODS``,
+``benchmarks`` and ``report`` (plots; imports matplotlib). Only numpy-light names are re-exported here.
+"""
+
+from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
+from pref_brl.bilevel.tabular.common import MethodConfig, Trace
+from pref_brl.bilevel.tabular.methods import METHODS, run_method, run_reference
+from pref_brl.bilevel.tabular.problem import BilevelProblem, hypergradient, hyperobjective
+
+__all__ = [
+    "BENCHMARKS",
+    "METHODS",
+    "BilevelProblem",
+    "MethodConfig",
+    "Trace",
+    "hyperobjective",
+    "hypergradient",
+    "run_method",
+    "run_reference",
+]

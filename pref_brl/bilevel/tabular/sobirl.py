@@ -71,7 +71,10 @@ def run_sobirl(problem: BilevelProblem, config: SobirlConfig) -> Trace:
             counts.exact_calls += config.adjoint_sweeps
             implicit = implicit_gradient(problem, s.phi, s.w)
         else:
-            implicit = _sampled_implicit(problem, s.phi, policy, rhs, config, horizon, rollout_rng, counts)
+            implicit, used = sampled_implicit_gradient(
+                problem, s.phi, policy, rhs, config.n_rollouts, horizon, rollout_rng
+            )
+            counts.samples += used
         counts.upper_calls += 2
         s.phi = s.phi - config.phi_lr * (problem.upper.grad_phi(s.phi, policy) + implicit)
         return s.phi
@@ -79,28 +82,30 @@ def run_sobirl(problem: BilevelProblem, config: SobirlConfig) -> Trace:
     return run_iterations(problem, config, "sobirl", state, step)
 
 
-def _sampled_implicit(
+def sampled_implicit_gradient(
     problem: BilevelProblem,
     phi: Array,
     policy: Array,
     rhs: Array,
-    config: SobirlConfig,
+    n_states: int,
     horizon: int,
     rng: np.random.Generator,
-    counts: Counts,
-) -> Array:
-    """Unbiased (up to truncation) estimate of Σ_{s,a} b(s, a) ∇_φ Q^π(s, a) by importance-sampled rollouts."""
+) -> tuple[Array, int]:
+    """Estimate Σ_{s,a} b(s, a) ∇_φ Q^π(s, a) by importance-sampled rollouts; unbiased up to truncation.
+
+    Draws ``n_states`` states with probability ∝ Σ_a |b(s, a)| and rolls out π from every action of each
+    drawn state on shared uniforms. Returns the estimate and the number of transitions drawn.
+    """
     state_weight = np.abs(rhs).sum(axis=-1)
     mass = state_weight.sum()
     if mass == 0.0:
-        return np.zeros(problem.dim)
-    n, n_actions = config.n_rollouts, problem.mdp.n_actions
-    states = rng.choice(state_weight.size, size=n, p=state_weight / mass)
-    uniforms = rng.random((n, horizon, 2))
+        return np.zeros(problem.dim), 0
+    states = rng.choice(state_weight.size, size=n_states, p=state_weight / mass)
+    uniforms = rng.random((n_states, horizon, 2))
     jac = problem.reward.jacobian(phi)
-    total = np.zeros((n, problem.dim))
-    for action in range(n_actions):
-        paths = rollout(problem.mdp, policy, uniforms, states, np.full(n, action))
+    total, used = np.zeros((n_states, problem.dim)), 0
+    for action in range(problem.mdp.n_actions):
+        paths = rollout(problem.mdp, policy, uniforms, states, np.full(n_states, action))
         total += rhs[states, action][:, None] * trajectory_jacobian_sums(paths, jac, problem.mdp.discount)
-        counts.samples += paths.n_samples
-    return (mass / n) * (total / state_weight[states][:, None]).sum(axis=0)
+        used += paths.n_samples
+    return (mass / n_states) * (total / state_weight[states][:, None]).sum(axis=0), used
