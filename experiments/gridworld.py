@@ -49,9 +49,9 @@ class StudyConfig:
     """Smoke version: 40 iterations, one seed, three λ values (seconds; used by the tests)."""
     benchmarks: tuple[str, ...] = tuple(BENCHMARKS)
     """Benchmarks to run (gridworld_goal, preference_gridworld, random_mdp)."""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Seeds of the sampled variants (exact variants are deterministic and run once)."""
-    iterations: int = 300
+    iterations: int = 400
     """Upper iterations per run (the quick version uses 40)."""
     tolerance: float = 0.02
     """'Cost to tolerance' counts until F ≤ F_ref + tolerance · (F(φ₀) − F_ref), F_ref the oracle's final F."""

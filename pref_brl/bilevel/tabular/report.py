@@ -125,7 +125,8 @@ def plot_reward_maps(problem: BilevelProblem, runs: Sequence[tuple[str, Array]],
         image = ax.imshow(reward, cmap="RdBu", vmin=-limit, vmax=limit)
         move = layout.mean_move(lower_solution(problem, phi).policy)
         rr, cc = np.divmod(np.arange(layout.n_states), layout.size)
-        ax.quiver(cc, rr, move[:, 1], -move[:, 0], angles="xy", scale_units="xy", scale=1.6, width=0.012)
+        # imshow puts row 0 on top, so a positive Δrow (down) is a positive y step in data coordinates
+        ax.quiver(cc, rr, move[:, 1], move[:, 0], angles="xy", scale_units="xy", scale=1.6, width=0.012)
         _mark(ax, layout.targets, "T", layout.size)
         _mark(ax, layout.hazards, "x", layout.size)
         _mark(ax, (layout.start,), "S", layout.size)
