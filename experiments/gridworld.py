@@ -74,6 +74,10 @@ METHOD_SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
     ("partial", "sampled"): {"q_lr": 0.1},
 }
 """Per method/variant settings, hand-tuned once on a small grid (λ ∈ {5, 20}, steps ∈ {0.1, 0.3, 0.5})."""
+EXTRA_RUNS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("penalty", "exact", "inner solves", {"lam": 20.0, "inner_solve": True}),
+)
+"""(method, variant, tag, settings) run in addition: the penalty method with exact inner solves."""
 BIAS_LAMBDAS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 """λ values of the penalty-bias measurement."""
 
@@ -96,6 +100,9 @@ def run_benchmark(name: str, config: StudyConfig) -> tuple[str, list[str]]:
             traces = tuple(run_method(method, problem, **method_settings(name, method, variant, s, config))
                            for s in seeds)
             groups.append(RunGroup(method, variant, traces))
+    for method, variant, tag, extra in EXTRA_RUNS:
+        settings = {**method_settings(name, method, variant, 0, config), **extra}
+        groups.append(RunGroup(method, variant, (run_method(method, problem, **settings),), tag))
     f_ref, f_start = float(reference.values[-1]), float(reference.values[0])
     threshold = f_ref + config.tolerance * (f_start - f_ref)
     rows = [summarise(g, threshold) for g in [*groups, RunGroup("oracle", "exact", (reference,))]]

@@ -9,7 +9,9 @@ from experiments.gridworld import StudyConfig, method_settings
 from pref_brl.bilevel.tabular.benchmarks import gridworld_goal, preference_gridworld
 from pref_brl.bilevel.tabular.common import Trace
 from pref_brl.bilevel.tabular.methods import METHODS, run_method, run_reference
+from pref_brl.bilevel.tabular.penalty_method import PenaltyConfig
 from pref_brl.bilevel.tabular.problem import lower_solution
+from pref_brl.bilevel.tabular.proxy import penalty_point
 from pref_brl.bilevel.tabular.regularized_ac import RegularizedACConfig
 
 RUNS = [(m, v) for m in sorted(METHODS) for v in ("exact", "sampled")]
@@ -87,3 +89,13 @@ def test_attenuating_entropy_beats_a_constant_extra_entropy() -> None:
     assert decaying.grad_norms[-1] < 0.5 * constant.grad_norms[-1]
     with pytest.raises(ValueError, match="time-scales"):
         RegularizedACConfig(critic_decay=0.5, actor_decay=0.1)
+
+
+def test_penalty_with_exact_inner_solves_is_stationary_for_the_proxy_not_for_F() -> None:
+    problem = gridworld_goal()
+    trace = run_method("penalty", problem, iterations=300, phi_lr=5.0, lam=20.0, inner_solve=True)
+    phi = trace.phis[-1]
+    assert np.linalg.norm(penalty_point(problem, phi, 20.0).grad) < 1e-7
+    assert 1e-5 < trace.grad_norms[-1] < 1e-2  # the O(1/λ) gap between the proxy and F
+    with pytest.raises(ValueError, match="exact variant"):
+        PenaltyConfig(variant="sampled", inner_solve=True)

@@ -2,6 +2,8 @@
 
 Per outer iteration: T natural policy-gradient steps for θ on g = −J_τ and for θ_λ on f + λ g (warm-started
 from the previous iteration), then φ ← φ − η [∇_φ f(φ, θ_λ) + λ (∇_φ J(φ, θ) − ∇_φ J(φ, θ_λ))].
+With ``inner_solve`` (exact variant) both inner problems are instead solved to a tolerance every time, so
+the step is the exact gradient of L*_λ.
 
 * ``exact``: soft advantages from exact policy evaluation, ∇_φ J from exact occupancies (Eq. 11).
 * ``sampled``: each inner step updates two critics by one sampled soft expected-SARSA sweep (one s′ per
@@ -26,7 +28,7 @@ from pref_brl.bilevel.tabular.common import (
 )
 from pref_brl.bilevel.tabular.mdp import softmax
 from pref_brl.bilevel.tabular.problem import BilevelProblem
-from pref_brl.bilevel.tabular.proxy import natural_direction, penalty_gradient
+from pref_brl.bilevel.tabular.proxy import natural_direction, penalty_gradient, solve_policy_counted
 from pref_brl.bilevel.tabular.sampling import (
     horizon_for,
     sample_next_states,
@@ -53,6 +55,14 @@ class PenaltyConfig(MethodConfig):
     """Rollouts per policy for the sampled λ-term (Eq. 13)."""
     horizon: int = 0
     """Rollout length; 0 picks H with γ^H ≤ 1e-3."""
+    inner_solve: bool = False
+    """Exact variant only: solve both inner problems to ``inner_tol`` every outer step instead of T steps."""
+    inner_tol: float = 1e-9
+    """Natural-residual tolerance of the exact inner solves."""
+
+    def __post_init__(self) -> None:
+        if self.inner_solve and self.variant != "exact":
+            raise ValueError("inner_solve needs the exact variant (the sampled one takes T critic/actor steps)")
 
 
 @dataclass
@@ -88,6 +98,12 @@ def run_penalty(problem: BilevelProblem, config: PenaltyConfig) -> Trace:
 
 
 def _exact_inner(problem: BilevelProblem, config: PenaltyConfig, s: _State, counts: Counts) -> None:
+    if config.inner_solve:
+        s.logits, used = solve_policy_counted(problem, s.phi, None, s.logits, config.inner_tol)
+        s.logits_lam, used_lam = solve_policy_counted(problem, s.phi, config.lam, s.logits_lam, config.inner_tol)
+        counts.exact_calls += used + used_lam
+        counts.upper_calls += used_lam
+        return
     lr = config.inner_lr / problem.tau
     for _ in range(config.inner_steps):
         s.logits = centred(s.logits + lr * natural_direction(problem, s.phi, s.logits, None))

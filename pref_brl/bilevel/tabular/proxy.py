@@ -72,29 +72,49 @@ def solve_policy(
     Stops when the natural residual max |D| ≤ tol (returning ``logits0`` itself if it already qualifies);
     raises if that does not happen in ``max_iter`` steps.
     """
-    theta = logits0
-    full_step = 1.0 / problem.tau
-    step = full_step
+    return solve_policy_counted(problem, phi, lam, logits0, tol, max_iter)[0]
+
+
+def solve_policy_counted(
+    problem: BilevelProblem,
+    phi: Array,
+    lam: float | None,
+    logits0: Array,
+    tol: float = 1e-11,
+    max_iter: int = 20_000,
+) -> tuple[Array, int]:
+    """:func:`solve_policy`, also returning the number of exact lower-level evaluations it used."""
+    theta, step = logits0, 1.0 / problem.tau
     direction = natural_direction(problem, phi, theta, lam)
+    evaluations = 1
     for _ in range(max_iter):
-        residual = np.max(np.abs(direction))
-        if residual <= tol:
-            return theta
-        h0 = inner_objective(problem, phi, theta, lam)
-        slope = float((_inner_gradient(problem, phi, theta, lam) * direction).sum())
-        step = min(full_step, 2.0 * step)
-        while True:
-            candidate = theta + step * direction
-            next_direction = natural_direction(problem, phi, candidate, lam)
-            if abs(step * slope) > 1e-10 * max(1.0, abs(h0)):  # the objective still resolves progress
-                accepted = inner_objective(problem, phi, candidate, lam) <= h0 + 1e-4 * step * slope
-            else:  # at rounding level: ask for a smaller natural residual instead
-                accepted = np.max(np.abs(next_direction)) < residual
-            if accepted:
-                break
-            step *= 0.5
-        theta, direction = candidate - candidate.mean(axis=-1, keepdims=True), next_direction
+        if np.max(np.abs(direction)) <= tol:
+            return theta, evaluations
+        theta, direction, step, used = _line_search(problem, phi, lam, theta, direction, step)
+        evaluations += used
     raise RuntimeError(f"inner natural-gradient solve did not reach tol={tol} in {max_iter} steps")
+
+
+def _line_search(
+    problem: BilevelProblem, phi: Array, lam: float | None, theta: Array, direction: Array, last_step: float
+) -> tuple[Array, Array, float, int]:
+    """One Armijo-backtracked natural step; returns the new logits, their direction, the step, evaluations."""
+    residual = np.max(np.abs(direction))
+    h0 = inner_objective(problem, phi, theta, lam)
+    slope = float((_inner_gradient(problem, phi, theta, lam) * direction).sum())
+    step, evaluations = min(1.0 / problem.tau, 2.0 * last_step), 2
+    while True:
+        candidate = theta + step * direction
+        next_direction = natural_direction(problem, phi, candidate, lam)
+        evaluations += 1
+        if abs(step * slope) > 1e-10 * max(1.0, abs(h0)):  # the objective still resolves progress
+            accepted = inner_objective(problem, phi, candidate, lam) <= h0 + 1e-4 * step * slope
+            evaluations += 1
+        else:  # at rounding level: ask for a smaller natural residual instead
+            accepted = np.max(np.abs(next_direction)) < residual
+        if accepted:
+            return candidate - candidate.mean(axis=-1, keepdims=True), next_direction, step, evaluations
+        step *= 0.5
 
 
 def penalty_gradient(problem: BilevelProblem, phi: Array, lam: float, logits: Array, logits_lam: Array) -> Array:

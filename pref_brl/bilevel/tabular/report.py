@@ -25,10 +25,12 @@ class RunGroup:
     method: str
     variant: str
     traces: tuple[Trace, ...]
+    tag: str = ""
+    """Distinguishes extra settings of the same method/variant, e.g. ``inner solves``."""
 
     @property
     def label(self) -> str:
-        return f"{self.method}/{self.variant}"
+        return f"{self.method}/{self.variant}" + (f" ({self.tag})" if self.tag else "")
 
     def stacked(self, field: str) -> Array:
         return np.stack([getattr(t, field) for t in self.traces]).astype(np.float64)
