@@ -19,6 +19,10 @@ import tyro
 from pref_brl.config import PRESETS, TrainConfig, describe_presets, preset_config
 
 
+EXTRA_FLAGS = ("--print-presets", "--allow-config-change", "--quiet", "--detect-anomaly")
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
 def _pre_parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Read the options that choose the defaults (preset, env) and the ones outside the config."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -27,8 +31,9 @@ def _pre_parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     pre.add_argument("--print-presets", action="store_true")
     pre.add_argument("--allow-config-change", action="store_true")
     pre.add_argument("--quiet", action="store_true")
+    pre.add_argument("--detect-anomaly", action="store_true")
     known, _ = pre.parse_known_args(argv)
-    rest = [a for a in argv if a not in ("--print-presets", "--allow-config-change", "--quiet")]
+    rest = [a for a in argv if a not in EXTRA_FLAGS]
     return known, rest
 
 
@@ -39,7 +44,8 @@ def parse_config(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
     default = preset_config(known.preset, known.env)
     description = (__doc__ or "") + ("\nExtra flags: --print-presets (show presets and exit), "
                                       "--allow-config-change (resume a run folder with changed options), "
-                                      "--quiet (no progress output).")
+                                      "--quiet (no progress output), --detect-anomaly (torch autograd anomaly detection: "
+                                      "slow, names the operation that produced a NaN).")
     cfg = tyro.cli(TrainConfig, default=default, args=rest, description=description)
     return cfg, known
 
@@ -50,17 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     if known.print_presets:
         print(describe_presets())
         return 0
+    import torch
+
     from pref_brl.runs import RunFolderError
-    from pref_brl.trainer import train
+    from pref_brl.trainer import Trainer
     from pref_brl.validate import ConfigError, validate
 
+    torch.autograd.set_detect_anomaly(known.detect_anomaly)
     try:
         validate(cfg)
-        run_dir = train(cfg, progress=not known.quiet, allow_config_change=known.allow_config_change)
+        trainer = Trainer(cfg, progress=not known.quiet, allow_config_change=known.allow_config_change)
+        trainer.train()
     except (ConfigError, RunFolderError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir})")
+    if trainer.interrupted:
+        return SIGNAL_EXIT.get(trainer.interrupted, 1)
+    print(f"run folder: {trainer.run_dir}  (tensorboard --logdir {trainer.run_dir})")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -54,6 +55,32 @@ def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False) -> tupl
     (run_dir / CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
     (run_dir / "versions.json").write_text(json.dumps(provenance(), indent=2), encoding="utf-8")
     return run_dir, False
+
+
+class RunLock:
+    """An exclusive advisory lock on a run folder (one writer per folder); released by the OS on death."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import fcntl
+
+        self.path = run_dir / "lock"
+        self.file = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise RunFolderError(f"{run_dir} is in use by another process (pid {owner}); wait for it to end "
+                                 "or choose another --run-dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            self.file.close()
 
 
 def provenance() -> dict[str, str]:

@@ -8,9 +8,14 @@ checkpoints are taken at episode boundaries so that a resumed run continues exac
 
 from __future__ import annotations
 
+import json
 import math
+import signal
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +29,7 @@ from pref_brl.config import TrainConfig
 from pref_brl.episodes import EpisodeRecorder
 from pref_brl.feedback import make_learner
 from pref_brl.logger import Logger, Progress
-from pref_brl.runs import DONE_FILE, prepare_run_dir
+from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir
 
 EVAL_SEED_OFFSET = 1_000_003
 
@@ -37,6 +42,7 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
+        self.lock = RunLock(self.run_dir)
         limit = cfg.max_episode_steps or None
         self.env = make_env(cfg.env, cfg.seed, goal_mode=cfg.goal_mode, max_episode_steps=limit)
         self.eval_env = make_env(cfg.env, cfg.seed + 1, goal_mode=cfg.goal_mode, max_episode_steps=limit)
@@ -66,12 +72,34 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
-        """Run until `cfg.steps` env steps; returns the last evaluation's scalars."""
-        if (self.run_dir / DONE_FILE).exists():
-            print(f"{self.run_dir} is already finished; nothing to do")
-            return {}
+        """Run until `cfg.steps` env steps; returns the last evaluation's scalars.
+
+        SIGTERM/SIGINT stop the run at the end of the running episode, after a checkpoint (a second signal
+        stops at once; the previous checkpoint is kept). `self.interrupted` then names the signal.
+        """
+        try:
+            if (self.run_dir / DONE_FILE).exists():
+                print(f"{self.run_dir} is already finished; nothing to do")
+                return {}
+            with stop_on_signals(self):
+                self.loop()
+            if self.interrupted:
+                return self.last_eval
+            self.save()
+            self.finish()
+            return self.last_eval
+        finally:
+            self.close()
+
+    def loop(self) -> None:
         while self.step < self.cfg.steps:
             if self.obs is None:
+                if self.interrupted or self.checkpoint_due():
+                    self.save()
+                if self.interrupted:
+                    print(f"stopped by {self.interrupted} at step {self.step}; checkpoint saved in "
+                          f"{self.run_dir}; run the same command again to resume", flush=True)
+                    return
                 self.begin_episode()
             self.collect_step()
             if self.learning_due():
@@ -83,11 +111,6 @@ class Trainer:
                 self.log(self.evaluate())
             if self.log_due():
                 self.log_training()
-            if self.obs is None and self.checkpoint_due():
-                self.save()
-        self.save()
-        self.finish()
-        return self.last_eval
 
     def learning_due(self) -> bool:
         return self.step >= self.cfg.learning_starts
@@ -121,7 +144,17 @@ class Trainer:
         noise = self.noise.standard_normal(self.env.action_space.shape[0])
         if self.step < self.cfg.num_seed_steps:
             return self.rng.uniform(-1.0, 1.0, self.env.action_space.shape[0]).astype(np.float32)
-        return self.agents[self.acting].act(self.obs, noise)
+        action = self.agents[self.acting].act(self.obs, noise)
+        if not np.isfinite(action).all():
+            raise FloatingPointError(self.nonfinite_report(f"action of agent {self.acting}"))
+        return action
+
+    def nonfinite_report(self, what: str) -> str:
+        """One line naming what went non-finite, the training losses that did, and the step."""
+        losses = [k for k, v in self.metrics.items() if not math.isfinite(float(v))]
+        cause = f" (non-finite: {', '.join(losses)})" if losses else ""
+        return (f"non-finite {what} at step {self.step}{cause}; the last good checkpoint in {self.run_dir} is "
+                "kept (rerun with --detect-anomaly to find the operation)")
 
     def collect_step(self) -> None:
         action = self.choose_action()
@@ -202,25 +235,41 @@ class Trainer:
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad:
             self.logger.flush()
-            raise FloatingPointError(f"non-finite value of {', '.join(bad)} at step {self.step}; the last good "
-                                     f"checkpoint in {self.run_dir} is kept")
+            raise FloatingPointError(self.nonfinite_report(f"value of {', '.join(bad)}"))
         return values
 
     # ------------------------------------------------------------------------------------------ state
     last_eval: dict[str, float] = {}
     _last_checkpoint_step: int = 0
 
+    interrupted: str = ""
+
     def save(self) -> None:
+        """Checkpoint, unless a network went non-finite (then the last good checkpoint is kept)."""
+        self.check_finite()
         self.logger.flush()
         save_checkpoint(self.run_dir, self.state_dict())
         self._last_checkpoint_step = self.step
 
-    def finish(self) -> None:
-        import json
+    def check_finite(self) -> None:
+        modules = {f"agent {k}": a.actor for k, a in self.agents.items()}
+        modules.update({f"agent {k} critic": a.critic for k, a in self.agents.items()})
+        if self.learner is not None:
+            modules["reward model"] = self.learner.ensemble
+        for name, module in modules.items():
+            if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+                raise FloatingPointError(f"non-finite parameters in the {name} at step {self.step}; the last "
+                                         f"good checkpoint in {self.run_dir} is kept (try --detect-anomaly)")
 
-        self.progress.close()
-        self.logger.close()
+    def finish(self) -> None:
         (self.run_dir / DONE_FILE).write_text(json.dumps({"step": self.step, **self.last_eval}), "utf-8")
+
+    def close(self) -> None:
+        """Flush and release everything (also after an error or a signal)."""
+        self.progress.close()
+        if not self.logger.file.closed:
+            self.logger.close()
+        self.lock.release()
 
     def state_dict(self) -> dict:
         return {"step": self.step, "agents": {k: a.state_dict() for k, a in self.agents.items()},
@@ -244,6 +293,30 @@ class Trainer:
         self.successes.extend(state["successes"])
         self.last_eval = state["last_eval"]
         self.metrics = {k: torch.tensor(v) for k, v in state["metrics"].items()}
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """While training, SIGTERM/SIGINT ask for a checkpoint and a clean stop at the next episode boundary."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, _frame) -> None:
+        trainer.interrupted = signal.Signals(signum).name
+        print(f"{trainer.interrupted}: saving a checkpoint at the end of this episode "
+              "(send it again to stop at once)", flush=True)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def train(cfg: TrainConfig, progress: bool = True, allow_config_change: bool = False) -> Path:

@@ -1,0 +1,130 @@
+"""Crash safety: SIGKILL at random moments, SIGTERM, corrupt checkpoints, one writer per folder, NaN stops."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pref_brl.runs import RunFolderError
+from pref_brl.trainer import Trainer
+from tests.conftest import scalars_without_time
+from tests.test_trainer import final_params, run_until_killed
+
+ROOT = Path(__file__).resolve().parents[1]
+METHOD_OPTIONS = {"sac": {}, "pebble": {}, "bilevel": {"num_interact": 300, "paired_episodes": 1}}
+
+
+def cli_args(cfg) -> list[str]:
+    """The pref-brl-train command line that reproduces `cfg` (every field spelled out)."""
+    args = []
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        args += [f"--{field.name.replace('_', '-')}", str(value)]
+    return args
+
+
+def start(cfg) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "experiments.train", *cli_args(cfg), "--quiet"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not (run_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+
+
+def crash_cfg(tiny, method: str, name: str):
+    return tiny(f"{method}-{name}", method=method, steps=900, checkpoint_frequency=100,
+                **METHOD_OPTIONS[method])
+
+
+@pytest.mark.parametrize("method", list(METHOD_OPTIONS))
+def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tiny, method) -> None:
+    straight, killed = crash_cfg(tiny, method, "straight"), crash_cfg(tiny, method, "killed")
+    Trainer(straight, progress=False).train()
+    rng, kills = random.Random(f"kill-{method}"), 0
+    run_dir = Path(killed.run_dir)
+    for _ in range(3):
+        proc = start(killed)
+        wait_for_checkpoint(run_dir, proc)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1
+    proc = start(killed)
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    assert scalars_without_time(killed.run_dir) == scalars_without_time(straight.run_dir)
+    assert all(torch.equal(x, y) for x, y in zip(final_params(killed), final_params(straight)))
+    if method != "sac":
+        s = torch.load(f"{straight.run_dir}/checkpoint.pt", weights_only=False)["learner"]
+        k = torch.load(f"{killed.run_dir}/checkpoint.pt", weights_only=False)["learner"]
+        assert s["counters"] == k["counters"] and torch.equal(s["prefs"]["labels"], k["prefs"]["labels"])
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_is_exact(tiny) -> None:
+    straight, stopped = crash_cfg(tiny, "pebble", "straight"), crash_cfg(tiny, "pebble", "term")
+    Trainer(straight, progress=False).train()
+    proc = start(stopped)
+    wait_for_checkpoint(Path(stopped.run_dir), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "stopped by SIGTERM" in out
+    step = torch.load(f"{stopped.run_dir}/checkpoint.pt", weights_only=False)["step"]
+    assert 0 < step < stopped.steps and not Path(stopped.run_dir, "done.json").exists()
+    Trainer(stopped, progress=False).train()
+    assert scalars_without_time(stopped.run_dir) == scalars_without_time(straight.run_dir)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tiny) -> None:
+    straight, broken = tiny("straight", steps=600), tiny("broken", steps=600)
+    Trainer(straight, progress=False).train()
+    run_until_killed(broken, kill_at=450)  # checkpoints at the episode boundaries 200 and 400
+    newest = Path(broken.run_dir) / "checkpoint.pt"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated file
+    with pytest.warns(UserWarning, match="unreadable"):
+        resumed = Trainer(broken, progress=False)
+    assert resumed.step == 200
+    resumed.train()
+    assert scalars_without_time(broken.run_dir) == scalars_without_time(straight.run_dir)
+
+
+def test_second_writer_is_refused(tiny) -> None:
+    cfg = tiny()
+    first = Trainer(cfg, progress=False)
+    with pytest.raises(RunFolderError, match="in use by another process"):
+        Trainer(cfg, progress=False)
+    first.close()
+    Trainer(cfg, progress=False).close()  # free again once the first writer is gone
+
+
+def test_nan_in_a_loss_stops_with_its_name_and_keeps_the_last_good_checkpoint(tiny) -> None:
+    cfg = tiny(steps=1000)
+    trainer = Trainer(cfg, progress=False)
+    original = trainer.collect_step
+
+    def poisoned() -> None:
+        original()
+        if trainer.step >= 450:
+            trainer.replay.reward[: len(trainer.replay)] = float("nan")
+
+    trainer.collect_step = poisoned
+    with pytest.raises(FloatingPointError, match=r"at step 45\d \(non-finite: train/critic_loss"):
+        trainer.train()
+    state = torch.load(f"{cfg.run_dir}/checkpoint.pt", weights_only=False)
+    assert state["step"] == 400
+    assert all(torch.isfinite(p).all() for p in state["agents"]["A"]["actor"].values())
