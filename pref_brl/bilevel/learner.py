@@ -63,8 +63,12 @@ class BilevelLearner(PreferenceLearner):
         if self.pending is not None:
             return "B", self.pending.reset_seed
         block = 2 * self.cfg.paired_episodes * self.trainer.ep_len
-        self.open_pair = self.paired and self.agent_b is not None and 0 < self.next_round - step <= block
+        self.open_pair = self.b_active() and self.paired and 0 < self.next_round - step <= block
         return "A", reset_seed
+
+    def b_active(self) -> bool:
+        """B matters only while labels remain: once the budget is spent the reward is final, so B is frozen."""
+        return self.agent_b is not None and self.total < self.cfg.max_feedback
 
     def add_episode(self, episode: Episode) -> None:
         super().add_episode(episode)
@@ -83,7 +87,7 @@ class BilevelLearner(PreferenceLearner):
     # ------------------------------------------------------------------------------------------ agents
     def update_agents(self, step: int) -> dict[str, Any]:
         metrics = super().update_agents(step)
-        if self.agent_b is not None:
+        if self.b_active():
             batch = self.sample_batch(step)
             b_metrics = self.agent_b.update(batch, actor_extra=self.actor_term)
             metrics.update({k.replace("train/", "train_B/"): v for k, v in b_metrics.items()})
