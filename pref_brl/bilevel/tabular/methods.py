@@ -56,18 +56,22 @@ def run_method(name: str, problem: BilevelProblem, **settings: Any) -> Trace:
     return spec.run(problem, spec.config(**settings))
 
 
+@dataclass
+class _ReferenceState:
+    phi: Array
+    q: Array | None = None
+
+
 def run_reference(problem: BilevelProblem, iterations: int, lr: float) -> Trace:
     """Gradient descent on F with the exact hypergradient (the oracle): the reference for tolerances."""
     config = MethodConfig(iterations=iterations, phi_lr=lr, variant="exact")
-    phi = [np.asarray(problem.phi0, dtype=np.float64)]
-    q: list[Array | None] = [None]
 
-    def step(state: None, k: int, counts: Counts) -> Array:
-        solution = lower_solution(problem, phi[0], q0=q[0])
-        q[0] = solution.q
+    def step(s: _ReferenceState, k: int, counts: Counts) -> Array:
+        solution = lower_solution(problem, s.phi, q0=s.q)
+        s.q = solution.q
         counts.exact_calls += solution.sweeps + 1
         counts.upper_calls += 2
-        phi[0] = phi[0] - lr * hypergradient(problem, phi[0], solution)
-        return phi[0]
+        s.phi = s.phi - lr * hypergradient(problem, s.phi, solution)
+        return s.phi
 
-    return run_iterations(problem, config, "oracle", None, step)
+    return run_iterations(problem, config, "oracle", _ReferenceState(problem.phi0.astype(np.float64)), step)
