@@ -55,6 +55,19 @@ class Logger:
         if self.writer is not None:
             self.writer.add_text(tag, body, 0)
 
+    def hparams(self, values: dict, metrics: tuple[str, ...]) -> None:
+        """Record the run's hyperparameters for TensorBoard's HParams tab, compared on the `metrics` tags.
+
+        Written into this run's own event folder (SummaryWriter.add_hparams would add a sub-run per call).
+        """
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        plain = {k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in values.items()}
+        for summary in hparams(plain, dict.fromkeys(metrics, 0.0)):
+            self.writer.file_writer.add_summary(summary)
+
     def flush(self) -> None:
         self.file.flush()
         if self.writer is not None:

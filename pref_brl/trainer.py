@@ -67,6 +67,8 @@ class Trainer:
         self.logger = Logger(self.run_dir, resume_step=self.step if state is not None else None)
         if state is None:
             self.logger.text("config", f"```\n{cfg.to_json()}\n```")
+            tags = ("eval/mean_reward", "eval/success_rate") if is_metaworld(cfg.env) else ("eval/mean_reward",)
+            self.logger.hparams(json.loads(cfg.to_json()), tags)
         self.progress = Progress(cfg.steps, self.step, cfg.log_frequency, enabled=progress)
         self._clock = (time.time(), self.step)
 
