@@ -52,6 +52,9 @@ class TrainConfig:
     """evaluate every this many env steps"""
     num_eval_episodes: int = 10
     """deterministic evaluation episodes per evaluation"""
+    video_every: int = 0
+    """record one evaluation episode to <run_dir>/videos/*.mp4 every this many evaluations, and the last one
+    (0: off); needs the [video] extra and headless MuJoCo rendering (MUJOCO_GL=egl on a GPU, osmesa on a CPU)"""
     checkpoint_frequency: int = 10_000
     """write a checkpoint every this many env steps (and at the end)"""
     log_frequency: int = 1000

@@ -30,6 +30,7 @@ from pref_brl.episodes import EpisodeRecorder
 from pref_brl.feedback import make_learner
 from pref_brl.logger import Logger, Progress
 from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir
+from pref_brl.video import make_eval_videos
 
 EVAL_SEED_OFFSET = 1_000_003
 
@@ -46,6 +47,7 @@ class Trainer:
         limit = cfg.max_episode_steps or None
         self.env = make_env(cfg.env, cfg.seed, goal_mode=cfg.goal_mode, max_episode_steps=limit)
         self.eval_env = make_env(cfg.env, cfg.seed + 1, goal_mode=cfg.goal_mode, max_episode_steps=limit)
+        self.videos = make_eval_videos(cfg, self.run_dir, EVAL_SEED_OFFSET + 1000 * cfg.seed)
         obs_dim = self.env.observation_space.shape[0]
         act_dim = self.env.action_space.shape[0]
         self.ep_len = cfg.max_episode_steps or episode_length(cfg.env)
@@ -204,6 +206,8 @@ class Trainer:
                 done = terminated or truncated
             returns.append(total)
             successes.append(success)
+        if agent_name == "A" and self.videos is not None and self.videos.due(self.step):
+            self.videos.record(self.step, agent.act)
         prefix = "eval" if agent_name == "A" else f"eval_{agent_name}"
         out = {f"{prefix}/mean_reward": float(np.mean(returns))}
         if is_metaworld(self.cfg.env):

@@ -27,6 +27,7 @@ def validate(cfg: TrainConfig) -> None:
          "--eval-frequency, --log-frequency and --checkpoint-frequency must be positive")
     need(cfg.num_seed_steps >= 0 and cfg.num_unsup_steps >= 0, "seed and exploration steps must be >= 0")
     need(cfg.replay_capacity >= 0, "--replay-capacity must be >= 0 (0: as many as --steps)")
+    need(cfg.video_every >= 0, f"--video-every must be >= 0 (0: no videos), got {cfg.video_every}")
     if not cfg.uses_preferences:
         return
     need(cfg.teacher in TEACHER_PRESETS, f"unknown teacher {cfg.teacher!r}; known: {', '.join(TEACHER_PRESETS)}")
