@@ -1,0 +1,340 @@
+"""`pref-brl-sweep`: run a label-budget study (envs x methods x budgets x teachers x seeds, plus overrides).
+
+Each grid point is one run folder, `<root>/<name>/<env>/<method>/budget<B>/<teacher>/seed<S>` (see
+pref_brl.study). Finished runs (done.json) are skipped and interrupted ones resume, so re-running the same
+command completes a study. Locally, runs go in parallel subprocesses (`--jobs`), one torch thread each unless
+`--set threads=N`, one GPU each (CUDA_VISIBLE_DEVICES) for `--set device=cuda` on a multi-GPU machine. On a
+cluster, `--executor slurm` submits the same runs as one Slurm job array through submitit.
+
+Examples:
+  pref-brl-sweep --name walker-budgets --methods pebble bilevel --budgets 50 100 --seeds 0 1 --jobs 2
+  pref-brl-sweep --name quick --methods sac pebble bilevel --budgets 20 --seeds 0 1 \\
+      --set steps=20000 --set num_unsup_steps=4000 --set num_interact=4000 --set reward_batch=5
+  pref-brl-sweep --config study.toml --dry-run
+  pref-brl-sweep --config study.toml --executor slurm --partition gpu --set device=cuda
+
+A TOML file holds the same options (underscores for dashes) and a [set] table of overrides, where a list
+makes the field one more grid axis:
+  name = "walker-budgets"
+  methods = ["pebble", "bilevel"]
+  budgets = [50, 100]
+  seeds = [0, 1, 2]
+  [set]
+  steps = 50000
+  penalty_weight = [0.5, 1.0]
+Options given on the command line win over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tyro
+
+from pref_brl.study import Grid, Run, StudyError, check_runs, expand, normalise_overrides, parse_override, run_state
+
+
+@dataclass(frozen=True)
+class SweepArgs:
+    """A label-budget study and how to run it."""
+
+    config: str = ""
+    """TOML file with these options and a [set] table of overrides (command-line options win)"""
+    name: str = "study"
+    """study name: the study folder is <root>/<name>"""
+    root: str = "runs"
+    """folder that holds study folders"""
+    preset: str = "cpu"
+    """named preset every run starts from (cpu or paper; see pref-brl-train --print-presets)"""
+    envs: tuple[str, ...] = ("walker_walk",)
+    """environments"""
+    methods: tuple[str, ...] = ("pebble", "bilevel")
+    """methods (sac, pebble, bilevel, sobirl); sac uses no labels, so it runs once per env and seed"""
+    budgets: tuple[int, ...] = ()
+    """label budgets (max_feedback); none given: each env's preset budget"""
+    teachers: tuple[str, ...] = ("oracle",)
+    """scripted teacher presets"""
+    seeds: tuple[int, ...] = (0,)
+    """seeds"""
+    set: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """config override key=value (repeatable); key=v1,v2 makes the field a grid axis"""
+    jobs: int = 0
+    """runs at once (0: one per GPU with device=cuda, else CPU cores / threads per run); Slurm array limit"""
+    gpus: tuple[int, ...] = ()
+    """GPU ids to spread runs over (default: every visible GPU, when device=cuda)"""
+    executor: Literal["local", "slurm", "submitit-local"] = "local"
+    """local subprocesses; slurm: one job array through submitit; submitit-local: the same on this machine"""
+    dry_run: bool = False
+    """print the expanded grid with each run's state (new, partial, done) and exit"""
+    status_every: float = 60.0
+    """seconds between summary lines when nothing changes"""
+    timeout_min: int = 24 * 60
+    """Slurm/submitit: time limit of one run in minutes"""
+    partition: str = ""
+    """Slurm partition (empty: the cluster's default)"""
+    mem_gb: float = 0.0
+    """Slurm memory per run in GB (0: the cluster's default)"""
+    wait: bool = False
+    """slurm: wait for the array and print live summaries (submitit-local always waits)"""
+
+
+def load_toml(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(options, overrides) from a study file; unknown keys are errors."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise StudyError(f"cannot read study file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"study file {path} is not valid TOML: {exc}") from None
+    overrides = data.pop("set", {})
+    fields = {f.name for f in dataclasses.fields(SweepArgs)} - {"config", "set"}
+    unknown = sorted(set(data) - fields)
+    if unknown or not isinstance(overrides, dict):
+        bad = ", ".join(unknown) if unknown else "set (must be a table)"
+        raise StudyError(f"study file {path}: unknown key(s) {bad}; known: {', '.join(sorted(fields))}, [set]")
+    return {k: _option(path, k, v) for k, v in data.items()}, overrides
+
+
+def _option(path: str, key: str, value: Any) -> Any:
+    """A TOML value as the type of SweepArgs field `key` (a single value where a list is expected is fine)."""
+    kind = typing.get_type_hints(SweepArgs)[key]
+    if typing.get_origin(kind) is tuple:
+        items = value if isinstance(value, list) else [value]
+        element = typing.get_args(kind)[0]
+        if all(isinstance(x, element) and not isinstance(x, bool) for x in items):
+            return tuple(items)
+        raise StudyError(f"study file {path}: {key} must be a list of {element.__name__}, got {value!r}")
+    if typing.get_origin(kind) is Literal:
+        if value in typing.get_args(kind):
+            return value
+        raise StudyError(f"study file {path}: {key} must be one of {', '.join(typing.get_args(kind))}")
+    if isinstance(value, kind) or (kind is float and isinstance(value, int)):
+        return kind(value)
+    raise StudyError(f"study file {path}: {key} must be a {kind.__name__}, got {value!r}")
+
+
+def parse_args(argv: list[str]) -> tuple[SweepArgs, Grid]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default="")
+    known, _ = pre.parse_known_args(argv)
+    options, file_overrides = load_toml(known.config) if known.config else ({}, {})
+    try:
+        default = SweepArgs(config=known.config, **options)
+    except TypeError as exc:
+        raise StudyError(f"study file {known.config}: {exc}") from None
+    args = tyro.cli(SweepArgs, default=default, args=argv, description=__doc__)
+    overrides = dict(normalise_overrides(file_overrides))
+    overrides.update(dict(normalise_overrides(dict(parse_override(s) for s in args.set))))
+    grid = Grid(name=args.name, root=args.root, preset=args.preset, envs=args.envs, methods=args.methods,
+                budgets=args.budgets, teachers=args.teachers, seeds=args.seeds,
+                overrides=tuple(overrides.items()))
+    return args, grid
+
+
+def print_grid(grid: Grid, runs: list[Run]) -> None:
+    states = [run_state(r) for r in runs]
+    for run, state in zip(runs, states):
+        print(f"{state:8s} {run.label}")
+    counts = ", ".join(f"{states.count(s)} {s}" for s in ("new", "partial", "done"))
+    print(f"{len(runs)} runs in {grid.folder} ({counts})")
+
+
+# ------------------------------------------------------------------------------------------ local runs
+def default_gpus(runs: list[Run]) -> tuple[int, ...]:
+    """Visible GPU ids when runs ask for device=cuda (CUDA_VISIBLE_DEVICES is honoured), else none."""
+    if not any(r.config.device == "cuda" for r in runs):
+        return ()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return tuple(int(x) for x in visible.split(",") if x.strip().isdigit())
+    import torch
+
+    return tuple(range(torch.cuda.device_count()))
+
+
+def pick_gpu(gpus: tuple[int, ...], busy: list[int | None]) -> int | None:
+    """The GPU with the fewest running jobs (lowest id on ties); None without GPUs."""
+    return min(gpus, key=lambda g: (busy.count(g), g)) if gpus else None
+
+
+def job_env(run: Run, gpu: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if run.config.threads > 0:
+        env.update(OMP_NUM_THREADS=str(run.config.threads), MKL_NUM_THREADS=str(run.config.threads))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    return env
+
+
+def launch(run: Run, gpu: int | None) -> subprocess.Popen:
+    """Start one run in a subprocess; its output goes to <run_dir>/train.log."""
+    from pref_brl.runs import prepare_run_dir
+
+    prepare_run_dir(run.config)  # creates the folder (or checks it) so that the log can live in it
+    log = (run.run_dir / "train.log").open("a", encoding="utf-8")
+    command = [sys.executable, "-m", "pref_brl.study", run.config.to_json()]
+    with log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env(run, gpu))
+
+
+def last_line(path: Path) -> str:
+    lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines() if path.exists() else []
+    return lines[-1] if lines else "(no output)"
+
+
+class Progress:
+    """Counts and one-line summaries of a sweep."""
+
+    def __init__(self, total: int, skipped: int, status_every: float) -> None:
+        self.total, self.skipped, self.status_every = total, skipped, status_every
+        self.done, self.failed, self.running = skipped, 0, 0
+        self.t0 = self.last = time.time()
+
+    def event(self, message: str) -> None:
+        print(f"[{self.clock()}] {message}", flush=True)
+        self.summary()
+
+    def summary(self) -> None:
+        queued = self.total - self.done - self.failed - self.running
+        print(f"[{self.clock()}] {self.done}/{self.total} done ({self.skipped} skipped), {self.running} running, "
+              f"{self.failed} failed, {queued} queued", flush=True)
+        self.last = time.time()
+
+    def tick(self) -> None:
+        if time.time() - self.last >= self.status_every:
+            self.summary()
+
+    def clock(self) -> str:
+        seconds = int(time.time() - self.t0)
+        return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: float) -> int:
+    """Run every unfinished run, at most `jobs` at once; 0 if all finished, 1 if any failed."""
+    gpus = gpus or default_gpus(runs)
+    jobs = jobs or len(gpus) or max(1, (os.cpu_count() or 1) // max(1, runs[0].config.threads))
+    queue = [r for r in runs if run_state(r) != "done"]
+    progress = Progress(len(runs), len(runs) - len(queue), status_every)
+    progress.summary()
+    running: dict[subprocess.Popen, tuple[Run, int | None, float]] = {}
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed sweep ends its runs too (they resume next time)
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                run = queue.pop(0)
+                gpu = pick_gpu(gpus, [g for _, g, _ in running.values()])
+                running[launch(run, gpu)] = (run, gpu, time.time())
+                progress.running += 1
+                progress.event(f"started {run.label}" + (f" on GPU {gpu}" if gpu is not None else ""))
+            for proc in [p for p in running if p.poll() is not None]:
+                run, _, t0 = running.pop(proc)
+                progress.running -= 1
+                finish(run, proc.returncode, time.time() - t0, progress)
+            progress.tick()
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            proc.wait()
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 1 if progress.failed else 0
+
+
+def finish(run: Run, returncode: int, seconds: float, progress: Progress) -> None:
+    if returncode == 0 and run_state(run) == "done":
+        progress.done += 1
+        progress.event(f"finished {run.label} ({seconds / 60:.1f} min)")
+        return
+    progress.failed += 1
+    log = run.run_dir / "train.log"
+    progress.event(f"FAILED {run.label} (exit {returncode}): {last_line(log)}  [log: {log}]")
+
+
+# ------------------------------------------------------------------------------------------ submitit
+def run_submitit(runs: list[Run], grid: Grid, args: SweepArgs) -> int:
+    """Submit the unfinished runs as one job array (Slurm, or submitit's local executor)."""
+    import submitit
+
+    from pref_brl.study import run_job
+
+    todo = [r for r in runs if run_state(r) != "done"]
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished")
+    if not todo:
+        return 0
+    cluster = "slurm" if args.executor == "slurm" else "local"
+    executor = submitit.AutoExecutor(folder=grid.folder / ".submitit" / "%j", cluster=cluster)
+    params: dict[str, Any] = dict(name=f"pref-brl-{grid.name}", timeout_min=args.timeout_min,
+                                  cpus_per_task=max(1, todo[0].config.threads),
+                                  gpus_per_node=int(todo[0].config.device.startswith("cuda")),
+                                  slurm_array_parallelism=args.jobs or len(todo))
+    if args.partition:
+        params["slurm_partition"] = args.partition
+    if args.mem_gb > 0:
+        params["mem_gb"] = args.mem_gb
+    executor.update_parameters(**params)
+    jobs = executor.map_array(run_job, [dataclasses.asdict(r.config) for r in todo])
+    print(f"submitted {len(jobs)} jobs ({cluster}): {jobs[0].job_id.split('_')[0]}; "
+          f"logs in {grid.folder / '.submitit'}")
+    if cluster == "slurm" and not args.wait:
+        print("re-run the same command when they end: finished runs are skipped, unfinished ones resume")
+        return 0
+    return wait_for(jobs, todo, len(runs), args.status_every)
+
+
+def wait_for(jobs: list, todo: list[Run], total: int, status_every: float) -> int:
+    progress = Progress(total, total - len(todo), status_every)
+    progress.running = len(jobs)
+    pending = dict(zip(jobs, todo))
+    while pending:
+        for job in [j for j in pending if j.done()]:
+            run = pending.pop(job)
+            progress.running -= 1
+            error = job.exception()
+            if error is None and run_state(run) == "done":
+                progress.done += 1
+                progress.event(f"finished {run.label}")
+            else:
+                progress.failed += 1
+                reason = str(error).strip().splitlines()[-1] if error is not None else "no done.json"
+                progress.event(f"FAILED {run.label} (job {job.job_id}): {reason}")
+        progress.tick()
+        time.sleep(0.5)
+    return 1 if progress.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, grid = parse_args(argv)
+        runs = expand(grid)
+        check_runs(grid, runs)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print_grid(grid, runs)
+        return 0
+    if args.executor == "local":
+        return run_local(runs, args.jobs, args.gpus, args.status_every)
+    return run_submitit(runs, grid, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

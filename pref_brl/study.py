@@ -1,0 +1,268 @@
+"""Label-budget studies as data: a grid expands to runs with stable, readable folder names.
+
+A study folder holds one run folder per grid point:
+
+    <root>/<study>/<env>/<method>[+<key>=<value>...]/budget<B>/<teacher>/seed<S>
+
+Methods that learn from the true reward (`sac`) use no labels, so the budget and teacher axes collapse for
+them: `<root>/<study>/<env>/sac/seed<S>`. An override given with several values (`--set segment=25,50`) is
+one more grid axis and its value is appended to the method part of the name; single-valued overrides are
+study-wide settings and do not appear in names (changing one later is refused on the existing folders).
+
+The same folder names make TensorBoard show one run per (env, method, budget, teacher, seed), grouped by
+path, when it is pointed at the study folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pref_brl.config import PRESETS, TrainConfig, preset_config
+from pref_brl.runs import CONFIG_FILE, DONE_FILE, config_differences
+
+RunState = Literal["new", "partial", "done"]
+
+AXIS_FIELDS = ("env", "method", "max_feedback", "teacher", "seed", "preset")
+"""Config fields set by the grid's own axes (not through --set)."""
+OWNED_FIELDS = AXIS_FIELDS + ("run_dir",)
+PREFERENCE_FIELDS = frozenset({
+    "num_unsup_steps", "max_feedback", "reward_batch", "num_interact", "reward_update", "segment", "teacher",
+    "query", "reset_update", "ensemble_size", "reward_lr", "reward_hidden", "reward_depth", "reward_minibatch",
+    "query_episodes", "penalty_weight", "paired_episodes", "estimator", "query_agent", "sobirl_warmup"})
+"""Config fields that only methods learning from preferences read; `sac` runs ignore overrides of them."""
+
+
+class StudyError(ValueError):
+    """The study cannot be expanded or started as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A label-budget study: the cartesian product of its axes, plus config overrides."""
+
+    name: str
+    root: str
+    preset: str
+    envs: tuple[str, ...]
+    methods: tuple[str, ...]
+    budgets: tuple[int, ...]
+    """label budgets (max_feedback); empty: the preset's budget for each env"""
+    teachers: tuple[str, ...]
+    seeds: tuple[int, ...]
+    overrides: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    """(field, values) pairs; a field with several values is a grid axis"""
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root) / self.name
+
+
+@dataclass(frozen=True)
+class Run:
+    """One grid point: its folder name inside the study folder and its full config."""
+
+    label: str
+    config: TrainConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.run_dir)
+
+
+# ------------------------------------------------------------------------------------------ overrides
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def coerce(key: str, value: Any) -> Any:
+    """`value` (a string from the command line, or a TOML value) as the type of TrainConfig field `key`."""
+    types = _field_types()
+    if key not in types:
+        raise StudyError(f"unknown config field {key!r} in an override; see pref-brl-train --help for the fields")
+    kind = types[key]
+    try:
+        if typing.get_origin(kind) is Literal:
+            allowed = typing.get_args(kind)
+            if value not in allowed:
+                raise ValueError(f"must be one of {', '.join(map(str, allowed))}")
+            return value
+        if kind is bool:
+            if isinstance(value, str):
+                text = value.strip().lower()
+                if text not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError("must be true or false")
+                return text in ("true", "1", "yes")
+            return bool(value)
+        if kind is int:
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, bool) or float(number) != int(number):
+                raise ValueError("must be an integer")
+            return int(number)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise StudyError(f"bad value {value!r} for {key}: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[str, tuple[Any, ...]]:
+    """`key=value` or `key=v1,v2,...` (several values make the field a grid axis)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key or not raw.strip():
+        raise StudyError(f"override {text!r} is not key=value (e.g. --set steps=20000 or --set segment=25,50)")
+    return key, tuple(coerce(key, v.strip()) for v in raw.split(","))
+
+
+def normalise_overrides(items: dict[str, Any]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """TOML-style {field: value or [values]} as checked (field, values) pairs."""
+    out = []
+    for key, raw in items.items():
+        key = key.replace("-", "_")
+        if key in OWNED_FIELDS:
+            axis = {"env": "envs", "method": "methods", "max_feedback": "budgets", "teacher": "teachers",
+                    "seed": "seeds", "preset": "preset", "run_dir": "root and name"}[key]
+            raise StudyError(f"{key} is set by the study itself; use --{axis.replace('_', '-')} instead of --set")
+        values = raw if isinstance(raw, list | tuple) else [raw]
+        if not values:
+            raise StudyError(f"override {key} has no values")
+        out.append((key, tuple(coerce(key, v) for v in values)))
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------ expansion
+def _value_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def run_label(cfg: TrainConfig, axis_overrides: dict[str, Any]) -> str:
+    """The run's folder name inside the study folder (see the module docstring)."""
+    method = cfg.method + "".join(f"+{k}={_value_text(v)}" for k, v in axis_overrides.items())
+    if not cfg.uses_preferences:
+        return f"{cfg.env}/{method}/seed{cfg.seed}"
+    return f"{cfg.env}/{method}/budget{cfg.max_feedback}/{cfg.teacher}/seed{cfg.seed}"
+
+
+def expand(grid: Grid) -> list[Run]:
+    """Every run of the grid, seed-major (all first seeds come first), without duplicates.
+
+    Each job uses one torch thread unless `threads` is overridden.
+    """
+    axes = {"envs": grid.envs, "methods": grid.methods, "teachers": grid.teachers, "seeds": grid.seeds}
+    empty = [name for name, values in axes.items() if not values]
+    if empty:
+        raise StudyError(f"empty grid: no values for {', '.join('--' + n for n in empty)}")
+    if grid.preset not in PRESETS:
+        raise StudyError(f"unknown preset {grid.preset!r}; known presets: {', '.join(PRESETS)}")
+    _check_methods(grid.methods)
+    fixed = {k: v[0] for k, v in grid.overrides if len(v) == 1}
+    fixed.setdefault("threads", 1)
+    swept = [(k, v) for k, v in grid.overrides if len(v) > 1]
+    runs: dict[str, Run] = {}
+    for seed, env, budget, teacher, method, *values in itertools.product(
+            grid.seeds, grid.envs, grid.budgets or (None,), grid.teachers, grid.methods, *(v for _, v in swept)):
+        axis = dict(zip((k for k, _ in swept), values))
+        if not TrainConfig(method=method).uses_preferences:  # type: ignore[arg-type]
+            fixed_used = {k: v for k, v in fixed.items() if k not in PREFERENCE_FIELDS}
+            axis = {k: v for k, v in axis.items() if k not in PREFERENCE_FIELDS}
+        else:
+            fixed_used = dict(fixed, teacher=teacher, **({} if budget is None else {"max_feedback": budget}))
+        cfg = preset_config(grid.preset, env, method=method, seed=seed, **fixed_used, **axis)
+        label = run_label(cfg, axis)
+        if label not in runs:
+            runs[label] = Run(label, dataclasses.replace(cfg, run_dir=str(grid.folder / label)))
+    return list(runs.values())
+
+
+def _check_methods(methods: tuple[str, ...]) -> None:
+    known = typing.get_args(_field_types()["method"])
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise StudyError(f"unknown method {unknown[0]!r}; known: {', '.join(known)}")
+
+
+# ------------------------------------------------------------------------------------------ folder state
+def run_state(run: Run) -> RunState:
+    """done (done.json), partial (a run folder without done.json: re-running resumes it) or new."""
+    if (run.run_dir / DONE_FILE).exists():
+        return "done"
+    return "partial" if (run.run_dir / CONFIG_FILE).exists() else "new"
+
+
+def check_runs(grid: Grid, runs: list[Run]) -> None:
+    """Everything that can be checked before any folder is created: configs, folder conflicts, writability."""
+    from pref_brl.validate import ConfigError, validate
+
+    for run in runs:
+        try:
+            validate(run.config)
+        except ConfigError as exc:
+            raise StudyError(f"{run.label}: {exc}") from None
+        _check_folder(run)
+    _check_writable(grid.folder)
+
+
+def _check_folder(run: Run) -> None:
+    path = run.run_dir
+    if path.exists() and not path.is_dir():
+        raise StudyError(f"{path} exists and is not a folder; remove it or choose another --root/--name")
+    config_path = path / CONFIG_FILE
+    if config_path.exists():
+        old = json.loads(config_path.read_text(encoding="utf-8"))
+        diffs = config_differences(old, json.loads(run.config.to_json()))
+        if diffs:
+            raise StudyError(f"{path} holds a run with a different config ({'; '.join(diffs)}); use a new "
+                             "--name for a changed study, or the old settings to resume this one")
+    elif path.exists() and any(path.iterdir()):
+        raise StudyError(f"{path} exists and is not a pref-brl run folder; remove it or choose another --name")
+
+
+def _check_writable(folder: Path) -> None:
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise StudyError(f"cannot create the study folder {folder}: {existing} is not a writable folder; "
+                         "choose another --root")
+
+
+# ------------------------------------------------------------------------------------------ one job
+def run_job(config: dict[str, Any]) -> str:
+    """Train (or resume) one run from its config dict; the entry point of sweep subprocesses and Slurm jobs."""
+    from pref_brl.runs import config_from_dict
+    from pref_brl.trainer import Trainer
+    from pref_brl.validate import validate
+
+    cfg = config_from_dict(config)
+    validate(cfg)
+    trainer = Trainer(cfg, progress=True)
+    if trainer.step > 0:
+        print(f"resuming {trainer.run_dir} from its checkpoint at step {trainer.step}", flush=True)
+    trainer.train()
+    return str(trainer.run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pref_brl.study '<config json>'`: one sweep job; an error is one line on stderr."""
+    from pref_brl.runs import RunFolderError
+    from pref_brl.validate import ConfigError
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        print(f"run folder: {run_job(json.loads(args[0]))}", flush=True)
+    except (ConfigError, RunFolderError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Label-budget sweeps: grid expansion and names, overrides, skip/resume, errors, the submitit job array."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.sweep import Progress, finish, job_env, main, pick_gpu
+from pref_brl.config import preset_config
+from pref_brl.study import Grid, StudyError, expand, parse_override, run_state
+from pref_brl.trainer import Trainer
+
+# Tiny runs: 50-step episodes, 16-unit nets; a pebble run crosses seed, exploration, two feedback rounds
+# and evals in ~300 steps.
+TINY = dict(steps=300, max_episode_steps=50, num_seed_steps=50, num_unsup_steps=50, eval_frequency=100,
+            num_eval_episodes=1, checkpoint_frequency=100, log_frequency=100, hidden_dim=16, hidden_depth=1,
+            batch_size=16, reward_hidden=16, reward_depth=1, reward_batch=4, num_interact=100, reward_update=3,
+            segment=10, reset_update=5)
+TINY_FLAGS = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+
+
+def grid(tmp_path: Path, **changes) -> Grid:
+    base = Grid(name="study", root=str(tmp_path), preset="cpu", envs=("walker_walk",), methods=("pebble",),
+                budgets=(8,), teachers=("oracle",), seeds=(0,),
+                overrides=tuple((k, (v,)) for k, v in TINY.items()))
+    return dataclasses.replace(base, **changes)
+
+
+def test_expansion_names_are_readable_stable_and_seed_major(tmp_path: Path) -> None:
+    runs = expand(grid(tmp_path, methods=("sac", "pebble", "bilevel"), budgets=(50, 100),
+                       teachers=("oracle", "mistake"), seeds=(0, 1), overrides=()))
+    labels = [r.label for r in runs]
+    # sac learns from the true reward: one run per seed, whatever the budgets and teachers
+    assert labels[:5] == ["walker_walk/sac/seed0", "walker_walk/pebble/budget50/oracle/seed0",
+                          "walker_walk/bilevel/budget50/oracle/seed0", "walker_walk/pebble/budget50/mistake/seed0",
+                          "walker_walk/bilevel/budget50/mistake/seed0"]
+    assert len(runs) == 2 * (1 + 2 * 2 * 2) and len(set(labels)) == len(labels)
+    assert labels.index("walker_walk/sac/seed1") == 9  # all of seed 0 first
+    run = runs[labels.index("walker_walk/bilevel/budget100/mistake/seed1")]
+    expected = preset_config("cpu", "walker_walk", method="bilevel", seed=1, max_feedback=100, teacher="mistake",
+                             threads=1, run_dir=str(tmp_path / "study" / run.label))
+    assert run.config == expected
+    assert run.run_dir == tmp_path / "study/walker_walk/bilevel/budget100/mistake/seed1"
+    assert [r.label for r in expand(grid(tmp_path, methods=("sac", "pebble", "bilevel"), budgets=(50, 100),
+                                         teachers=("oracle", "mistake"), seeds=(0, 1), overrides=()))] == labels
+
+
+def test_overrides_fixed_and_swept(tmp_path: Path) -> None:
+    overrides = (("steps", (5000,)), ("segment", (25, 50)), ("threads", (2,)), ("penalty_weight", (0.5, 1.0)))
+    runs = expand(grid(tmp_path, methods=("sac", "bilevel"), overrides=overrides))
+    labels = [r.label for r in runs]
+    assert labels == ["walker_walk/sac/seed0"] + [
+        f"walker_walk/bilevel+segment={s}+penalty_weight={w}/budget8/oracle/seed0"
+        for s in (25, 50) for w in (0.5, 1.0)]
+    assert all(r.config.steps == 5000 and r.config.threads == 2 for r in runs)
+    assert runs[0].config.segment == preset_config("cpu", "walker_walk").segment  # sac ignores label settings
+    assert {(r.config.segment, r.config.penalty_weight) for r in runs[1:]} == {(25, .5), (25, 1.), (50, .5),
+                                                                               (50, 1.)}
+
+
+def test_default_budget_is_each_envs_preset(tmp_path: Path) -> None:
+    runs = expand(grid(tmp_path, envs=("walker_walk", "metaworld_door-open-v3"), budgets=(), overrides=()))
+    assert [(r.label, r.config.max_feedback) for r in runs] == [
+        ("walker_walk/pebble/budget100/oracle/seed0", 100),
+        ("metaworld_door-open-v3/pebble/budget1000/oracle/seed0", 1000)]
+
+
+def test_override_parsing_types_and_errors() -> None:
+    assert parse_override("steps=20000") == ("steps", (20000,))
+    assert parse_override("num-interact=1e4") == ("num_interact", (10000,))
+    assert parse_override("penalty_weight=0.5,1") == ("penalty_weight", (0.5, 1.0))
+    assert parse_override("estimator=shared-states") == ("estimator", ("shared-states",))
+    for bad, message in [("steps", "key=value"), ("stepz=3", "unknown config field"), ("steps=3.5", "integer"),
+                         ("estimator=exact", "one of"), ("lr=fast", "bad value")]:
+        with pytest.raises(StudyError, match=message):
+            parse_override(bad)
+
+
+def test_dry_run_reads_a_toml_study_and_reports_states(tmp_path: Path, capsys) -> None:
+    study = tmp_path / "study.toml"
+    study.write_text(f'name = "t"\nroot = "{tmp_path}"\nmethods = ["pebble"]\nbudgets = [8]\nseeds = [0, 1, 2]\n'
+                     "[set]\n" + "".join(f"{k} = {v}\n" for k, v in TINY.items()), encoding="utf-8")
+    runs = expand(grid(tmp_path, name="t", seeds=(0, 1, 2)))
+    for run, files in zip(runs, (["config.json", "done.json"], ["config.json"])):
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "config.json").write_text(run.config.to_json(), encoding="utf-8")
+        for name in files[1:]:
+            (run.run_dir / name).write_text("{}", encoding="utf-8")
+    assert main(["--config", str(study), "--dry-run", "--seeds", "0", "1", "2", "3"]) == 0  # the CLI wins
+    out = capsys.readouterr().out.splitlines()
+    assert out[:4] == ["done     walker_walk/pebble/budget8/oracle/seed0",
+                       "partial  walker_walk/pebble/budget8/oracle/seed1",
+                       "new      walker_walk/pebble/budget8/oracle/seed2",
+                       "new      walker_walk/pebble/budget8/oracle/seed3"]
+    assert out[4].startswith("4 runs in") and "(2 new, 1 partial, 1 done)" in out[4]
+    assert not (tmp_path / "t" / "walker_walk/pebble/budget8/oracle/seed2").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds"], "empty grid: no values for --seeds"),
+    (["--methods", "pebble", "dagger"], "unknown method 'dagger'"),
+    (["--envs", "walker_run"], "unknown env 'walker_run'"),
+    (["--budgets", "3"], "smaller than one round"),
+    (["--budgets", "-10"], "must be positive"),
+    (["--set", "seed=1"], "use --seeds instead"),
+    (["--set", "hidden_dim"], "is not key=value"),
+])
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path: Path, capsys, argv, message) -> None:
+    assert main(["--root", str(tmp_path / "runs"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unwritable_root_and_changed_config_are_refused_up_front(tmp_path: Path, capsys) -> None:
+    (tmp_path / "a_file").write_text("x", encoding="utf-8")
+    assert main(["--root", str(tmp_path / "a_file" / "runs")]) == 2
+    assert "is not a writable folder" in capsys.readouterr().err
+    run = expand(grid(tmp_path))[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "config.json").write_text(dataclasses.replace(run.config, steps=999).to_json(), "utf-8")
+    assert main(["--root", str(tmp_path), "--methods", "pebble", "--budgets", "8", *TINY_FLAGS]) == 2
+    assert "different config (steps: 999 -> 300)" in capsys.readouterr().err
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(cfg, step: int) -> None:
+    """Train until `step`, then die without a final checkpoint (the run folder is left partial)."""
+    trainer = Trainer(cfg, progress=False)
+    original = trainer.update_agents
+
+    def update_or_die() -> None:
+        if trainer.step == step:
+            raise Killed
+        original()
+
+    trainer.update_agents = update_or_die
+    with pytest.raises(Killed):
+        trainer.train()
+
+
+def test_local_sweep_skips_finished_and_resumes_partial_runs(tmp_path: Path, capsys) -> None:
+    argv = ["--root", str(tmp_path), "--methods", "sac", "pebble", "--budgets", "8", "--jobs", "2", *TINY_FLAGS]
+    finished, partial = expand(grid(tmp_path, methods=("sac", "pebble")))
+    finished.run_dir.mkdir(parents=True)  # a finished run: the sweep must not start it again
+    (finished.run_dir / "config.json").write_text(finished.config.to_json(), encoding="utf-8")
+    (finished.run_dir / "done.json").write_text("{}", encoding="utf-8")
+    kill_at(partial.config, 250)
+    checkpoint_step = json.loads((partial.run_dir / "scalars.jsonl").read_text().splitlines()[-1])["step"]
+    assert run_state(partial) == "partial" and checkpoint_step >= 200
+
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "(1 skipped)" in out and "started walker_walk/sac" not in out
+    assert "started walker_walk/pebble/budget8/oracle/seed0" in out and "2/2 done (1 skipped)" in out
+    assert run_state(partial) == "done" and "resum" in (partial.run_dir / "train.log").read_text().lower()
+    assert len(list((partial.run_dir / "tb").iterdir())) == 2  # the killed session's events, then the resumed one's
+    steps = [json.loads(line)["step"] for line in (partial.run_dir / "scalars.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 300
+
+    assert main(argv) == 0
+    assert "2/2 done (2 skipped)" in capsys.readouterr().out
+
+
+def test_hparams_are_recorded_for_tensorboard(tiny) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny(steps=100, eval_frequency=100)
+    Trainer(cfg, progress=False).train()
+    events = EventAccumulator(str(Path(cfg.run_dir) / "tb"))
+    events.Reload()
+    tags = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(tags)
+    assert b"hidden_dim" in tags["_hparams_/session_start_info"]
+    assert b"eval/mean_reward" in tags["_hparams_/experiment"]
+
+
+def test_failed_job_is_reported_with_its_error_line(tmp_path: Path, capsys) -> None:
+    run = expand(grid(tmp_path))[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "train.log").write_text("[ 100/300] ...\nerror: non-finite critic loss at step 120\n", "utf-8")
+    progress = Progress(total=3, skipped=1, status_every=60)
+    finish(run, 2, 5.0, progress)  # the runner counts the job out of "running" before finish()
+    out = capsys.readouterr().out
+    assert progress.failed == 1 and "FAILED walker_walk/pebble/budget8/oracle/seed0 (exit 2)" in out
+    assert "error: non-finite critic loss at step 120" in out
+    assert "1/3 done (1 skipped), 0 running, 1 failed, 1 queued" in out
+
+
+def test_one_gpu_per_job() -> None:
+    assert pick_gpu((0, 1), []) == 0 and pick_gpu((0, 1), [0]) == 1 and pick_gpu((0, 1), [0, 1, 1]) == 0
+    assert pick_gpu((), [None]) is None
+    run = expand(grid(Path("/tmp/unused")))[0]
+    assert job_env(run, 1)["CUDA_VISIBLE_DEVICES"] == "1" and job_env(run, None)["OMP_NUM_THREADS"] == "1"
+
+
+def test_submitit_job_array_with_the_local_executor(tmp_path: Path, capsys) -> None:
+    argv = ["--root", str(tmp_path), "--methods", "sac", "--seeds", "0", "1", "--executor", "submitit-local",
+            "--status-every", "5", *TINY_FLAGS, "--set", "steps=100"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "submitted 2 jobs (local)" in out and "2/2 done (0 skipped)" in out
+    for seed in (0, 1):
+        assert (tmp_path / f"study/walker_walk/sac/seed{seed}/done.json").exists()
+    assert (tmp_path / "study/.submitit").is_dir()
+    assert main(argv) == 0 and "2 of 2 runs already finished" in capsys.readouterr().out
