@@ -6,8 +6,9 @@ A study folder holds one run folder per grid point:
 
 Methods that learn from the true reward (`sac`) use no labels, so the budget and teacher axes collapse for
 them: `<root>/<study>/<env>/sac/seed<S>`. An override given with several values (`--set segment=25,50`) is
-one more grid axis and its value is appended to the method part of the name; single-valued overrides are
-study-wide settings and do not appear in names (changing one later is refused on the existing folders).
+one more grid axis and its value is appended to the method part of the name (only for methods that read the
+field: `penalty_weight` splits `bilevel` runs, not `pebble` ones); single-valued overrides are study-wide
+settings and do not appear in names (changing one later is refused on the existing folders).
 
 The same folder names make TensorBoard show one run per (env, method, budget, teacher, seed), grouped by
 path, when it is pointed at the study folder.
@@ -37,7 +38,15 @@ PREFERENCE_FIELDS = frozenset({
     "num_unsup_steps", "max_feedback", "reward_batch", "num_interact", "reward_update", "segment", "teacher",
     "query", "reset_update", "ensemble_size", "reward_lr", "reward_hidden", "reward_depth", "reward_minibatch",
     "query_episodes", "penalty_weight", "paired_episodes", "estimator", "query_agent", "sobirl_warmup"})
-"""Config fields that only methods learning from preferences read; `sac` runs ignore overrides of them."""
+"""Config fields that only methods learning from preferences read."""
+BILEVEL_FIELDS = frozenset({"penalty_weight", "paired_episodes", "estimator", "query_agent"})
+IGNORED_FIELDS: dict[str, frozenset[str]] = {
+    "sac": PREFERENCE_FIELDS,
+    "pebble": BILEVEL_FIELDS | {"sobirl_warmup"},
+    "bilevel": frozenset({"sobirl_warmup"}),
+    "sobirl": BILEVEL_FIELDS - {"penalty_weight"},
+}
+"""Fields a method does not read: overrides of them do not split its runs, and plots do not show them."""
 
 
 class StudyError(ValueError):
@@ -169,13 +178,11 @@ def expand(grid: Grid) -> list[Run]:
     runs: dict[str, Run] = {}
     for seed, env, budget, teacher, method, *values in itertools.product(
             grid.seeds, grid.envs, grid.budgets or (None,), grid.teachers, grid.methods, *(v for _, v in swept)):
-        axis = dict(zip((k for k, _ in swept), values))
-        if not TrainConfig(method=method).uses_preferences:  # type: ignore[arg-type]
-            fixed_used = {k: v for k, v in fixed.items() if k not in PREFERENCE_FIELDS}
-            axis = {k: v for k, v in axis.items() if k not in PREFERENCE_FIELDS}
-        else:
-            fixed_used = dict(fixed, teacher=teacher, **({} if budget is None else {"max_feedback": budget}))
-        cfg = preset_config(grid.preset, env, method=method, seed=seed, **fixed_used, **axis)
+        ignored = IGNORED_FIELDS.get(method, frozenset())
+        axis = {k: v for k, v in zip((k for k, _ in swept), values) if k not in ignored}
+        point = dict(fixed, teacher=teacher, **({} if budget is None else {"max_feedback": budget}))
+        point = {k: v for k, v in point.items() if k not in ignored and k not in axis}
+        cfg = preset_config(grid.preset, env, method=method, seed=seed, **point, **axis)
         label = run_label(cfg, axis)
         if label not in runs:
             runs[label] = Run(label, dataclasses.replace(cfg, run_dir=str(grid.folder / label)))

@@ -84,8 +84,7 @@ class EvalVideos:
         return env
 
     def due(self, step: int) -> bool:
-        every = self.cfg.video_every * self.cfg.eval_frequency
-        return step == self.cfg.steps or step % every == 0
+        return video_due(self.cfg, step)
 
     def record(self, step: int, policy: Policy) -> Path:
         path = self.folder / f"eval_step{step:08d}.mp4"
@@ -94,6 +93,11 @@ class EvalVideos:
 
     def close(self) -> None:
         self.env.close()
+
+
+def video_due(cfg: TrainConfig, step: int) -> bool:
+    """Whether the evaluation at `step` is recorded: every `video_every`-th one, and the last."""
+    return cfg.video_every > 0 and (step == cfg.steps or step % (cfg.video_every * cfg.eval_frequency) == 0)
 
 
 def make_eval_videos(cfg: TrainConfig, run_dir: Path, seed: int) -> EvalVideos | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments.sweep import Progress, finish, job_env, main, pick_gpu
-from pref_brl.config import preset_config
+from pref_brl.config import TrainConfig, preset_config
 from pref_brl.study import Grid, StudyError, expand, parse_override, run_state
 from pref_brl.trainer import Trainer
 
@@ -19,6 +19,8 @@ TINY = dict(steps=300, max_episode_steps=50, num_seed_steps=50, num_unsup_steps=
             num_eval_episodes=1, checkpoint_frequency=100, log_frequency=100, hidden_dim=16, hidden_depth=1,
             batch_size=16, reward_hidden=16, reward_depth=1, reward_batch=4, num_interact=100, reward_update=3,
             segment=10, reset_update=5)
+if "compile" in {f.name for f in dataclasses.fields(TrainConfig)}:
+    TINY["compile"] = False  # compiling the SAC update costs seconds per fresh process; it has its own tests
 TINY_FLAGS = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
 
 
@@ -50,14 +52,16 @@ def test_expansion_names_are_readable_stable_and_seed_major(tmp_path: Path) -> N
 
 def test_overrides_fixed_and_swept(tmp_path: Path) -> None:
     overrides = (("steps", (5000,)), ("segment", (25, 50)), ("threads", (2,)), ("penalty_weight", (0.5, 1.0)))
-    runs = expand(grid(tmp_path, methods=("sac", "bilevel"), overrides=overrides))
+    runs = expand(grid(tmp_path, methods=("sac", "pebble", "bilevel"), overrides=overrides))
     labels = [r.label for r in runs]
-    assert labels == ["walker_walk/sac/seed0"] + [
+    # a swept field is part of the name; methods that do not read it are not split by it
+    assert labels == ["walker_walk/sac/seed0", "walker_walk/pebble+segment=25/budget8/oracle/seed0",
+                      "walker_walk/pebble+segment=50/budget8/oracle/seed0"] + [
         f"walker_walk/bilevel+segment={s}+penalty_weight={w}/budget8/oracle/seed0"
         for s in (25, 50) for w in (0.5, 1.0)]
     assert all(r.config.steps == 5000 and r.config.threads == 2 for r in runs)
-    assert runs[0].config.segment == preset_config("cpu", "walker_walk").segment  # sac ignores label settings
-    assert {(r.config.segment, r.config.penalty_weight) for r in runs[1:]} == {(25, .5), (25, 1.), (50, .5),
+    assert runs[0].config.segment == preset_config("cpu", "walker_walk").segment
+    assert {(r.config.segment, r.config.penalty_weight) for r in runs[3:]} == {(25, .5), (25, 1.), (50, .5),
                                                                                (50, 1.)}
 
 
@@ -82,7 +86,7 @@ def test_override_parsing_types_and_errors() -> None:
 def test_dry_run_reads_a_toml_study_and_reports_states(tmp_path: Path, capsys) -> None:
     study = tmp_path / "study.toml"
     study.write_text(f'name = "t"\nroot = "{tmp_path}"\nmethods = ["pebble"]\nbudgets = [8]\nseeds = [0, 1, 2]\n'
-                     "[set]\n" + "".join(f"{k} = {v}\n" for k, v in TINY.items()), encoding="utf-8")
+                     "[set]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in TINY.items()), encoding="utf-8")
     runs = expand(grid(tmp_path, name="t", seeds=(0, 1, 2)))
     for run, files in zip(runs, (["config.json", "done.json"], ["config.json"])):
         run.run_dir.mkdir(parents=True)

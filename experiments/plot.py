@@ -1,0 +1,191 @@
+"""`pref-brl-plot`: learning curves and final-performance tables from run folders.
+
+Reads config.json and scalars.jsonl of every run folder under the given folders (a study folder made by
+pref-brl-sweep, or run folders). Per env it draws the metric (default: eval/mean_reward, eval/success_rate
+for Meta-World) against env steps and against labels used (feedback/total), one panel per label budget,
+one line per method (sac, which uses no labels, is drawn dashed in every panel of the steps figure). Lines
+are the IQM (or mean) over seeds with 95% stratified-bootstrap intervals (rliable's conventions). The table
+gives each method x budget's final performance and the probability that bilevel improves on pebble.
+
+Examples:
+  pref-brl-plot runs/walker-budgets
+  pref-brl-plot runs/study-a runs/study-b --aggregate mean --out figures/
+  pref-brl-plot runs/door --metric eval/mean_reward --x steps
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tyro
+
+from pref_brl.results import Curve, Group, ResultsError, Row, curves, final_table, load, to_csv, to_markdown
+
+COLORS = {"sac": "black", "pebble": "tab:blue", "bilevel": "tab:red", "sobirl": "tab:green"}
+SPARE_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+AXIS_LABELS = {"steps": "env steps", "labels": "labels used (feedback/total)"}
+
+
+@dataclass(frozen=True)
+class PlotArgs:
+    """What to plot from which run folders."""
+
+    folders: tyro.conf.Positional[tuple[str, ...]]
+    """study folders or run folders (searched recursively for config.json)"""
+    metric: str = ""
+    """scalar to plot (empty: eval/success_rate for Meta-World envs, eval/mean_reward otherwise)"""
+    env: tuple[str, ...] = ()
+    """only these envs (default: every env found, one figure each)"""
+    x: Literal["both", "steps", "labels"] = "both"
+    """x-axis: env steps, labels used, or both (two figures)"""
+    aggregate: Literal["iqm", "mean"] = "iqm"
+    """aggregate over seeds: interquartile mean (rliable's default) or mean"""
+    min_runs: int = 0
+    """a curve point needs this many seeds evaluated there (0: all seeds of the line)"""
+    final_window: int = 1
+    """final performance of a run: mean of its last this many evaluations"""
+    compare: tuple[str, ...] = ("bilevel:pebble",)
+    """method:baseline pairs whose probability of improvement the table reports"""
+    reps: int = 5000
+    """bootstrap resamples"""
+    out: str = ""
+    """output folder (default: <first folder>/plots)"""
+    formats: tuple[str, ...] = ("png", "svg")
+    """figure file formats"""
+
+
+def colors_for(groups: list[Group]) -> dict[str, str]:
+    """A colour per line label: fixed ones for the plain methods, spare ones for variants."""
+    colors: dict[str, str] = {}
+    spare = iter(SPARE_COLORS * 10)
+    for group in groups:
+        if group.label not in colors:
+            plain = group.extras == () and group.method in COLORS
+            colors[group.label] = COLORS[group.method] if plain else next(spare)
+    return colors
+
+
+def new_figure(panels: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 4.8 * panels if panels > 1 else 5.2
+    return plt.subplots(1, panels, figsize=(width, 3.8), sharey=True, squeeze=False)
+
+
+def save(fig, base: Path, formats: tuple[str, ...]) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    paths = [base.with_suffix(f".{fmt}") for fmt in formats]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def draw(items: list[Curve], env: str, metric: str, axis: str, aggregate: str, base: Path,
+         formats: tuple[str, ...]) -> list[Path]:
+    """One figure: a panel per label budget; reference (true-reward) lines dashed in every panel."""
+    budgets = sorted({c.group.budget for c in items if c.group.budget is not None}) or [None]
+    references = [c for c in items if c.group.budget is None]
+    colors = colors_for([c.group for c in items])
+    fig, axes = new_figure(len(budgets))
+    for ax, budget in zip(axes[0], budgets):
+        for curve in [c for c in items if c.group.budget == budget] + (references if budget is not None else []):
+            style = "--" if curve.group.budget is None else "-"
+            name = f"{curve.group.label} (n={curve.runs})"
+            ax.plot(curve.x, curve.point, style, color=colors[curve.group.label], label=name, lw=1.6)
+            ax.fill_between(curve.x, curve.lo, curve.hi, color=colors[curve.group.label], alpha=0.2, lw=0)
+        ax.set_title(env if budget is None else f"{env}, budget {budget} labels")
+        ax.set_xlabel(AXIS_LABELS[axis])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(f"{metric} ({aggregate.upper()}, 95% CI)")
+    return save(fig, base, formats)
+
+
+def draw_budgets(rows: list[Row], env: str, aggregate: str, base: Path, formats: tuple[str, ...]) -> list[Path]:
+    """Final performance against label budget, one line per method; true-reward references as bands."""
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    colors = colors_for([r.group for r in rows])
+    for label in colors:
+        line = [r for r in rows if r.group.label == label]
+        if line[0].group.budget is None:
+            ax.axhline(line[0].point, ls="--", color=colors[label], label=f"{label} (n={len(line[0].scores)})")
+            ax.axhspan(line[0].lo, line[0].hi, color=colors[label], alpha=0.15, lw=0)
+            continue
+        x = np.array([r.group.budget for r in line], dtype=float)
+        y = np.array([r.point for r in line])
+        err = np.array([[r.point - r.lo for r in line], [r.hi - r.point for r in line]])
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colors[label], label=label)
+    ax.set_xlabel("label budget")
+    ax.set_ylabel(f"final {rows[0].metric} ({aggregate.upper()}, 95% CI)")
+    ax.set_title(f"{env}: final performance per label budget")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, base, formats)
+
+
+def make_plots(args: PlotArgs) -> list[Path]:
+    runs, metrics = load(list(args.folders), args.metric or None, args.env)
+    out = Path(args.out) if args.out else Path(args.folders[0]) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    axes = ("steps", "labels") if args.x == "both" else (args.x,)
+    for env, metric in metrics.items():
+        env_runs = [r for r in runs if r.config["env"] == env]
+        for axis in axes:
+            items = curves(env_runs, metric, axis, args.aggregate, args.min_runs, args.reps)
+            if items:
+                base = out / f"{env}_{metric.replace('/', '-')}_vs_{axis}"
+                written += draw(items, env, metric, axis, args.aggregate, base, args.formats)
+    pairs = tuple(tuple(p.split(":", 1)) for p in args.compare if ":" in p)
+    rows = final_table(runs, metrics, args.aggregate, pairs, args.final_window, args.reps)  # type: ignore[arg-type]
+    for env, metric in metrics.items():
+        env_rows = [r for r in rows if r.group.env == env]
+        if len({r.group.budget for r in env_rows if r.group.budget is not None}) > 1:
+            base = out / f"{env}_{metric.replace('/', '-')}_final_vs_budget"
+            written += draw_budgets(env_rows, env, args.aggregate, base, args.formats)
+    markdown = to_markdown(rows, args.aggregate)
+    (out / "final.md").write_text(markdown, encoding="utf-8")
+    (out / "final.csv").write_text(to_csv(rows, args.aggregate), encoding="utf-8")
+    print(markdown)
+    warn_unfinished(rows)
+    return written + [out / "final.md", out / "final.csv"]
+
+
+def warn_unfinished(rows: list) -> None:
+    for row in rows:
+        if row.finished < len(row.scores) or row.final_steps[0] != row.final_steps[1]:
+            print(f"note: {row.group.env} {row.group.label} budget {row.group.budget}: {row.finished} of "
+                  f"{len(row.scores)} runs finished, final steps {row.final_steps[0]}-{row.final_steps[1]}",
+                  file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(PlotArgs, args=sys.argv[1:] if argv is None else argv, description=__doc__)
+    bad = [p for p in args.compare if ":" not in p]
+    try:
+        if bad or args.final_window < 1 or args.reps < 1:
+            raise ResultsError(f"bad options: --compare takes method:baseline (got {', '.join(bad)}); "
+                               "--final-window and --reps must be >= 1" if bad else
+                               "--final-window and --reps must be >= 1")
+        written = make_plots(args)
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Run folders to aligned learning curves and final-performance tables (the data side of pref-brl-plot).
+
+Reads each run's `config.json` and `scalars.jsonl` (never TensorBoard files). Runs are grouped by env,
+method, label budget and every other config field that differs between the runs (seed, run folder, device
+and threads aside); seeds of a group are aggregated. Runs evaluated at different steps are aligned by linear
+interpolation onto a common grid, each run only inside its own evaluated range.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pref_brl import stats
+from pref_brl.runs import CONFIG_FILE, DONE_FILE
+from pref_brl.study import IGNORED_FIELDS
+
+LABELS_TAG = "feedback/total"
+NOT_GROUPING = frozenset({"seed", "run_dir", "device", "threads", "env", "method", "max_feedback"})
+MAX_GRID_POINTS = 300
+
+
+class ResultsError(ValueError):
+    """The run folders cannot be plotted or tabulated as asked; the message says why and what to do."""
+
+
+def default_metric(env: str) -> str:
+    """eval/success_rate for Meta-World, eval/mean_reward otherwise."""
+    return "eval/success_rate" if env.startswith("metaworld_") else "eval/mean_reward"
+
+
+def uses_labels(config: dict[str, Any]) -> bool:
+    return config["method"] != "sac"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs that differ only in their seed."""
+
+    env: str
+    method: str
+    budget: int | None
+    extras: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        text = self.method if self.budget is not None else f"{self.method} (true reward)"
+        if self.extras:
+            text += " (" + ", ".join(f"{k}={v}" for k, v in self.extras) + ")"
+        return text
+
+
+@dataclass
+class RunData:
+    path: Path
+    config: dict[str, Any]
+    finished: bool
+    records: list[dict[str, float]] = field(repr=False)
+    group: Group | None = None
+
+    def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one scalar, sorted by step (the last record wins at a repeated step)."""
+        points = {int(r["step"]): float(r[tag]) for r in self.records if tag in r}
+        steps = np.array(sorted(points), dtype=float)
+        return steps, np.array([points[int(s)] for s in steps], dtype=float)
+
+    def labels_at(self, steps: np.ndarray) -> np.ndarray:
+        """Labels used (feedback/total) by each of `steps`: the last logged total at or before it, else 0."""
+        at, totals = self.series(LABELS_TAG)
+        index = np.searchsorted(at, steps, side="right") - 1
+        return np.where(index >= 0, totals[np.clip(index, 0, None)] if len(totals) else 0.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ loading
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Every run folder (one holding config.json) at or below the given folders."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise ResultsError(f"{path} is not a folder; pass a study folder or run folders")
+        for folder, subfolders, files in os.walk(path):
+            if CONFIG_FILE in files:
+                found.append(Path(folder))
+                subfolders.clear()
+            subfolders.sort()
+    if not found:
+        raise ResultsError(f"no run folders (with {CONFIG_FILE}) under {', '.join(map(str, paths))}; pass a study "
+                           "folder made by pref-brl-sweep or run folders made by pref-brl-train")
+    return sorted(set(found))
+
+
+def load_run(path: Path) -> RunData:
+    config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    scalars = path / "scalars.jsonl"
+    lines = scalars.read_text(encoding="utf-8").splitlines() if scalars.exists() else []
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            if line.strip():
+                records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):  # a torn last line of a running job is expected, anything else is not
+                raise ResultsError(f"{scalars}:{number} is not a JSON record") from None
+    return RunData(path, config, (path / DONE_FILE).exists(), records)
+
+
+def assign_groups(runs: list[RunData]) -> None:
+    """Set each run's Group; two runs of one group with the same seed are an error."""
+    relevant = [{k: v for k, v in r.config.items() if k not in IGNORED_FIELDS.get(r.config["method"], ())}
+                for r in runs]
+    keys = sorted(set().union(*relevant) - NOT_GROUPING)
+    varying = [k for k in keys if len({json.dumps(c[k]) for c in relevant if k in c}) > 1]
+    seen: dict[tuple[Group, int], Path] = {}
+    for run, config in zip(runs, relevant):
+        budget = run.config["max_feedback"] if uses_labels(run.config) else None
+        extras = tuple((k, config[k]) for k in varying if k in config)
+        run.group = Group(run.config["env"], run.config["method"], budget, extras)
+        key = (run.group, run.config["seed"])
+        if key in seen:
+            raise ResultsError(f"{seen[key]} and {run.path} are the same config and seed; they would count as "
+                               "two seeds. Plot them separately, or remove one of them")
+        seen[key] = run.path
+
+
+def select_metric(runs: list[RunData], metric: str | None) -> tuple[list[RunData], dict[str, str]]:
+    """Runs that have evaluations, and the metric of each env; explains mixed folders."""
+    envs = sorted({r.config["env"] for r in runs})
+    metrics = {env: metric or default_metric(env) for env in envs}
+    kept = []
+    for run in runs:
+        env = run.config["env"]
+        if not any(k.startswith("eval/") for r in run.records for k in r):
+            continue  # not evaluated yet
+        if not any(metrics[env] in r for r in run.records):
+            mixed = f"; the folders mix envs {', '.join(envs)}" if len(envs) > 1 else ""
+            raise ResultsError(
+                f"{metrics[env]} is not logged by the {env} run {run.path}{mixed}. Plot one env at a time "
+                f"(--env NAME), or leave out --metric to use each env's default (eval/success_rate for "
+                "Meta-World, eval/mean_reward otherwise)")
+        kept.append(run)
+    if not kept:
+        raise ResultsError("no run has an evaluation yet; plot again after the first eval_frequency steps")
+    return kept, metrics
+
+
+def load(paths: list[str | Path], metric: str | None = None, envs: tuple[str, ...] = ()
+         ) -> tuple[list[RunData], dict[str, str]]:
+    """Runs under `paths` (optionally of the given envs), grouped, with the metric of each env."""
+    runs = [load_run(p) for p in find_runs(paths)]
+    if envs:
+        runs = [r for r in runs if r.config["env"] in envs]
+        if not runs:
+            raise ResultsError(f"no runs of env {', '.join(envs)} under {', '.join(map(str, paths))}")
+    assign_groups(runs)
+    return select_metric(runs, metric)
+
+
+# ------------------------------------------------------------------------------------------ curves
+@dataclass
+class Curve:
+    group: Group
+    x: np.ndarray
+    point: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    runs: int
+
+
+def run_points(run: RunData, metric: str, axis: str) -> tuple[np.ndarray, np.ndarray]:
+    """A run's curve against env steps, or against labels used (the last evaluation at each label count)."""
+    steps, values = run.series(metric)
+    if axis == "steps":
+        return steps, values
+    labels = run.labels_at(steps)
+    last = np.r_[labels[1:] != labels[:-1], True] if len(labels) else np.zeros(0, bool)
+    return labels[last], values[last]
+
+
+def common_grid(xs: list[np.ndarray]) -> np.ndarray:
+    grid = np.unique(np.concatenate(xs))
+    if len(grid) > MAX_GRID_POINTS:
+        grid = np.linspace(grid[0], grid[-1], MAX_GRID_POINTS)
+    return grid
+
+
+def align(points: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
+    """(runs, grid points): each run interpolated onto the grid inside its own range, NaN outside."""
+    out = np.full((len(points), len(grid)), np.nan)
+    for i, (x, y) in enumerate(points):
+        if len(x):
+            inside = (grid >= x[0]) & (grid <= x[-1])
+            out[i, inside] = np.interp(grid[inside], x, y)
+    return out
+
+
+def curves(runs: list[RunData], metric: str, axis: str = "steps", aggregate: str = "mean", min_runs: int = 0,
+           reps: int = 2000, seed: int = 0) -> list[Curve]:
+    """One curve per group (runs of one env); a point needs `min_runs` runs there (0: all of the group)."""
+    if axis == "labels":
+        runs = [r for r in runs if uses_labels(r.config)]
+    groups = sorted({r.group for r in runs}, key=sort_key)
+    per_run = {id(r): run_points(r, metric, axis) for r in runs}
+    if not per_run:
+        return []
+    grid = common_grid([x for x, _ in per_run.values()])
+    out = []
+    for group in groups:
+        members = [r for r in runs if r.group == group]
+        values = align([per_run[id(r)] for r in members], grid)
+        point, lo, hi = stats.curve_estimates(values, stats.AGGREGATES[aggregate], reps,
+                                              rng=np.random.default_rng(seed))
+        too_few = (~np.isnan(values)).sum(axis=0) < (min_runs or len(members))
+        for array in (point, lo, hi):
+            array[too_few] = np.nan
+        out.append(Curve(group, grid, point, lo, hi, len(members)))
+    return out
+
+
+def sort_key(group: Group) -> tuple:
+    order = {"sac": 0, "pebble": 1, "bilevel": 2, "sobirl": 3}
+    return (group.env, group.budget or 0, order.get(group.method, 9), group.method, str(group.extras))
+
+
+# ------------------------------------------------------------------------------------------ final table
+@dataclass
+class Row:
+    """Final performance of one group: each run's mean over its last `window` evaluations."""
+
+    group: Group
+    metric: str
+    scores: np.ndarray
+    finished: int
+    final_steps: tuple[int, int]
+    point: float = np.nan
+    lo: float = np.nan
+    hi: float = np.nan
+    poi: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    """"method > baseline" -> (probability of improvement, CI low, CI high)"""
+
+
+def final_score(run: RunData, metric: str, window: int) -> tuple[float, int]:
+    steps, values = run.series(metric)
+    return float(values[-window:].mean()), int(steps[-1])
+
+
+def final_table(runs: list[RunData], metrics: dict[str, str], aggregate: str = "iqm",
+                compare: tuple[tuple[str, str], ...] = (("bilevel", "pebble"),), window: int = 1,
+                reps: int = 10_000, seed: int = 0) -> list[Row]:
+    """One row per group, with a bootstrap CI of the aggregate and the probability of improvement of each
+    (method, baseline) pair in `compare` at the same env, budget and other settings."""
+    rows = []
+    for group in sorted({r.group for r in runs}, key=sort_key):
+        members = [r for r in runs if r.group == group]
+        finals = [final_score(r, metrics[group.env], window) for r in members]
+        steps = [s for _, s in finals]
+        row = Row(group, metrics[group.env], np.array([[v] for v, _ in finals]),
+                  sum(r.finished for r in members), (min(steps), max(steps)))
+        row.point = float(stats.AGGREGATES[aggregate](row.scores))
+        row.lo, row.hi = stats.stratified_bootstrap_ci(row.scores, stats.AGGREGATES[aggregate], reps,
+                                                       rng=np.random.default_rng(seed))
+        rows.append(row)
+    for method, baseline in compare:
+        for row in (r for r in rows if r.group.method == method):
+            other = matching_row(rows, row.group, baseline)
+            if other is not None:
+                p = float(stats.probability_of_improvement(row.scores, other.scores))
+                lo, hi = stats.probability_of_improvement_ci(row.scores, other.scores, reps,
+                                                             rng=np.random.default_rng(seed))
+                row.poi[f"{method} > {baseline}"] = (p, lo, hi)
+    return rows
+
+
+def matching_row(rows: list[Row], group: Group, method: str) -> Row | None:
+    """The `method` row at the same env, budget and settings; else the only one at the same env and budget."""
+    same_budget = [r for r in rows if r.group.method == method and r.group.env == group.env
+                   and r.group.budget == group.budget]
+    exact = [r for r in same_budget if r.group.extras == group.extras]
+    if exact:
+        return exact[0]
+    return same_budget[0] if len(same_budget) == 1 else None
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def to_markdown(rows: list[Row], aggregate: str) -> str:
+    """The final-performance table as Markdown."""
+    pairs = sorted({b for r in rows for b in r.poi})
+    head = ["env", "method", "budget", "seeds (finished)", "final step", "metric", f"{aggregate.upper()} [95% CI]",
+            "mean"] + [f"P({b}) [95% CI]" for b in pairs]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        steps = str(r.final_steps[0]) if r.final_steps[0] == r.final_steps[1] else "{}-{}".format(*r.final_steps)
+        cells = [r.group.env, r.group.label, "-" if r.group.budget is None else str(r.group.budget),
+                 f"{len(r.scores)} ({r.finished})", steps, r.metric,
+                 f"{_fmt(r.point)} [{_fmt(r.lo)}, {_fmt(r.hi)}]", _fmt(float(r.scores.mean()))]
+        cells += [f"{r.poi[b][0]:.2f} [{r.poi[b][1]:.2f}, {r.poi[b][2]:.2f}]" if b in r.poi else "" for b in pairs]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[Row], aggregate: str) -> str:
+    """The final-performance table as CSV (one row per group, full precision)."""
+    import csv
+    import io
+
+    pairs = sorted({b for r in rows for b in r.poi})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["env", "method", "settings", "budget", "seeds", "finished", "first_final_step",
+                     "last_final_step", "metric", "aggregate", "value", "ci_low", "ci_high", "mean", "iqm"]
+                    + [f"{c}({b.replace(' ', '')})" for b in pairs for c in ("poi", "poi_ci_low", "poi_ci_high")])
+    for r in rows:
+        settings = ";".join(f"{k}={v}" for k, v in r.group.extras)
+        writer.writerow([r.group.env, r.group.method, settings, r.group.budget if r.group.budget else "",
+                         len(r.scores), r.finished, *r.final_steps, r.metric, aggregate, r.point, r.lo, r.hi,
+                         float(r.scores.mean()), float(stats.iqm(r.scores))]
+                        + [x for b in pairs for x in (r.poi.get(b) or ("", "", ""))])
+    return buffer.getvalue()

@@ -1,0 +1,167 @@
+"""Curves and tables from synthetic run folders with known values; statistics against closed forms."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.plot import main
+from pref_brl import stats
+from pref_brl.config import preset_config
+from pref_brl.results import ResultsError, curves, final_table, load
+
+
+def make_run(root: Path, method: str, seed: int, evals: list[tuple[int, float]], budget: int = 100,
+             feedback: list[tuple[int, int]] = (), env: str = "walker_walk", done: bool = True,
+             metric: str = "eval/mean_reward", **changes) -> Path:
+    """A run folder as the trainer writes it (config.json, scalars.jsonl, done.json), without training."""
+    label = f"{env}/{method}/seed{seed}" if method == "sac" else f"{env}/{method}/budget{budget}/oracle/seed{seed}"
+    folder = root / label
+    folder.mkdir(parents=True)
+    cfg = preset_config("cpu", env, method=method, seed=seed, max_feedback=budget, run_dir=str(folder), **changes)
+    (folder / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+    records = [{"step": s, metric: v, "eval/other": 0.0} for s, v in evals]
+    records += [{"step": s, "feedback/total": t, "feedback/labeled": t} for s, t in feedback]
+    records += [{"step": s, "train/critic_loss": 1.0} for s, _ in evals]  # other tags at the same steps
+    records.sort(key=lambda r: r["step"])
+    (folder / "scalars.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    if done:
+        (folder / "done.json").write_text("{}", encoding="utf-8")
+    return folder
+
+
+STEPS = [100, 200, 300, 400]
+PEBBLE_FINAL = [1.0, 2.0, 3.0, 10.0]
+BILEVEL_FINAL = [5.0, 6.0, 7.0, 8.0]
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    """4 seeds of pebble and bilevel at budget 100, sac; every curve is linear up to its known final value."""
+    root = tmp_path / "study"
+    feedback = [(100, 40), (200, 80), (300, 100)]
+    for seed in range(4):
+        for method, finals in (("pebble", PEBBLE_FINAL), ("bilevel", BILEVEL_FINAL)):
+            final = finals[seed]
+            make_run(root, method, seed, [(s, final * s / 400) for s in STEPS], feedback=feedback)
+        make_run(root, "sac", seed, [(s, 20.0 * s / 400) for s in STEPS])
+    return root
+
+
+def test_statistics_closed_forms() -> None:
+    x = np.array([[1.0], [2.0], [3.0], [10.0]])
+    assert stats.mean(x) == 4.0 and stats.iqm(x) == 2.5  # IQM of 4 runs: mean of the middle two
+    assert stats.iqm(np.arange(8.0).reshape(8, 1)) == 3.5 and stats.iqm(np.array([[1.0], [9.0]])) == 5.0
+    y = np.array([[5.0], [6.0], [7.0], [8.0]])
+    assert stats.probability_of_improvement(y, x) == 12 / 16  # each y beats 1, 2, 3 but not 10
+    assert stats.probability_of_improvement(x, x) == 0.5  # ties count half
+    lo, hi = stats.stratified_bootstrap_ci(np.full((5, 1), 3.0), stats.mean)
+    assert lo == hi == 3.0
+    lo, hi = stats.stratified_bootstrap_ci(x, stats.mean, reps=4000)
+    assert 1.0 <= lo < 4.0 < hi <= 10.0
+
+
+def test_table_has_known_values_and_intervals_contain_the_estimate(study: Path) -> None:
+    runs, metrics = load([study])
+    assert metrics == {"walker_walk": "eval/mean_reward"}
+    rows = {(r.group.method, r.group.budget): r for r in final_table(runs, metrics, "iqm", reps=2000)}
+    assert set(rows) == {("sac", None), ("pebble", 100), ("bilevel", 100)}
+    pebble, bilevel = rows[("pebble", 100)], rows[("bilevel", 100)]
+    assert pebble.point == pytest.approx(2.5) and pebble.scores.mean() == pytest.approx(4.0)
+    assert bilevel.point == pytest.approx(6.5) and rows[("sac", None)].point == pytest.approx(20.0)
+    assert pebble.final_steps == (400, 400) and pebble.finished == 4
+    p, lo, hi = bilevel.poi["bilevel > pebble"]
+    assert p == pytest.approx(0.75) and lo <= p <= hi and lo < hi
+    for row in rows.values():
+        assert row.lo <= row.point <= row.hi
+    mean_rows = final_table(runs, metrics, "mean", reps=500)
+    assert [r.point for r in mean_rows] == pytest.approx([20.0, 4.0, 6.5])
+
+
+def test_curves_against_steps_and_labels(study: Path) -> None:
+    runs, metrics = load([study])
+    by_method = {c.group.method: c for c in curves(runs, "eval/mean_reward", "steps", "mean", reps=500)}
+    pebble = by_method["pebble"]
+    assert list(pebble.x) == STEPS and pebble.runs == 4
+    assert pebble.point == pytest.approx(np.mean(PEBBLE_FINAL) * np.array(STEPS) / 400)
+    for curve in by_method.values():
+        assert np.all(curve.lo <= curve.point + 1e-12) and np.all(curve.point <= curve.hi + 1e-12)
+    by_labels = {c.group.method: c for c in curves(runs, "eval/mean_reward", "labels", "mean", reps=500)}
+    assert "sac" not in by_labels  # sac uses no labels
+    # labels used at the evals at steps 100..400: 40, 80, 100, 100 (the last eval at 100 labels counts)
+    assert list(by_labels["bilevel"].x) == [40, 80, 100]
+    assert by_labels["bilevel"].point == pytest.approx(np.mean(BILEVEL_FINAL) * np.array([1, 2, 4]) / 4)
+
+
+def test_unequal_eval_grids_are_aligned_within_each_runs_range(tmp_path: Path) -> None:
+    make_run(tmp_path, "pebble", 0, [(s, s / 10) for s in range(100, 1001, 100)])
+    make_run(tmp_path, "pebble", 1, [(s, s / 10 + 10) for s in range(150, 901, 150)])
+    runs, _ = load([tmp_path])
+    (both,) = curves(runs, "eval/mean_reward", "steps", "mean", reps=200)
+    inside = ~np.isnan(both.point)
+    assert both.x[inside].min() == 150 and both.x[inside].max() == 900  # only where both seeds have values
+    assert both.point[inside] == pytest.approx(both.x[inside] / 10 + 5)  # interpolation of linear curves
+    (any_seed,) = curves(runs, "eval/mean_reward", "steps", "mean", min_runs=1, reps=200)
+    assert any_seed.x[0] == 100 and any_seed.x[-1] == 1000
+    assert any_seed.point[0] == pytest.approx(10.0) and any_seed.point[-1] == pytest.approx(100.0)
+
+
+def test_cli_writes_figures_and_tables(study: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "plots"
+    assert main([str(study), "--out", str(out), "--reps", "300"]) == 0
+    names = {p.name for p in out.iterdir()}
+    for stem in ("walker_walk_eval-mean_reward_vs_steps", "walker_walk_eval-mean_reward_vs_labels"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+    assert (out / "walker_walk_eval-mean_reward_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
+    table = list(csv.DictReader((out / "final.csv").open(encoding="utf-8")))
+    assert [(r["method"], r["budget"], float(r["value"])) for r in table] == [
+        ("sac", "", 20.0), ("pebble", "100", 2.5), ("bilevel", "100", 6.5)]
+    assert float(table[2]["poi(bilevel>pebble)"]) == 0.75
+    markdown = (out / "final.md").read_text(encoding="utf-8")
+    assert "| walker_walk | bilevel | 100 | 4 (4) | 400 | eval/mean_reward | 6.5 [" in markdown
+    assert "P(bilevel > pebble) [95% CI]" in markdown and "0.75 [" in markdown
+    assert main([str(study), "--out", str(out), "--x", "steps", "--aggregate", "mean", "--reps", "100"]) == 0
+
+
+def test_metaworld_defaults_to_success_rate_and_mixed_envs_explain_the_fix(tmp_path: Path, capsys) -> None:
+    door = "metaworld_door-open-v3"
+    make_run(tmp_path, "pebble", 0, [(100, 0.5)], env=door, budget=1000, metric="eval/success_rate")
+    make_run(tmp_path, "pebble", 0, [(100, 50.0)])
+    runs, metrics = load([tmp_path])
+    assert metrics == {door: "eval/success_rate", "walker_walk": "eval/mean_reward"}
+    assert main([str(tmp_path), "--metric", "eval/success_rate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: eval/success_rate is not logged by the walker_walk run") and err.count("\n") == 1
+    assert "mix envs metaworld_door-open-v3, walker_walk" in err and "--env NAME" in err
+    assert main([str(tmp_path), "--metric", "eval/success_rate", "--env", door, "--reps", "50"]) == 0
+
+
+def test_bad_folders_fail_clearly(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ResultsError, match="no run folders"):
+        load([tmp_path / "empty"])
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    make_run(tmp_path / "a", "pebble", 0, [(100, 1.0)])
+    make_run(tmp_path / "b", "pebble", 0, [(100, 2.0)])
+    with pytest.raises(ResultsError, match="same config and seed"):
+        load([tmp_path / "a", tmp_path / "b"])
+    make_run(tmp_path / "c", "pebble", 0, [], done=False)
+    with pytest.raises(ResultsError, match="no run has an evaluation yet"):
+        load([tmp_path / "c"])
+
+
+def test_runs_differing_in_a_setting_are_separate_lines(tmp_path: Path) -> None:
+    for seed in range(2):
+        make_run(tmp_path / "x", "bilevel", seed, [(100, 1.0)], penalty_weight=0.5)
+        make_run(tmp_path / "y", "bilevel", seed, [(100, 3.0)], penalty_weight=1.0)
+        make_run(tmp_path / "y", "pebble", seed, [(100, 2.0)])
+    runs, metrics = load([tmp_path])
+    rows = final_table(runs, metrics, "mean", reps=100)
+    labels = [r.group.label for r in rows]
+    assert labels == ["pebble", "bilevel (penalty_weight=0.5)", "bilevel (penalty_weight=1.0)"]
+    assert [r.poi["bilevel > pebble"][0] for r in rows[1:]] == [0.0, 1.0]
