@@ -273,6 +273,8 @@ class Trainer:
     def close(self) -> None:
         """Flush and release everything (also after an error or a signal)."""
         self.progress.close()
+        if self.videos is not None:
+            self.videos.close()
         if not self.logger.file.closed:
             self.logger.close()
         self.lock.release()
