@@ -22,7 +22,8 @@ makes the field one more grid axis:
   [set]
   steps = 50000
   penalty_weight = [0.5, 1.0]
-Options given on the command line win over the file.
+
+Options given on the command line win over the file. See docs/studies.md.
 """
 
 from __future__ import annotations
@@ -185,7 +186,9 @@ def launch(run: Run, gpu: int | None) -> subprocess.Popen:
     log = (run.run_dir / "train.log").open("a", encoding="utf-8")
     command = [sys.executable, "-m", "pref_brl.study", run.config.to_json()]
     with log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env(run, gpu))
+        # Own session: a terminal's Ctrl-C reaches the sweep only, which then stops each run exactly once.
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env(run, gpu),
+                                start_new_session=True)
 
 
 def last_line(path: Path) -> str:
@@ -224,6 +227,22 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each run (it checkpoints at the end of its episode and exits); a second Ctrl-C stops at once."""
+    print("stopping: each run saves a checkpoint at the end of its episode (Ctrl-C again: stop now, keeping "
+          "the previous checkpoint); re-run the same command to resume", file=sys.stderr, flush=True)
+    for proc in procs:
+        proc.terminate()
+    try:
+        for proc in procs:
+            proc.wait()
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+
+
 def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: float) -> int:
     """Run every unfinished run, at most `jobs` at once; 0 if all finished, 1 if any failed."""
     gpus = gpus or default_gpus(runs)
@@ -248,11 +267,7 @@ def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: f
             progress.tick()
             time.sleep(0.2)
     except KeyboardInterrupt:
-        for proc in running:
-            proc.terminate()
-        for proc in running:
-            proc.wait()
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        stop(list(running))
         return 130
     return 1 if progress.failed else 0
 
