@@ -285,8 +285,11 @@ def finish(run: Run, returncode: int, seconds: float, progress: Progress) -> Non
 # ------------------------------------------------------------------------------------------ submitit
 def run_submitit(runs: list[Run], grid: Grid, args: SweepArgs) -> int:
     """Submit the unfinished runs as one job array (Slurm, or submitit's local executor)."""
-    import submitit
-
+    try:
+        import submitit
+    except ImportError:
+        print("error: --executor slurm needs submitit: pip install -e '.[sweep]'", file=sys.stderr)
+        return 2
     from pref_brl.study import run_job
 
     todo = [r for r in runs if run_state(r) != "done"]
@@ -294,7 +297,12 @@ def run_submitit(runs: list[Run], grid: Grid, args: SweepArgs) -> int:
     if not todo:
         return 0
     cluster = "slurm" if args.executor == "slurm" else "local"
-    executor = submitit.AutoExecutor(folder=grid.folder / ".submitit" / "%j", cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=grid.folder / ".submitit" / "%j", cluster=cluster)
+    except RuntimeError as exc:  # e.g. no srun on this machine
+        print(f"error: submitit cannot use {cluster}: {exc} (on a single machine use --executor local)",
+              file=sys.stderr)
+        return 2
     params: dict[str, Any] = dict(name=f"pref-brl-{grid.name}", timeout_min=args.timeout_min,
                                   cpus_per_task=max(1, todo[0].config.threads),
                                   gpus_per_node=int(todo[0].config.device.startswith("cuda")),
