@@ -117,6 +117,43 @@ def test_score_surrogate_gradient_is_the_centred_score_function() -> None:
     torch.testing.assert_close(theta.grad, want)
 
 
+def test_ratio_surrogate_has_the_score_gradient_at_the_anchor_and_is_bounded() -> None:
+    """At π = π_old the capped-ratio surrogate has Ψ_f's gradient; optimised on fixed stored actions the raw
+    Σ log π runs away (that is what diverged agent B), the capped ratio does not."""
+    from agents.sac import Actor, squashed_log_prob
+
+    torch.manual_seed(0)
+    obs, act = torch.randn(8, 20, OBS), torch.rand(8, 20, ACT) * 1.8 - 0.9
+    losses = torch.linspace(0.0, 1.0, 8)
+
+    def make_actor() -> Actor:
+        return Actor(OBS, ACT, SACConfig(hidden_dim=16), torch.Generator().manual_seed(0))
+
+    actor = make_actor()
+    logp = squashed_log_prob(*actor(obs), act).squeeze(-1)
+    raw = torch.autograd.grad(upper_score_surrogate(logp, losses, 20), list(actor.parameters()), retain_graph=True)
+    capped = torch.autograd.grad(upper_score_surrogate(logp, losses, 20, old_log_probs=logp.detach()),
+                                 list(actor.parameters()))
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(raw, capped))
+
+    def optimise(anchored: bool) -> float:
+        actor = make_actor()
+        with torch.no_grad():
+            old = squashed_log_prob(*actor(obs), act).squeeze(-1)
+        opt = torch.optim.Adam(actor.parameters(), lr=1e-2)
+        for _ in range(500):
+            logp = squashed_log_prob(*actor(obs), act).squeeze(-1)
+            loss = upper_score_surrogate(logp, losses, 20, old_log_probs=old if anchored else None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return float(actor(obs)[0].abs().max())  # largest pre-tanh mean
+
+    assert optimise(anchored=False) > 1e3
+    assert optimise(anchored=True) < 50
+
+
 def play_episode(trainer: Trainer) -> None:
     trainer.begin_episode()
     while trainer.obs is not None:

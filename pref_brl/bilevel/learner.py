@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 PSI_PAIRS = 16  # labelled pairs per Ψ_f estimate (per B actor update)
 PSI_STEPS = 16  # sampled steps per pair (the 2H-step sum is estimated from them, unbiased)
 PSI_MEMORY = 4  # Ψ_f uses the pairs labelled in the last this-many rounds
+PSI_CLIP = 0.2  # Ψ_f's probability ratios π_θλ/π_old are capped at 1 + PSI_CLIP (PPO-style)
 SHARED_STATES = 1024  # replay states for the shared-states estimator and for bilevel/kl_ab
 
 
@@ -50,6 +51,7 @@ class BilevelLearner(PreferenceLearner):
         self.open_pair = False  # the running episode is A's half of a pair
         self.psi_start = 0  # first labelled pair collected once B exists
         self.psi_losses: Tensor | None = None  # current ℓ_i of the pairs in psi_slice()
+        self.psi_old_logp: Tensor | None = None  # log π_θλ at their steps when ℓ_i was computed [P, 2H]
         self.psi_rng = torch.Generator().manual_seed(cfg.seed + 31)
         self.paired = cfg.estimator == "paired-rollouts"
 
@@ -112,7 +114,9 @@ class BilevelLearner(PreferenceLearner):
         obs, act = sa[..., : self.ensemble.obs_dim], sa[..., self.ensemble.obs_dim:]
         mu, log_std = self.agent_b.actor(obs)
         log_probs = squashed_log_prob(mu, log_std, act).squeeze(-1)
-        return self.kappa * upper_score_surrogate(log_probs, self.psi_losses[idx], sa_steps(self.prefs))
+        old = self.psi_old_logp[idx].gather(1, steps.to(self.psi_old_logp.device))
+        return self.kappa * upper_score_surrogate(log_probs, self.psi_losses[idx], sa_steps(self.prefs),
+                                                  old_log_probs=old, clip=PSI_CLIP)
 
     # ------------------------------------------------------------------------------------------ feedback
     def reset_after_first_round(self) -> dict[str, Any]:
@@ -163,12 +167,16 @@ class BilevelLearner(PreferenceLearner):
     def _refresh_psi_losses(self) -> None:
         """ℓ_i of the Ψ_f pairs under the freshly trained ensemble (ensemble-mean CE, detached)."""
         window = self.psi_slice()
-        if window.stop - window.start == 0:
+        if self.agent_b is None or window.stop - window.start == 0:
             self.psi_losses = None
             return
         dev = self.cfg.device
-        logits = self.ensemble.pair_logits(self.prefs.sa0[window].to(dev), self.prefs.sa1[window].to(dev))
+        sa0, sa1 = self.prefs.sa0[window].to(dev), self.prefs.sa1[window].to(dev)
+        logits = self.ensemble.pair_logits(sa0, sa1)
         self.psi_losses = self.ensemble.pair_loss(logits, self.prefs.labels[window].to(dev)).mean(0)
+        sa = torch.cat([sa0, sa1], dim=1)  # [P, 2H, D]: the trust region's anchor, log π_θλ now
+        mu, log_std = self.agent_b.actor(sa[..., : self.ensemble.obs_dim])
+        self.psi_old_logp = squashed_log_prob(mu, log_std, sa[..., self.ensemble.obs_dim:]).squeeze(-1)
 
     @torch.no_grad()
     def kl_ab(self) -> dict[str, float]:
@@ -184,6 +192,7 @@ class BilevelLearner(PreferenceLearner):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "has_b": self.agent_b is not None, "pending": self.pending,
                 "pairs": self.pairs, "psi_start": self.psi_start, "psi_losses": self.psi_losses,
+                "psi_old_logp": self.psi_old_logp,
                 "psi_rng": self.psi_rng.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -192,6 +201,7 @@ class BilevelLearner(PreferenceLearner):
             self.trainer.agents["B"] = copy_agent(self.trainer.agents["A"])  # weights are loaded next
         self.pending, self.pairs = state["pending"], state["pairs"]
         self.psi_start, self.psi_losses = state["psi_start"], state["psi_losses"]
+        self.psi_old_logp = state["psi_old_logp"]
         self.psi_rng.set_state(state["psi_rng"])
 
 

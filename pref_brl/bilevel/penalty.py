@@ -8,6 +8,7 @@ Gradients flow only through the reward networks: trajectories are fixed data.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,15 +86,25 @@ def sobirl_term(ensemble: RewardEnsemble, sa: Tensor, sa_alt: Tensor, pair_losse
     return (pair_losses.detach() * advantage).mean(-1) / alpha
 
 
-def upper_score_surrogate(log_probs: Tensor, pair_losses: Tensor, steps_per_pair: int) -> Tensor:
+def upper_score_surrogate(log_probs: Tensor, pair_losses: Tensor, steps_per_pair: int,
+                          old_log_probs: Tensor | None = None, clip: float = 0.2) -> Tensor:
     """Ψ_f: mean_i (ℓ_i − ℓ̄) · Σ_{t∈σ_i⁰∪σ_i¹} log π_θλ(a_t|s_t) (score-function surrogate of f).
 
     `log_probs` [P, K] are log π at K sampled steps of each pair (K may be fewer than the pair's
     `steps_per_pair` = 2H steps: the sum is then estimated unbiasedly as (2H / K) Σ_sampled);
     `pair_losses` [P] are the detached current losses ℓ_i. Its θ-gradient is an estimate of ∇_θ f.
+
+    Minimised on fixed stored actions, Σ log π is unbounded below (log π at an action of a badly-modelled
+    pair can be driven to −∞, and Adam does so whatever the scale). With `old_log_probs` (log π when the
+    losses were computed), each step enters as the probability ratio ρ = π/π_old, capped at 1 + clip
+    (PPO's surrogate): ∇ρ = ∇ log π at π = π_old, so the gradient there is unchanged, but the objective is
+    bounded, pushing away from an action fades as ρ → 0, and pulling towards one stops at 1 + clip.
     """
     centred = pair_losses.detach() - pair_losses.detach().mean()
     scale = steps_per_pair / log_probs.shape[1]
+    if old_log_probs is not None:
+        log_ratio = (log_probs - old_log_probs.detach()).clamp(-20.0, math.log1p(clip))
+        log_probs = log_ratio.exp()
     return (centred * log_probs.sum(-1) * scale).mean()
 
 
