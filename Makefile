@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.11 and pip:
-#   make demo   - create .venv if missing, install, run a short Walker job (run folder + TensorBoard logs)
+#   make demo   - create .venv if missing, install, run a short Walker study (sac vs pebble vs bilevel,
+#                 run folders with TensorBoard logs) and plot it
 #   make test   - create .venv if missing, install, run the default (fast) test tier
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,10 +21,11 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/pref-brl-train --env walker_walk --method pebble --run-dir runs/demo/walker_pebble \
-		--steps 20000 --num-unsup-steps 4000 --num-interact 4000 --max-feedback 20 --reward-batch 5 \
-		--eval-frequency 5000 --num-eval-episodes 2 --checkpoint-frequency 5000
-	@echo "TensorBoard: $(BIN)/tensorboard --logdir runs/demo"
+	$(BIN)/pref-brl-sweep --name demo --methods sac pebble bilevel --budgets 20 --seeds 0 --jobs 2 \
+		--set steps=20000 --set num_unsup_steps=4000 --set num_interact=4000 --set reward_batch=5 \
+		--set eval_frequency=2500 --set num_eval_episodes=2 --set checkpoint_frequency=5000
+	$(BIN)/pref-brl-plot runs/demo --min-runs 1
+	@echo "Figures and tables: runs/demo/plots/   TensorBoard: $(BIN)/tensorboard --logdir runs/demo"
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest

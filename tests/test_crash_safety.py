@@ -27,8 +27,11 @@ def cli_args(cfg) -> list[str]:
     """The pref-brl-train command line that reproduces `cfg` (every field spelled out)."""
     args = []
     for field in dataclasses.fields(cfg):
-        value = getattr(cfg, field.name)
-        args += [f"--{field.name.replace('_', '-')}", str(value)]
+        value, flag = getattr(cfg, field.name), field.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            args += [f"--{flag}", str(value)]
     return args
 
 
