@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
+from pref_brl.cli import parse
 from pref_brl.results import Curve, Group, ResultsError, Row, curves, final_table, load, to_csv, to_markdown
 
 COLORS = {"sac": "black", "pebble": "tab:blue", "bilevel": "tab:red", "sobirl": "tab:green"}
@@ -171,7 +172,7 @@ def warn_unfinished(rows: list) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(PlotArgs, args=sys.argv[1:] if argv is None else argv, description=__doc__)
+    args = parse(PlotArgs, "pref-brl-plot", args=sys.argv[1:] if argv is None else argv, description=__doc__)
     bad = [p for p in args.compare if ":" not in p]
     try:
         if bad or args.final_window < 1 or args.reps < 1:

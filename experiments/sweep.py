@@ -43,6 +43,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
+from pref_brl.cli import parse
 from pref_brl.study import Grid, Run, StudyError, check_runs, expand, normalise_overrides, parse_override, run_state
 
 
@@ -134,7 +135,7 @@ def parse_args(argv: list[str]) -> tuple[SweepArgs, Grid]:
         default = SweepArgs(config=known.config, **options)
     except TypeError as exc:
         raise StudyError(f"study file {known.config}: {exc}") from None
-    args = tyro.cli(SweepArgs, default=default, args=argv, description=__doc__)
+    args = parse(SweepArgs, "pref-brl-sweep", args=argv, default=default, description=__doc__)
     overrides = dict(normalise_overrides(file_overrides))
     overrides.update(dict(normalise_overrides(dict(parse_override(s) for s in args.set))))
     grid = Grid(name=args.name, root=args.root, preset=args.preset, envs=args.envs, methods=args.methods,

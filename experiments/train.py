@@ -14,25 +14,30 @@ from __future__ import annotations
 import argparse
 import sys
 
-import tyro
-
+from pref_brl.cli import parse
 from pref_brl.config import PRESETS, TrainConfig, describe_presets, preset_config
-
 
 EXTRA_FLAGS = ("--print-presets", "--allow-config-change", "--quiet", "--detect-anomaly")
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+EXTRA_HELP = ("\nExtra flags: --print-presets (show presets and exit), --allow-config-change (resume a run folder "
+              "with changed options), --quiet (no progress output), --detect-anomaly (torch autograd anomaly "
+              "detection: slow, names the operation that produced a NaN).")
 
 
 def _pre_parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Read the options that choose the defaults (preset, env) and the ones outside the config."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     pre.add_argument("--preset", default="cpu")
     pre.add_argument("--env", default=TrainConfig.env)
     pre.add_argument("--print-presets", action="store_true")
     pre.add_argument("--allow-config-change", action="store_true")
     pre.add_argument("--quiet", action="store_true")
     pre.add_argument("--detect-anomaly", action="store_true")
-    known, _ = pre.parse_known_args(argv)
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError as exc:
+        print(f"error: {exc} (see pref-brl-train --help)", file=sys.stderr)
+        raise SystemExit(2) from None
     rest = [a for a in argv if a not in EXTRA_FLAGS]
     return known, rest
 
@@ -40,13 +45,11 @@ def _pre_parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def parse_config(argv: list[str]) -> tuple[TrainConfig, argparse.Namespace]:
     known, rest = _pre_parse(argv)
     if known.preset not in PRESETS:
-        raise SystemExit(f"error: unknown preset {known.preset!r}; known presets: {', '.join(PRESETS)}")
+        print(f"error: unknown preset {known.preset!r}; known presets: {', '.join(PRESETS)}", file=sys.stderr)
+        raise SystemExit(2)
     default = preset_config(known.preset, known.env)
-    description = (__doc__ or "") + ("\nExtra flags: --print-presets (show presets and exit), "
-                                      "--allow-config-change (resume a run folder with changed options), "
-                                      "--quiet (no progress output), --detect-anomaly (torch autograd anomaly detection: "
-                                      "slow, names the operation that produced a NaN).")
-    cfg = tyro.cli(TrainConfig, default=default, args=rest, description=description)
+    description = (__doc__ or "") + EXTRA_HELP
+    cfg = parse(TrainConfig, "pref-brl-train", args=rest, default=default, description=description)
     return cfg, known
 
 

@@ -51,9 +51,13 @@ def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False) -> tupl
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunFolderError(f"{run_dir} exists and is not a pref-brl run folder (no {CONFIG_FILE}); "
                              "choose an empty or new --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
-    (run_dir / "versions.json").write_text(json.dumps(provenance(), indent=2), encoding="utf-8")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
+        (run_dir / "versions.json").write_text(json.dumps(provenance(), indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise RunFolderError(f"cannot create the run folder {run_dir} ({exc.strerror}); choose a writable "
+                             "--run-dir") from None
     return run_dir, False
 
 

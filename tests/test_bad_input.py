@@ -1,0 +1,83 @@
+"""The bad-input table: every program answers bad input with one `error:` line on stderr naming the
+problem (and the fix), a non-zero exit, and no partial folder left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments.plot import main as plot_main
+from experiments.sweep import main as sweep_main
+from experiments.train import main as train_main
+
+PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main}
+PEBBLE = ["--method", "pebble"]
+
+# (program, arguments ({tmp} is a scratch folder), a fragment the error line must contain)
+BAD_INPUTS = [
+    ("train", ["--env", "walker_run"], "unknown env 'walker_run'; known: walker_walk"),
+    ("train", ["--method", "dqn"], "invalid choice 'dqn' for argument '--method'"),
+    ("train", [*PEBBLE, "--teacher", "sloppy"], "unknown teacher 'sloppy'; known: oracle"),
+    ("train", [*PEBBLE, "--query", "random"], "unknown query strategy 'random'; known: uniform"),
+    ("train", [*PEBBLE, "--max-feedback", "-5"], "--max-feedback must be positive"),
+    ("train", [*PEBBLE, "--max-feedback", "0"], "--max-feedback must be positive"),
+    ("train", [*PEBBLE, "--max-feedback", "5", "--reward-batch", "10"], "smaller than one round"),
+    ("train", [*PEBBLE, "--steps", "5000"], "ends before the first feedback round"),
+    ("train", ["--steps", "abc"], "Error parsing --steps"),
+    ("train", ["--stepz", "5"], "did you mean --steps?"),
+    ("train", ["--preset", "gpu"], "unknown preset 'gpu'; known presets: cpu, paper"),
+    ("train", ["--batch-size", "0"], "--batch-size, --hidden-dim must be positive"),
+    ("train", ["--method", "bilevel", "--penalty-weight", "-1"], "--penalty-weight must be >= 0"),
+    ("train", ["--run-dir", "{tmp}/a_file/run"], "cannot create the run folder"),
+    ("train", ["--run-dir", "{tmp}/foreign"], "is not a pref-brl run folder"),
+    ("sweep", ["--seeds"], "empty grid: no values for --seeds"),
+    ("sweep", ["--methods", "pebble", "dagger"], "unknown method 'dagger'"),
+    ("sweep", ["--envs", "walker_run"], "unknown env 'walker_run'"),
+    ("sweep", ["--budgets", "3"], "smaller than one round"),
+    ("sweep", ["--set", "hidden_dim"], "is not key=value"),
+    ("sweep", ["--root", "{tmp}/a_file/runs"], "is not a writable folder"),
+    ("sweep", ["--config", "{tmp}/missing.toml"], "cannot read study file"),
+    ("sweep", ["--jobs", "many"], "Error parsing --jobs"),
+    ("plot", ["{tmp}/missing"], "is not a folder"),
+    ("plot", ["{tmp}/empty"], "no run folders"),
+    ("plot", ["{tmp}/empty", "--reps", "0"], "--final-window and --reps must be >= 1"),
+    ("plot", ["{tmp}/empty", "--aggregate", "median"], "invalid choice 'median'"),
+]
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    (tmp_path / "a_file").write_text("not a folder", encoding="utf-8")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"" for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("program, args, fragment", BAD_INPUTS,
+                         ids=[f"{p}:{' '.join(a)}" for p, a, _ in BAD_INPUTS])
+def test_bad_input_gets_one_clear_line(scratch: Path, monkeypatch, capsys, program, args, fragment) -> None:
+    monkeypatch.chdir(scratch)  # default run folders (runs/...) would land here
+    before = snapshot(scratch)
+    argv = [a.replace("{tmp}", str(scratch)) for a in args]
+    if program == "train":
+        argv += ["--quiet"]
+    try:
+        code = PROGRAMS[program](argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code not in (0, None)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert fragment in lines[0]
+    assert snapshot(scratch) == before  # nothing created, nothing touched
+
+
+def test_table_is_large_enough() -> None:
+    assert len(BAD_INPUTS) >= 20 and {p for p, _, _ in BAD_INPUTS} == set(PROGRAMS)
