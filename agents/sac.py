@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agents import fast_update
 from agents.networks import StackedMLP, mlp
 from agents.replay import Batch
 
@@ -48,6 +49,9 @@ class SACConfig:
     """update the actor and temperature every this many updates"""
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    compile: bool = False
+    """run each update as one compiled functional graph (agents.fast_update); False: the plain
+    autograd + torch.optim path. Both give the same update up to float rounding and share one state format"""
 
 
 class Actor(nn.Module):
@@ -161,9 +165,13 @@ class SAC:
         `actor_extra()` (optional) returns a scalar added to the actor loss before its backward pass
         (the bilevel method's upper-loss term for the penalised agent).
         """
-        metrics = self.update_critic(batch)
-        if self.updates % self.cfg.actor_update_every == 0:
-            metrics.update(self.update_actor(batch.obs, actor_extra))
+        update_actor = self.updates % self.cfg.actor_update_every == 0
+        if self.cfg.compile:
+            metrics = fast_update.update(self, batch, update_actor, actor_extra)
+        else:
+            metrics = self.update_critic(batch)
+            if update_actor:
+                metrics.update(self.update_actor(batch.obs, actor_extra))
         if self.updates % self.cfg.target_update_every == 0:
             self.soft_update_target()
         self.updates += 1

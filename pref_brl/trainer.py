@@ -226,6 +226,10 @@ class Trainer:
         self._clock = (now, self.step)
         scalars = dict(self.metrics)
         scalars["time/fps"] = fps
+        if self.cfg.compile:  # first call of each compiled update graph, compilation included
+            from agents.fast_update import warmup_seconds
+
+            scalars["time/compile_s"] = warmup_seconds()
         if self.returns:
             scalars["rollout/ep_rew_mean"] = float(np.mean(self.returns))
         if self.learned_returns:
