@@ -2,8 +2,8 @@
 
 The intrinsic reward of a state s is its distance to the k-th nearest neighbour (k = 5) among all stored
 states (s itself excluded), divided by a running standard deviation of these distances (mean not
-subtracted). The distances are computed with ``torch.cdist`` and ``topk`` over chunks of the stored
-states, so memory stays at O(batch × chunk) whatever the replay size.
+subtracted). The distances are computed block by block (one matrix product per block) and reduced with
+``topk``, so memory stays at O(block) whatever the replay size.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from agents.networks import product
 
 __all__ = ["RunningMoments", "StateEntropy", "knn_distance"]
 
@@ -67,25 +69,43 @@ class RunningMoments:
         self.m2 = state["m2"].to(self.mean.device, torch.float64)
 
 
-def knn_distance(batch_obs: Tensor, stored_obs: Tensor, k: int = 5, chunk: int = 16384) -> Tensor:
+CPU_BLOCKS = (256, 2048)
+"""(batch states, stored states) per distance block on CPU: the block stays in cache (about 3x faster for
+1024 states against 10k than one [1024, 16384] block)"""
+GPU_BLOCKS = (1 << 30, 65536)
+
+
+def knn_distance(batch_obs: Tensor, stored_obs: Tensor, k: int = 5, chunk: int | None = None,
+                 batch_chunk: int | None = None) -> Tensor:
     """Distance [B] from each batch state to its k-th nearest stored state, the state itself excluded.
 
     The batch states are assumed to be rows of ``stored_obs``, so the answer is the (k+1)-th smallest
-    distance counting the zero self-distance. Top-(k+1) lists of each ``chunk`` of stored states are
-    merged, so the result does not depend on ``chunk``.
+    distance counting the zero self-distance. Squared distances |q|² + |s|² − 2 q·s (what ``torch.cdist``
+    computes for sets this large) are formed block by block, ``batch_chunk`` batch states against
+    ``chunk`` stored states, and each block's top-(k+1) lists are merged, so the result does not depend on
+    the blocks. Default blocks are cache-sized on CPU and large on other devices.
     """
     n = stored_obs.shape[0]
     if n < k + 1:
         raise ValueError(f"k-NN with k={k} needs at least {k + 1} stored states, got {n}")
+    default_b, default_s = CPU_BLOCKS if stored_obs.device.type == "cpu" else GPU_BLOCKS
+    chunk, batch_chunk = chunk or default_s, batch_chunk or default_b
     batch_obs = batch_obs.to(stored_obs.dtype)
-    best: Tensor | None = None
-    for i in range(0, n, chunk):
-        dist = torch.cdist(batch_obs, stored_obs[i : i + chunk])
-        if best is not None:
-            dist = torch.cat([best, dist], dim=1)
-        best = torch.topk(dist, min(k + 1, dist.shape[1]), dim=1, largest=False, sorted=False).values
-    assert best is not None
-    return best.amax(dim=1)
+    stored_sq = stored_obs.pow(2).sum(1)
+    out = []
+    for j in range(0, batch_obs.shape[0], batch_chunk):
+        queries = batch_obs[j : j + batch_chunk]
+        query_sq = queries.pow(2).sum(1, keepdim=True)
+        best: Tensor | None = None
+        for i in range(0, n, chunk):
+            sq = product(queries, stored_obs[i : i + chunk].t()).mul_(-2).add_(stored_sq[i : i + chunk])
+            sq = sq.add_(query_sq)
+            if best is not None:
+                sq = torch.cat([best, sq], dim=1)
+            best = torch.topk(sq, min(k + 1, sq.shape[1]), dim=1, largest=False, sorted=False).values
+        assert best is not None
+        out.append(best.amax(dim=1))
+    return torch.cat(out).clamp_min_(0).sqrt_()
 
 
 class StateEntropy:
@@ -98,8 +118,8 @@ class StateEntropy:
     call (kept as a tensor until asked for, so calling it is the only host sync).
     """
 
-    def __init__(self, k: int = 5, chunk: int = 16384) -> None:
-        if k < 1 or chunk < 1:
+    def __init__(self, k: int = 5, chunk: int | None = None) -> None:
+        if k < 1 or (chunk is not None and chunk < 1):
             raise ValueError(f"StateEntropy needs k >= 1 and chunk >= 1, got k={k}, chunk={chunk}")
         self.k = k
         self.chunk = chunk

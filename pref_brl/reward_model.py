@@ -20,10 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agents.networks import dense_act, onednn_eligible
+
 if TYPE_CHECKING:
     from pref_brl.preferences import PreferenceBuffer
 
 __all__ = ["ExtraLoss", "RewardEnsemble", "hard_label_accuracy"]
+
+CPU_CHUNK = 4096
+"""rows per ensemble forward without gradients on CPU (cache-sized; see _reduce)"""
+GPU_CHUNK = 65536
 
 ExtraLoss = Callable[["RewardEnsemble"], Tensor]
 """``extra_loss(ensemble) -> Tensor[M]``: one additional loss value per member (e.g. the bilevel penalty)."""
@@ -79,39 +85,64 @@ class RewardEnsemble(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def member_rewards(self, sa: Tensor) -> Tensor:
-        """Per-member reward of each row: [M, N, D] -> [M, N]; a [N, D] input goes to every member."""
-        if sa.dim() == 2:
-            # First layer as one broadcast matmul: [N, D] @ [M, D, H] -> [M, N, H].
-            h = torch.matmul(sa, self.weights[0]).add_(self.biases[0])
-        elif sa.dim() == 3 and sa.shape[0] == self.n_members:
-            h = torch.baddbmm(self.biases[0], sa, self.weights[0])
-        else:
+        """Per-member reward of each row: [M, N, D] -> [M, N]; a [N, D] input goes to every member.
+
+        Large float32 CPU inputs run each member as a chain of fused oneDNN product + bias + activation
+        calls (`agents.networks.dense_act`); others run all members at once with batched matmuls.
+        """
+        if not (sa.dim() == 2 or (sa.dim() == 3 and sa.shape[0] == self.n_members)):
             raise ValueError(
                 f"member_rewards expects [N, D] or [{self.n_members}, N, D], got {tuple(sa.shape)}"
             )
+        if onednn_eligible(sa, sa.shape[-2]):
+            return torch.tanh(torch.stack([self._member_chain(m, x) for m, x in enumerate(
+                [sa] * self.n_members if sa.dim() == 2 else sa.unbind(0))])).squeeze(-1)
+        if sa.dim() == 2:
+            # First layer as one broadcast matmul: [N, D] @ [M, D, H] -> [M, N, H].
+            h = torch.matmul(sa, self.weights[0]).add_(self.biases[0])
+        else:
+            h = torch.baddbmm(self.biases[0], sa, self.weights[0])
         inplace = not torch.is_grad_enabled()  # relabel: one activation buffer fewer per layer
         for w, b in zip(self.weights[1:], self.biases[1:], strict=True):
             h = torch.baddbmm(b, F.leaky_relu(h, inplace=inplace), w)
         return torch.tanh(h).squeeze(-1)
 
+    def _member_chain(self, m: int, h: Tensor) -> Tensor:
+        """Member m's pre-tanh output [N, 1] of rows h [N, D]."""
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = dense_act(h, w[m], b[m], "leaky_relu" if i < last else "none")
+        return h
+
     @torch.no_grad()
-    def mean_reward(self, obs: Tensor, act: Tensor, chunk: int = 65536) -> Tensor:
+    def mean_reward(self, obs: Tensor, act: Tensor, chunk: int | None = None) -> Tensor:
         """Ensemble-mean reward [N] of ``concat(obs, act)``, in chunks, without gradients.
 
         Inputs may live on any device; each chunk is moved to the ensemble's device and the result is
         returned on ``obs``'s device (so relabelling a replay buffer needs no extra copies).
         """
-        return self.mean_std_reward(obs, act, chunk)[0]
+        return self._reduce(obs, act, chunk, with_std=False)[0]
 
     @torch.no_grad()
-    def mean_std_reward(self, obs: Tensor, act: Tensor, chunk: int = 65536) -> tuple[Tensor, Tensor]:
+    def mean_std_reward(self, obs: Tensor, act: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor]:
         """Ensemble mean and (population) std across members of the per-step reward, each [N]."""
+        mean, std = self._reduce(obs, act, chunk, with_std=True)
+        assert std is not None
+        return mean, std
+
+    def _reduce(self, obs: Tensor, act: Tensor, chunk: int | None, with_std: bool) -> tuple[Tensor, Tensor | None]:
+        # On CPU, chunks of a few thousand rows keep each layer's activations in cache (1M rows: ~2x
+        # faster than 65536-row chunks); a GPU wants large ones.
+        chunk = chunk or (CPU_CHUNK if self.device.type == "cpu" else GPU_CHUNK)
         n = obs.shape[0]
         mean = torch.empty(n, dtype=self.dtype, device=obs.device)
-        std = torch.empty(n, dtype=self.dtype, device=obs.device)
+        std = torch.empty(n, dtype=self.dtype, device=obs.device) if with_std else None
         for i in range(0, n, chunk):
             sa = torch.cat([obs[i : i + chunk], act[i : i + chunk]], dim=-1)
             r = self.member_rewards(sa.to(self.device, self.dtype, non_blocking=True))
+            if std is None:
+                mean[i : i + chunk] = r.mean(0)
+                continue
             std_i, mean_i = torch.std_mean(r, dim=0, correction=0)
             mean[i : i + chunk] = mean_i
             std[i : i + chunk] = std_i
