@@ -13,7 +13,8 @@ import dataclasses
 import pytest
 import torch
 
-from agents import fast_update
+from agents import fast_update, networks
+from agents.networks import dense_act, matmul, onednn_eligible
 from agents.replay import Batch
 from agents.sac import SAC, SACConfig
 from pref_brl.trainer import Trainer
@@ -172,3 +173,40 @@ def test_trainer_with_compile_is_deterministic_and_resumes_exactly(tiny) -> None
     assert scalars_without_time(killed.run_dir) == scalars_without_time(a.run_dir)
     assert all(torch.equal(x, y) for x, y in zip(final_params(killed), final_params(a)))
     assert fast_update.warmup_seconds() > 0
+
+
+@pytest.mark.parametrize("activation", ["none", "relu", "leaky_relu"])
+def test_onednn_layers_match_aten_values_and_gradients(activation: str) -> None:
+    """networks.matmul / dense_act (oneDNN on CPU) against aten's autograd, forward and backward."""
+    g = torch.Generator().manual_seed(4)
+    x, w, b = (torch.randn(*shape, generator=g, requires_grad=True) for shape in ((64, 40), (40, 32), (1, 32)))
+    act = {"none": lambda h: h, "relu": torch.relu, "leaky_relu": torch.nn.functional.leaky_relu}[activation]
+    reference = act(x @ w + b)
+    grads_ref = torch.autograd.grad(reference.pow(2).sum(), (x, w, b))
+    for out in (dense_act(x, w, b, activation), act(matmul(x, w) + b)):
+        assert onednn_eligible(x, 64, 40, 32) == networks.ONEDNN  # the oneDNN route is the one tested here
+        torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+        for got, want in zip(torch.autograd.grad(out.pow(2).sum(), (x, w, b)), grads_ref):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(dense_act(x, w, b, activation), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_reward_ensemble_member_chains_match_the_stacked_forward(monkeypatch) -> None:
+    """The oneDNN per-member chains of RewardEnsemble equal its batched-matmul path, values and gradients."""
+    from pref_brl import reward_model
+
+    ens = reward_model.RewardEnsemble(OBS, ACT, 3, 32, 2)
+    sa = torch.randn(3, 100, OBS + ACT)
+
+    def forward_and_grads() -> list[torch.Tensor]:
+        out = ens.member_rewards(sa)
+        return [out.detach(), *torch.autograd.grad(out.sin().sum(), list(ens.parameters()))]
+
+    chains = forward_and_grads()
+    with torch.no_grad():
+        relabel = ens.mean_reward(sa[0, :, :OBS], sa[0, :, OBS:])
+    monkeypatch.setattr(reward_model, "onednn_eligible", lambda *args: False)
+    for got, want in zip(chains, forward_and_grads()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(relabel, ens.mean_reward(sa[0, :, :OBS], sa[0, :, OBS:]), rtol=1e-4, atol=1e-5)
