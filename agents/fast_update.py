@@ -184,8 +184,13 @@ def adam_state(opt: torch.optim.Optimizer, params: Sequence[Tensor]) -> AdamStat
         v.append(state["exp_avg_sq"])
         s.append(state["step"])
     lr, (beta1, beta2) = float(group["lr"]), group["betas"]
-    t = s[0].to(torch.float64) + 1  # torch.optim.Adam forms the bias corrections in double
-    factors = torch.stack([-lr / (1 - beta1**t), (1 - beta2**t).sqrt()]).to(params[0].dtype)
+    # torch.optim.Adam forms the bias corrections in double precision, from the step count as a float.
+    if s[0].device.type == "cpu":
+        t = float(s[0]) + 1
+        factors = torch.tensor([-lr / (1 - beta1**t), math.sqrt(1 - beta2**t)], dtype=params[0].dtype)
+    else:  # no host sync: the same arithmetic on the device
+        t = s[0].to(torch.float64) + 1
+        factors = torch.stack([-lr / (1 - beta1**t), (1 - beta2**t).sqrt()]).to(params[0].dtype)
     return AdamState(m, v, s, lr, (beta1, beta2), float(group["eps"]), factors)
 
 
@@ -193,19 +198,17 @@ def update(agent: SAC, batch: Batch, update_actor: bool,
            actor_extra: Callable[[], Tensor] | None = None) -> dict[str, Tensor]:
     """One compiled SAC update of `agent` (critics, then actor and temperature); metrics as the plain path."""
     cfg = agent.cfg
-    actor = list(agent.actor.parameters())
+    actor, critic, target = _parameters(agent)
     shape = (batch.obs.shape[0], agent.act_dim)
     noise = (torch.randn(shape, generator=agent.generator, device=agent.device),
              torch.randn(shape, generator=agent.generator, device=agent.device) if update_actor else None)
     extra = _extra_grads(actor_extra, actor) if update_actor else None
     k = Constants(cfg.discount, cfg.log_std_min, cfg.log_std_max, agent.target_entropy, update_actor,
                   agent.learn_temperature)
-    critic = (list(agent.critic.weights), list(agent.critic.biases))
     learn_alpha = update_actor and agent.learn_temperature  # a shared temperature's state is left alone
     opts = (adam_state(agent.actor_opt, actor) if update_actor else None,
             adam_state(agent.critic_opt, [*critic[0], *critic[1]]),
             adam_state(agent.alpha_opt, [agent.log_alpha]) if learn_alpha else None)
-    target = (list(agent.critic_target.weights), list(agent.critic_target.biases))
     variant = (k, extra is not None, tuple(batch.obs.shape), tuple(p.shape for p in critic[0]),
                tuple(p.shape for p in actor))
     start = time.perf_counter()
@@ -219,6 +222,19 @@ def update(agent: SAC, batch: Batch, update_actor: bool,
         metrics.update({"train/actor_loss": a_loss, "train/ent_coef": agent.log_alpha.detach().exp(),
                         "train/entropy": -logp_mean})
     return metrics
+
+
+def _parameters(agent: SAC) -> tuple[list[Tensor], tuple[list[Tensor], list[Tensor]],
+                                     tuple[list[Tensor], list[Tensor]]]:
+    """The agent's actor, critic and target parameter lists, cached on the agent while its modules stay
+    the same objects (their parameters are updated in place by every path, resets and loads included)."""
+    modules = (agent.actor, agent.critic, agent.critic_target)
+    cached = agent.__dict__.get("_fast_parameters")
+    if cached is None or any(a is not b for a, b in zip(cached[0], modules)):
+        lists = (list(agent.actor.parameters()), (list(agent.critic.weights), list(agent.critic.biases)),
+                 (list(agent.critic_target.weights), list(agent.critic_target.biases)))
+        cached = agent.__dict__["_fast_parameters"] = (modules, lists)
+    return cached[1]
 
 
 def _extra_grads(actor_extra: Callable[[], Tensor] | None, params: list[Tensor]) -> list[Tensor] | None:

@@ -381,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short rounds: about a minute (warm cache)")
     parser.add_argument("--json", type=Path, help="also write the rows (and warm-up) as JSON here")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for everything (default 2)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads for everything; 0 (default): every core on an idle machine, 1 when "
+                             "other processes already keep the cores busy (load average >= cores)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}")
     parser.add_argument("--no-compile", action="store_true",
@@ -391,17 +393,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    torch.set_num_threads(args.threads)
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    threads = args.threads or (1 if load >= cores else cores)
+    torch.set_num_threads(threads)
     scale = QUICK if args.quick else FULL
     start = time.perf_counter()
     rows = run(scale, only, compile_=not args.no_compile)
     print(render(rows))
     print()
     print(render_warmup())
-    print(f"\n{'quick' if args.quick else 'full'} run, {args.threads} thread(s), "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, {time.perf_counter() - start:.0f} s")
+    print(f"\n{'quick' if args.quick else 'full'} run, {threads} thread(s), "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {load:.1f} on {cores} cores at the "
+          f"start, {time.perf_counter() - start:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "threads": args.threads,
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "threads": threads,
                                          "quick": args.quick, "warmup_s": fast_update.warmup_seconds()},
                                         indent=2), encoding="utf-8")
     return 0
