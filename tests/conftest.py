@@ -15,7 +15,8 @@ def tiny_config(tmp_path: Path, name: str = "run", **overrides) -> TrainConfig:
     """walker_walk with 16-unit networks, 100-step episodes and short phases."""
     base = dict(env="walker_walk", method="sac", seed=0, run_dir=str(tmp_path / name), steps=1000,
                 max_episode_steps=100, num_seed_steps=100, num_unsup_steps=200, eval_frequency=500,
-                num_eval_episodes=1, checkpoint_frequency=200, log_frequency=100, hidden_dim=16, hidden_depth=1, batch_size=16,
+                num_eval_episodes=1, checkpoint_frequency=200, log_frequency=100, hidden_dim=16, hidden_depth=1,
+                batch_size=16,
                 reward_hidden=16, reward_depth=1, max_feedback=12, reward_batch=4, num_interact=200,
                 reward_update=3, segment=10, reset_update=5, threads=1,
                 compile=False)  # the compiled update has its own tests (tests/test_fast_update.py)

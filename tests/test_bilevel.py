@@ -230,6 +230,14 @@ def test_bilevel_smoke_crosses_every_phase_and_resumes_exactly(tiny) -> None:
     assert all(torch.equal(x, y) for x, y in zip(final_params(killed), final_params(straight)))
 
 
+def test_round_before_any_b_episode_queries_a_and_b_alike(tiny) -> None:
+    """num_interact not a multiple of the episode length: a round can come before B finished an episode."""
+    cfg = tiny("odd", method="bilevel", steps=900, num_interact=330, paired_episodes=1)
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    assert trainer.learner.rounds == 2 and trainer.learner.total == 8
+
+
 @pytest.mark.parametrize("method, extra", [("sobirl", {}), ("bilevel", {"estimator": "shared-states"})])
 def test_variants_run_and_move_the_reward_model(tiny, method, extra) -> None:
     cfg = tiny(method, method=method, steps=900, num_interact=300, **extra)

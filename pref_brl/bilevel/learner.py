@@ -82,9 +82,11 @@ class BilevelLearner(PreferenceLearner):
         self.open_pair = False
 
     def query_agent(self) -> str | None:
+        """B's episodes (f is evaluated at θ_λ) once B has completed one; before that, any agent's."""
         if self.agent_b is None or not self.paired or self.cfg.query_agent == "both":
             return None
-        return "B"
+        has_b = any(len(ep) >= self.cfg.segment for ep in self.store.episodes("B"))
+        return "B" if has_b else None
 
     # ------------------------------------------------------------------------------------------ agents
     def update_agents(self, step: int) -> dict[str, Any]:
