@@ -29,6 +29,23 @@ def scalars_without_time(run_dir: str | Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_scalars(Path(run_dir))]
 
 
+@pytest.fixture(autouse=True)
+def _logging_on_real_stderr():
+    """dm_control's absl logging binds its handler to the sys.stderr of its first use: under pytest, one
+    test's capture stream, closed when that test ends, after which a later test that logs (submitit does)
+    dies with "I/O operation on closed file; lost sys.stderr". Keep absl's handler on the real stderr."""
+    yield
+    import logging
+    import sys
+
+    absl_logging = sys.modules.get("absl.logging")
+    if absl_logging is not None:
+        absl_logging.get_absl_handler().python_handler.setStream(sys.__stderr__)
+    for handler in logging.root.handlers:
+        if type(handler) is logging.StreamHandler and getattr(handler.stream, "closed", False):
+            handler.setStream(sys.__stderr__)
+
+
 @pytest.fixture
 def tiny(tmp_path: Path):
     def make(name: str = "run", **overrides) -> TrainConfig:
