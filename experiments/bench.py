@@ -42,6 +42,7 @@ from agents.networks import product  # noqa: E402
 from agents.replay import Batch, ReplayBuffer  # noqa: E402
 from agents.sac import SAC, SACConfig  # noqa: E402
 from agents.state_entropy import StateEntropy, knn_distance  # noqa: E402
+from pref_brl.cli import OneLineParser, writable_file  # noqa: E402
 from pref_brl.reward_model import RewardEnsemble  # noqa: E402
 
 WALKER = ("walker_walk", 24, 6)
@@ -377,10 +378,10 @@ def render_warmup() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pref-brl-bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="pref-brl-bench", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short rounds: about a minute (warm cache)")
-    parser.add_argument("--json", type=Path, help="also write the rows (and warm-up) as JSON here")
+    parser.add_argument("--json", type=writable_file, help="also write the rows (and warm-up) as JSON here")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads for everything; 0 (default): every core on an idle machine, 1 when "
                              "other processes already keep the cores busy (load average >= cores)")
@@ -393,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0 (0: automatic), got {args.threads}")
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0]
     threads = args.threads or (1 if load >= cores else cores)
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {load:.1f} on {cores} cores at the "
           f"start, {time.perf_counter() - start:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "threads": threads,
+        Path(args.json).write_text(json.dumps({"rows": [asdict(r) for r in rows], "threads": threads,
                                          "quick": args.quick, "warmup_s": fast_update.warmup_seconds()},
                                         indent=2), encoding="utf-8")
     return 0

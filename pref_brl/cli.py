@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
+import os
 import re
 import sys
 from typing import Any, TypeVar
@@ -56,3 +58,19 @@ def parse(cls: type[T], prog: str, args: list[str] | None = None, **kwargs: Any)
             raise
         print(f"error: {one_line(captured.getvalue())} (see {prog} --help)", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the same one-line errors (`error: ... (see PROG --help)`, exit code 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def writable_file(path: str) -> str:
+    """argparse type for an output file: its folder must exist and be writable."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not a writable folder")
+    return path

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from experiments.bench import main as bench_main
 from experiments.plot import main as plot_main
 from experiments.sweep import main as sweep_main
 from experiments.train import main as train_main
 
-PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main}
+PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main, "bench": bench_main}
 PEBBLE = ["--method", "pebble"]
 
 # (program, arguments ({tmp} is a scratch folder), a fragment the error line must contain)
@@ -43,6 +44,11 @@ BAD_INPUTS = [
     ("plot", ["{tmp}/empty"], "no run folders"),
     ("plot", ["{tmp}/empty", "--reps", "0"], "--final-window and --reps must be >= 1"),
     ("plot", ["{tmp}/empty", "--aggregate", "median"], "invalid choice 'median'"),
+    ("bench", ["--only", "sac,gpu"], "unknown section(s) gpu; known:"),
+    ("bench", ["--threads", "-2"], "--threads must be >= 0"),
+    ("bench", ["--threads", "two"], "invalid int value: 'two'"),
+    ("bench", ["--json", "{tmp}/a_file/bench.json"], "is not a writable folder"),
+    ("bench", ["--quik"], "unrecognized arguments: --quik"),
 ]
 
 
