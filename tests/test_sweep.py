@@ -12,6 +12,7 @@ from experiments.sweep import Progress, finish, job_env, main, pick_gpu
 from pref_brl.config import TrainConfig, preset_config
 from pref_brl.study import Grid, StudyError, expand, parse_override, run_state
 from pref_brl.trainer import Trainer
+from tests.test_trainer import run_until_killed as kill_at
 
 # Tiny runs: 50-step episodes, 16-unit nets; a pebble run crosses seed, exploration, two feedback rounds
 # and evals in ~300 steps.
@@ -130,23 +131,6 @@ def test_unwritable_root_and_changed_config_are_refused_up_front(tmp_path: Path,
     assert "different config (steps: 999 -> 300)" in capsys.readouterr().err
 
 
-class Killed(Exception):
-    pass
-
-
-def kill_at(cfg, step: int) -> None:
-    """Train until `step`, then die without a final checkpoint (the run folder is left partial)."""
-    trainer = Trainer(cfg, progress=False)
-    original = trainer.update_agents
-
-    def update_or_die() -> None:
-        if trainer.step == step:
-            raise Killed
-        original()
-
-    trainer.update_agents = update_or_die
-    with pytest.raises(Killed):
-        trainer.train()
 
 
 def test_local_sweep_skips_finished_and_resumes_partial_runs(tmp_path: Path, capsys) -> None:
