@@ -120,9 +120,10 @@ class PreferenceLearner:
         self.total += n
         self.labeled += int(keep.sum())
 
-    def train_reward(self) -> dict[str, float]:
+    def train_reward(self, extra_loss=None) -> dict[str, float]:
+        """One reward-model round on every label so far; `extra_loss` is a method's per-member term."""
         metrics = self.ensemble.train_round(self.prefs, self.cfg.reward_update, self.reward_rng,
-                                            batch_size=self.cfg.reward_minibatch)
+                                            batch_size=self.cfg.reward_minibatch, extra_loss=extra_loss)
         return {k: v for k, v in metrics.items() if v == v}  # accuracy is NaN with only "equal" labels
 
     def reset_after_first_round(self) -> dict[str, Any]:

@@ -63,6 +63,9 @@ class Trainer:
         self.successes: deque[float] = deque(maxlen=10)
         self.metrics: dict[str, torch.Tensor | float] = {}
         self.obs: np.ndarray | None = None
+        self.last_eval: dict[str, float] = {}
+        self._last_checkpoint_step = 0
+        self.interrupted = ""  # the signal that asked the run to stop, if any
         state = load_checkpoint(self.run_dir) if resuming else None
         if state is not None:
             self.load_state_dict(state)
@@ -249,10 +252,6 @@ class Trainer:
         return values
 
     # ------------------------------------------------------------------------------------------ state
-    last_eval: dict[str, float] = {}
-    _last_checkpoint_step: int = 0
-
-    interrupted: str = ""
 
     def save(self) -> None:
         """Checkpoint, unless a network went non-finite (then the last good checkpoint is kept)."""

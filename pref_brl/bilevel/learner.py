@@ -129,9 +129,7 @@ class BilevelLearner(PreferenceLearner):
 
     def train_reward(self) -> dict[str, float]:
         extra, diag = self.penalty_loss_fn()
-        metrics = self.ensemble.train_round(self.prefs, self.cfg.reward_update, self.reward_rng,
-                                            batch_size=self.cfg.reward_minibatch, extra_loss=extra)
-        metrics = {k: v for k, v in metrics.items() if v == v}  # accuracy is NaN with only "equal" labels
+        metrics = super().train_reward(extra)
         if "reward/extra_grad_norm" in metrics:
             diag["bilevel/penalty_grad_norm"] = metrics["reward/extra_grad_norm"]
         diag["bilevel/ce_grad_norm"] = metrics["reward/ce_grad_norm"]
@@ -228,12 +226,7 @@ class SoBiRLLearner(PreferenceLearner):
     ALT_ACTIONS = 4
 
     def train_reward(self) -> dict[str, float]:
-        extra = None
-        if self.rounds >= self.cfg.sobirl_warmup:
-            extra = self._sobirl_closure()
-        metrics = self.ensemble.train_round(self.prefs, self.cfg.reward_update, self.reward_rng,
-                                            batch_size=self.cfg.reward_minibatch, extra_loss=extra)
-        return {k: v for k, v in metrics.items() if v == v}
+        return super().train_reward(self._sobirl_closure() if self.rounds >= self.cfg.sobirl_warmup else None)
 
     @torch.no_grad()
     def _sobirl_closure(self):
