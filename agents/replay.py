@@ -61,10 +61,13 @@ class ReplayBuffer:
         idx = torch.randint(0, self.size, (batch_size,), generator=generator, device=self.device)
         return Batch(self.obs[idx], self.act[idx], self.reward[idx], self.next_obs[idx], self.not_done[idx])
 
-    def recent_obs(self, count: int) -> Tensor:
-        """The `count` most recently stored observations (fewer if the buffer holds fewer)."""
-        count = min(count, self.size)
-        idx = (torch.arange(self.pos - count, self.pos, device=self.device)) % self.capacity
+    def recent_obs(self, count: int, agent: int | None = None) -> Tensor:
+        """The `count` most recently stored observations (fewer if the buffer holds fewer); only those
+        stored by `agent` when given (then among the last 4·count transitions)."""
+        window = min(count if agent is None else 4 * count, self.size)
+        idx = (torch.arange(self.pos - window, self.pos, device=self.device)) % self.capacity
+        if agent is not None:
+            idx = idx[self.agent[idx] == agent][-count:]
         return self.obs[idx]
 
     def stored_obs(self) -> Tensor:

@@ -1,4 +1,4 @@
-"""Soft actor-critic as PEBBLE/B-Pref run it (SPEC §3.6).
+"""Soft actor-critic as PEBBLE/B-Pref run it (Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", 2018).
 
 Tanh-squashed Gaussian actor (log σ squashed into [log_std_min, log_std_max]), twin Q critics stacked in
 one batched network, learned temperature on log α with target entropy −|A|, Polyak target updates every
@@ -87,6 +87,21 @@ def squashed_log_prob(mu: Tensor, log_std: Tensor, action: Tensor, clip: float =
     return log_prob - log_det.sum(-1, keepdim=True)
 
 
+@torch.no_grad()
+def act_with(actor: Actor, obs: np.ndarray, noise: np.ndarray | None, device: torch.device) -> np.ndarray:
+    """Action for one observation: tanh(μ) if `noise` is None, else tanh(μ + σ·noise).
+
+    Taking the standard-normal noise from the caller lets two policies share one noise stream
+    (common random numbers for paired rollouts).
+    """
+    obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
+    mu, log_std = actor(obs_t)
+    if noise is None:
+        return torch.tanh(mu)[0].cpu().numpy()
+    eps = torch.as_tensor(noise, dtype=torch.float32, device=device).unsqueeze(0)
+    return torch.tanh(mu + log_std.exp() * eps)[0].cpu().numpy()
+
+
 class SAC:
     """A SAC agent; `device` is an argument and every random draw comes from `generator`."""
 
@@ -113,19 +128,9 @@ class SAC:
         return self.log_alpha.exp()
 
     # ---------------------------------------------------------------------------------- acting
-    @torch.no_grad()
     def act(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
-        """Action for one observation: tanh(μ) if `noise` is None, else tanh(μ + σ·noise).
-
-        Taking the standard-normal noise from the caller lets two agents share one noise stream
-        (common random numbers for paired rollouts).
-        """
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
-        mu, log_std = self.actor(obs_t)
-        if noise is None:
-            return torch.tanh(mu)[0].cpu().numpy()
-        eps = torch.as_tensor(noise, dtype=torch.float32, device=self.device).unsqueeze(0)
-        return torch.tanh(mu + log_std.exp() * eps)[0].cpu().numpy()
+        """Action for one observation (see :func:`act_with`)."""
+        return act_with(self.actor, obs, noise, self.device)
 
     def sample_action(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Reparameterised (action, log π) for a batch of observations."""

@@ -89,7 +89,9 @@ def e2e_config(method: str, steps: int, run_dir: str, compile_: bool) -> TrainCo
     interact = (steps - 300) // 200 * 100  # whole episodes, so that B's paired episode ends before a round
     return preset_config("cpu", "walker_walk", method=method, run_dir=run_dir, steps=steps, num_seed_steps=150,
                          num_unsup_steps=150, num_interact=interact, max_feedback=30, reward_batch=10,
-                         max_episode_steps=100, paired_episodes=1, eval_frequency=NEVER, num_eval_episodes=1,
+                         max_episode_steps=100, paired_episodes=2, heldout_pairs=0, pair_horizon=25,
+                         b_updates=max(1, 1000 * interact // 8000),  # the walker preset's B updates per env step
+                         eval_frequency=NEVER, num_eval_episodes=1,
                          checkpoint_frequency=NEVER, log_frequency=100, compile=compile_)
 
 

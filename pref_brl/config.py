@@ -115,15 +115,35 @@ class TrainConfig:
     query_episodes: int = 100
     """query candidates come from this many most recent complete episodes"""
 
-    # --- bilevel
+    # --- bilevel (agent B: a per-round, KL-budgeted perturbation of A; docs/bilevel.md)
     penalty_weight: float = 1.0
-    """λ̃ (λ = (1−γ)·λ̃); 0 makes bilevel train exactly like pebble"""
-    paired_episodes: int = 2
-    """E: paired A/B episodes collected before each feedback round"""
+    """λ̃ (λ = (1−γ)·λ̃; B's upper-loss weight κ = 1/λ̃); 0 makes bilevel train exactly like pebble"""
+    b_updates: int = 1000
+    """K_B: actor updates of agent B per feedback round (B starts from A, uses A's critic and α)"""
+    kl_target: float = 0.02
+    """δ: mean KL(π_B ‖ π_A) per state (nats) that B's adaptive KL coefficient β aims for"""
+    psi_clip: float = 0.2
+    """ε of Ψ_f's two-sided clipped probability ratio (PPO's surrogate) against π_A"""
+    upper_term: bool = True
+    """κ Ψ_f in B's loss; --no-upper-term is the κ = 0 control (B moves on the SAC loss and the KL only)"""
+    penalty: bool = True
+    """the λ-term in the reward update; --no-penalty is the control with B on and the penalty off"""
+    paired_episodes: int = 10
+    """E: paired A/B rollouts (common random numbers) per feedback round"""
+    pair_horizon: int = 200
+    """T_pair: steps of each half of a paired rollout (γ^t leaves 13% of the discounted weight after 200)"""
+    heldout_pairs: int = 2
+    """pairs of the E kept out of the reward update, for bilevel/gap_before and bilevel/gap_after"""
+    penalty_steps: int = 20
+    """reward-model steps on cross-entropy + λ-term per round, after PEBBLE's cross-entropy epochs"""
+    snr_min: float = 0.0
+    """skip the λ-term in a round whose bilevel/penalty_snr is below this (0: never skip)"""
     estimator: Estimator = "paired-rollouts"
-    """penalty estimator: paired-rollouts (unbiased) or shared-states (cheaper, biased)"""
-    query_agent: Literal["B", "both"] = "B"
-    """whose recent episodes query candidates are drawn from"""
+    """penalty estimator: paired-rollouts (truncated A/B pairs) or shared-states (cheaper, biased)"""
+    query_agent: Literal["A", "B", "both"] = "A"
+    """whose recent episodes query candidates are drawn from (bilevel)"""
+    b_in_replay: bool = True
+    """store B's transitions in the shared replay (--no-b-in-replay: the control that keeps them out)"""
     sobirl_warmup: int = 1
     """sobirl: feedback rounds before its hypergradient term is switched on"""
 
@@ -155,6 +175,25 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
+PREFERENCE_FIELDS: frozenset[str] = frozenset({
+    "num_unsup_steps", "max_feedback", "reward_batch", "num_interact", "reward_update", "segment", "teacher",
+    "query", "reset_update", "ensemble_size", "reward_lr", "reward_hidden", "reward_depth", "reward_minibatch",
+    "query_episodes", "sobirl_warmup"})
+BILEVEL_FIELDS = frozenset({
+    "penalty_weight", "b_updates", "kl_target", "psi_clip", "upper_term", "penalty", "paired_episodes",
+    "pair_horizon", "heldout_pairs", "penalty_steps", "snr_min", "estimator", "query_agent", "b_in_replay"})
+"""Config fields that only method `bilevel` reads (`sobirl` reads penalty_weight too)."""
+PREFERENCE_FIELDS = PREFERENCE_FIELDS | BILEVEL_FIELDS
+"""Config fields that only methods learning from preferences read."""
+IGNORED_FIELDS: dict[str, frozenset[str]] = {
+    "sac": PREFERENCE_FIELDS,
+    "pebble": BILEVEL_FIELDS | {"sobirl_warmup"},
+    "bilevel": frozenset({"sobirl_warmup"}),
+    "sobirl": BILEVEL_FIELDS - {"penalty_weight"},
+}
+"""Fields a method does not read: overrides of them do not split its runs, and plots do not show them."""
+
+
 def _family(env: str) -> str:
     return "metaworld" if env.startswith("metaworld_") else "dmc"
 
@@ -166,7 +205,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "dmc": dict(steps=100_000, hidden_dim=256, hidden_depth=2, batch_size=256, lr=5e-4,
                     max_feedback=100, reward_batch=10, num_interact=8000, reward_update=50),
         "metaworld": dict(steps=150_000, hidden_dim=256, hidden_depth=3, batch_size=256, lr=3e-4,
-                          max_feedback=1000, reward_batch=25, num_interact=2500, reward_update=10),
+                          max_feedback=1000, reward_batch=25, num_interact=2500, reward_update=10,
+                          paired_episodes=4, pair_horizon=150),
     },
     "paper": {
         "dmc": dict(steps=500_000, hidden_dim=1024, hidden_depth=2, batch_size=1024, lr=5e-4,
@@ -174,7 +214,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     checkpoint_frequency=20_000),
         "metaworld": dict(steps=1_000_000, hidden_dim=256, hidden_depth=3, batch_size=512, lr=3e-4,
                           max_feedback=1000, reward_batch=10, num_interact=5000, reward_update=10,
-                          checkpoint_frequency=20_000),
+                          paired_episodes=6, pair_horizon=200, checkpoint_frequency=20_000),
     },
 }
 

@@ -1,16 +1,22 @@
-"""PEBBLE's preference learning inside the loop (SPEC §3.1-3.5): exploration reward, feedback rounds.
+"""PEBBLE's preference learning inside the loop (Lee, Smith, Abbeel, "PEBBLE", ICML 2021; docs/pebble.md).
 
-`PreferenceLearner` is method `pebble`. The bilevel learner (pref_brl.bilevel.learner) subclasses it and
-replaces the reward update, the choice of acting agent and the agent updates.
+`PreferenceLearner` is method `pebble`: exploration reward, feedback rounds, reward training, relabelling.
+It gets the collaborators it uses (agent A, the replay buffer, the minibatch generator, recent returns) as a
+:class:`Collaborators` record, never the trainer. The bilevel learners (pref_brl.bilevel.learner) subclass
+it; pref_brl.methods picks the learner of a method.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
+from agents.replay import ReplayBuffer
+from agents.sac import SAC
 from agents.state_entropy import StateEntropy
 from pref_brl.preferences import Episode, EpisodeStore, PreferenceBuffer
 from pref_brl.queries import select_queries
@@ -19,16 +25,39 @@ from pref_brl.teacher import ScriptedTeacher, teacher_from_name
 
 if TYPE_CHECKING:
     from pref_brl.config import TrainConfig
-    from pref_brl.trainer import Trainer
 
 CORR_EPISODES = 10
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    """What a preference learner uses of the loop; the trainer creates and owns all of it."""
+
+    agent: SAC
+    """agent A: the deployed SAC agent, trained on the learned reward"""
+    replay: ReplayBuffer
+    """the shared replay buffer (relabelled after every reward update)"""
+    sample_generator: torch.Generator
+    """draws A's minibatches"""
+    returns: deque[float]
+    """true returns of A's last complete episodes (the teacher's thresholds read their mean)"""
+    ep_len: int
+    """episode length"""
+
+
+class EpisodePlan(NamedTuple):
+    """Who plays the next episode, from which reset seed, for how many steps at most."""
+
+    agent: str
+    reset_seed: int
+    max_steps: int
 
 
 class PreferenceLearner:
     """Reward ensemble, query and label stores, scripted teacher and the feedback schedule (`pebble`)."""
 
-    def __init__(self, cfg: TrainConfig, obs_dim: int, act_dim: int, trainer: Trainer) -> None:
-        self.cfg, self.trainer = cfg, trainer
+    def __init__(self, cfg: TrainConfig, obs_dim: int, act_dim: int, loop: Collaborators) -> None:
+        self.cfg, self.loop = cfg, loop
         self.ensemble = RewardEnsemble(obs_dim, act_dim, cfg.ensemble_size, cfg.reward_hidden, cfg.reward_depth,
                                        cfg.reward_lr, device=cfg.device, seed=cfg.seed + 101)
         self.store = EpisodeStore(cfg.query_episodes)
@@ -44,9 +73,23 @@ class PreferenceLearner:
     def feedback_due(self, step: int) -> bool:
         return step == self.next_round and self.total < self.cfg.max_feedback
 
-    def next_episode(self, step: int, reset_seed: int) -> tuple[str, int]:
-        """Which agent plays the next episode, and its reset seed (PEBBLE: always A)."""
-        return "A", reset_seed
+    def next_episode(self, step: int, reset_seed: int) -> EpisodePlan:
+        """Who plays the next episode (PEBBLE: always A, a whole episode)."""
+        return EpisodePlan("A", reset_seed, self.loop.ep_len)
+
+    def policy(self, agent: str) -> Any:
+        """The policy (anything with `act(obs, noise)`) that plays an episode of `agent` (PEBBLE: A)."""
+        if agent != "A":
+            raise KeyError(f"unknown agent {agent!r}")
+        return self.loop.agent
+
+    def stores_transitions_of(self, agent: str) -> bool:
+        """Whether `agent`'s transitions enter the shared replay buffer."""
+        return True
+
+    def extra_policies(self) -> dict[str, Any]:
+        """Policies evaluated next to A (name -> object with `act(obs, noise)` and an `actor` module)."""
+        return {}
 
     # ------------------------------------------------------------------------------------------ rewards
     @torch.no_grad()
@@ -70,7 +113,7 @@ class PreferenceLearner:
     def update_agents(self, step: int) -> dict[str, Any]:
         """One SAC update of A: intrinsic state-entropy reward while exploring, stored reward after."""
         batch = self.sample_batch(step)
-        metrics = self.trainer.agents["A"].update(batch)
+        metrics = self.loop.agent.update(batch)
         return {**metrics, **self.explore_metrics(step)}
 
     def explore_metrics(self, step: int) -> dict[str, Any]:
@@ -80,45 +123,58 @@ class PreferenceLearner:
         return {}
 
     def sample_batch(self, step: int):
-        tr = self.trainer
-        batch = tr.replay.sample(self.cfg.batch_size, tr.sample_generator)
+        batch = self.loop.replay.sample(self.cfg.batch_size, self.loop.sample_generator)
         if step < self.cfg.feedback_starts:
-            reward = self.entropy.intrinsic_reward(batch.obs, tr.replay.stored_obs())
+            reward = self.entropy.intrinsic_reward(batch.obs, self.loop.replay.stored_obs())
             batch = batch._replace(reward=reward.reshape(-1, 1).to(batch.reward.dtype))
         return batch
 
     # ------------------------------------------------------------------------------------------ feedback
     def feedback_round(self, step: int) -> dict[str, Any]:
-        """Query, label, train the reward model, relabel the buffer; after the first round, reset critics."""
-        metrics: dict[str, Any] = {}
-        self.collect_labels()
+        """Query, label, train the reward model, relabel the buffer; after the first round, reset critics.
+
+        `before_reward_update(new)` sees the round's new labels (a slice of `prefs`) before the reward model
+        trains on them, `after_reward_update(step)` runs at the end; both are hooks for other methods.
+        """
+        new = self.collect_labels()
+        metrics = self.before_reward_update(new)
         if len(self.prefs) > 0:
             metrics.update(self.train_reward())
-        self.trainer.replay.relabel(self.ensemble.mean_reward)
+        self.loop.replay.relabel(self.ensemble.mean_reward)
         if self.rounds == 0:
             metrics.update(self.reset_after_first_round())
         self.rounds += 1
         self.next_round = step + self.cfg.num_interact
         metrics.update({"feedback/total": self.total, "feedback/labeled": self.labeled,
                         "feedback/rounds": self.rounds})
+        metrics.update(self.after_reward_update(step))
         return metrics
+
+    def before_reward_update(self, new: slice) -> dict[str, Any]:
+        return {}
+
+    def after_reward_update(self, step: int) -> dict[str, Any]:
+        return {}
 
     def query_agent(self) -> str | None:
         return None
 
-    def collect_labels(self) -> None:
+    def collect_labels(self) -> slice:
+        """Query and label one round; returns the slice of `prefs` that holds the new labels."""
         cfg = self.cfg
+        first = len(self.prefs)
         n = min(cfg.reward_batch, cfg.max_feedback - self.total)
         strategy = "uniform" if self.rounds == 0 else cfg.query
         pairs = select_queries(strategy, self.store, self.ensemble, n, cfg.segment, self.query_rng,
                                self.query_agent(), prefs=self.prefs)
-        returns = self.trainer.returns
+        returns = self.loop.returns
         mean_return = float(np.mean(returns)) if returns else 0.0
-        keep, labels = self.teacher.label(pairs.rew0, pairs.rew1, mean_return, self.trainer.ep_len)
+        keep, labels = self.teacher.label(pairs.rew0, pairs.rew1, mean_return, self.loop.ep_len)
         if bool(keep.any()):
             self.prefs.add(pairs.select(keep), labels[keep])
         self.total += n
         self.labeled += int(keep.sum())
+        return slice(first, len(self.prefs))
 
     def train_reward(self, extra_loss=None) -> dict[str, float]:
         """One reward-model round on every label so far; `extra_loss` is a method's per-member term."""
@@ -128,11 +184,11 @@ class PreferenceLearner:
 
     def reset_after_first_round(self) -> dict[str, Any]:
         """PEBBLE: fresh critics (actor and temperature kept), then `reset_update` updates."""
-        agent = self.trainer.agents["A"]
+        agent = self.loop.agent
         agent.reset_critic()
         metrics: dict[str, Any] = {}
         for _ in range(self.cfg.reset_update):
-            batch = self.trainer.replay.sample(self.cfg.batch_size, self.trainer.sample_generator)
+            batch = self.loop.replay.sample(self.cfg.batch_size, self.loop.sample_generator)
             metrics = agent.update(batch)
         return metrics
 
@@ -168,17 +224,3 @@ class PreferenceLearner:
         self.entropy.load_state_dict(state["entropy"])
         self.total, self.labeled, self.rounds, self.next_round = state["counters"]
 
-
-def make_learner(cfg: TrainConfig, obs_dim: int, act_dim: int, trainer: Trainer) -> PreferenceLearner | None:
-    """The preference learner of `cfg.method` (None for `sac`, which trains on the true reward).
-
-    `bilevel` with penalty_weight 0 is PEBBLE exactly: no agent B is created and no extra random number
-    is drawn, so it reproduces `pebble` bit for bit.
-    """
-    if cfg.method == "sac":
-        return None
-    if cfg.method == "pebble" or (cfg.method == "bilevel" and cfg.penalty_weight == 0):
-        return PreferenceLearner(cfg, obs_dim, act_dim, trainer)
-    from pref_brl.bilevel.learner import make_bilevel_learner
-
-    return make_bilevel_learner(cfg, obs_dim, act_dim, trainer)

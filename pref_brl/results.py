@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from pref_brl import stats
+from pref_brl.config import IGNORED_FIELDS
 from pref_brl.runs import CONFIG_FILE, DONE_FILE
-from pref_brl.study import IGNORED_FIELDS
 
 LABELS_TAG = "feedback/total"
 NOT_GROUPING = frozenset({"seed", "run_dir", "device", "threads", "env", "method", "max_feedback"})

@@ -213,6 +213,32 @@ class RewardEnsemble(nn.Module):
                 break
         return metrics
 
+    def train_steps(
+        self,
+        prefs: PreferenceBuffer,
+        steps: int,
+        rng: np.random.Generator,
+        batch_size: int = 128,
+        extra_loss: ExtraLoss | None = None,
+    ) -> dict[str, float]:
+        """Exactly ``steps`` Adam steps of every member, each on its own minibatch of ``batch_size`` labelled
+        pairs drawn without replacement from all of ``prefs`` (from ``rng``), with ``extra_loss`` added as in
+        :meth:`train_round`. No early stop. Returns the same keys as :meth:`train_round`, over these steps
+        (``reward/epochs`` is then the number of steps)."""
+        n = len(prefs)
+        if n == 0 or steps < 1:
+            raise ValueError(f"train_steps needs labelled pairs and steps >= 1, got {n} pairs and {steps} steps")
+        sa0, sa1 = prefs.sa0.to(self.device, self.dtype), prefs.sa1.to(self.device, self.dtype)
+        labels = prefs.labels.to(self.device, self.dtype)
+        size = min(batch_size, n)
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        for _ in range(steps):
+            idx = torch.as_tensor(np.stack([rng.choice(n, size, replace=False) for _ in range(self.n_members)]),
+                                  device=self.device)
+            step = self._train_step(sa0[idx], sa1[idx], labels[idx], extra_loss)
+            sums += step["sums"]
+        return self._epoch_metrics(sums, size * steps, steps, step, extra_loss is not None)
+
     def _train_step(
         self, sa0: Tensor, sa1: Tensor, targets: Tensor, extra_loss: ExtraLoss | None
     ) -> dict[str, Tensor]:

@@ -10,7 +10,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from pref_brl.config import TrainConfig
+from pref_brl.config import IGNORED_FIELDS, TrainConfig
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "done.json"
@@ -26,8 +26,16 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
-    """Human-readable list of fields whose values differ between two config dicts."""
-    keys = sorted(set(old) | set(new))
+    """Human-readable list of fields whose values differ between two config dicts.
+
+    A field missing from `old` (a run started before the field existed) counts as its default value, and
+    fields that the run's method does not read are not compared, so a newer version resumes an older run
+    folder as long as nothing the run uses has changed.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    ignored = IGNORED_FIELDS.get(new.get("method", old.get("method")), frozenset())
+    old = {k: old.get(k, defaults.get(k)) for k in set(old) | set(new)}
+    keys = sorted(k for k in set(old) | set(new) if k not in ignored)
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 

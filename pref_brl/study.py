@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pref_brl.config import PRESETS, TrainConfig, preset_config
+from pref_brl.config import IGNORED_FIELDS, PRESETS, TrainConfig, preset_config
 from pref_brl.runs import CONFIG_FILE, DONE_FILE, config_differences
 
 RunState = Literal["new", "partial", "done"]
@@ -34,19 +34,6 @@ RunState = Literal["new", "partial", "done"]
 AXIS_FIELDS = ("env", "method", "max_feedback", "teacher", "seed", "preset")
 """Config fields set by the grid's own axes (not through --set)."""
 OWNED_FIELDS = AXIS_FIELDS + ("run_dir",)
-PREFERENCE_FIELDS = frozenset({
-    "num_unsup_steps", "max_feedback", "reward_batch", "num_interact", "reward_update", "segment", "teacher",
-    "query", "reset_update", "ensemble_size", "reward_lr", "reward_hidden", "reward_depth", "reward_minibatch",
-    "query_episodes", "penalty_weight", "paired_episodes", "estimator", "query_agent", "sobirl_warmup"})
-"""Config fields that only methods learning from preferences read."""
-BILEVEL_FIELDS = frozenset({"penalty_weight", "paired_episodes", "estimator", "query_agent"})
-IGNORED_FIELDS: dict[str, frozenset[str]] = {
-    "sac": PREFERENCE_FIELDS,
-    "pebble": BILEVEL_FIELDS | {"sobirl_warmup"},
-    "bilevel": frozenset({"sobirl_warmup"}),
-    "sobirl": BILEVEL_FIELDS - {"penalty_weight"},
-}
-"""Fields a method does not read: overrides of them do not split its runs, and plots do not show them."""
 
 
 class StudyError(ValueError):

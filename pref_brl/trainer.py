@@ -27,8 +27,9 @@ from envs import episode_length, is_metaworld, make_env
 from pref_brl.checkpoint import load_checkpoint, save_checkpoint
 from pref_brl.config import TrainConfig
 from pref_brl.episodes import EpisodeRecorder
-from pref_brl.feedback import make_learner
+from pref_brl.feedback import Collaborators
 from pref_brl.logger import Logger, Progress
+from pref_brl.methods import make_learner
 from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir
 from pref_brl.video import make_eval_videos
 
@@ -55,10 +56,11 @@ class Trainer:
         self.replay = ReplayBuffer(obs_dim, act_dim, cfg.capacity, cfg.device)
         self.rng = np.random.default_rng([cfg.seed, 7])  # seed-step actions and episode reset seeds
         self.sample_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 11)
-        self.learner = make_learner(cfg, obs_dim, act_dim, self)
+        self.returns: deque[float] = deque(maxlen=10)
+        self.learner = make_learner(cfg, obs_dim, act_dim, Collaborators(
+            self.agents["A"], self.replay, self.sample_generator, self.returns, self.ep_len))
         self.recorder = EpisodeRecorder(self.ep_len, obs_dim, act_dim)
         self.step = 0
-        self.returns: deque[float] = deque(maxlen=10)
         self.learned_returns: deque[float] = deque(maxlen=10)
         self.successes: deque[float] = deque(maxlen=10)
         self.metrics: dict[str, torch.Tensor | float] = {}
@@ -138,11 +140,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ acting
     def begin_episode(self) -> None:
-        agent_name, reset_seed = ("A", int(self.rng.integers(2**31)))
+        agent_name, reset_seed, self.episode_limit = ("A", int(self.rng.integers(2**31)), self.ep_len)
         if self.learner is not None:
-            agent_name, reset_seed = self.learner.next_episode(self.step, reset_seed)
+            agent_name, reset_seed, self.episode_limit = self.learner.next_episode(self.step, reset_seed)
         self.obs, _ = self.env.reset(seed=reset_seed)
         self.acting = agent_name
+        self.policy = self.agents["A"] if self.learner is None else self.learner.policy(agent_name)
         # The action noise stream is a function of the reset seed, so paired episodes share it.
         self.noise = np.random.default_rng([self.cfg.seed, reset_seed, 3])
         self.recorder.start(agent_name, reset_seed)
@@ -151,7 +154,7 @@ class Trainer:
         noise = self.noise.standard_normal(self.env.action_space.shape[0])
         if self.step < self.cfg.num_seed_steps:
             return self.rng.uniform(-1.0, 1.0, self.env.action_space.shape[0]).astype(np.float32)
-        action = self.agents[self.acting].act(self.obs, noise)
+        action = self.policy.act(self.obs, noise)
         if not np.isfinite(action).all():
             raise FloatingPointError(self.nonfinite_report(f"action of agent {self.acting}"))
         return action
@@ -169,21 +172,23 @@ class Trainer:
         reward = true_reward
         if self.learner is not None:
             reward = self.learner.step_reward(self.obs, action)
-        agent_id = 0 if self.acting == "A" else 1
-        self.replay.add(self.obs, action, reward, next_obs, terminated, agent_id)
+        if self.learner is None or self.learner.stores_transitions_of(self.acting):
+            self.replay.add(self.obs, action, reward, next_obs, terminated, 0 if self.acting == "A" else 1)
         self.recorder.add(self.obs, action, true_reward, float(info.get("success", 0.0)))
         self.obs = next_obs
-        if terminated or truncated:
-            self.end_episode()
+        if terminated or truncated or self.recorder.t >= self.episode_limit:
+            self.end_episode(whole=terminated or truncated)
 
-    def end_episode(self) -> None:
+    def end_episode(self, whole: bool = True) -> None:
+        """`whole`: the episode ended by itself (not cut short as half of a paired probe rollout)."""
         episode = self.recorder.finish()
-        if episode.agent == "A":
+        if episode.agent == "A" and whole:
             self.returns.append(float(episode.true_reward.sum()))
             self.successes.append(float(self.recorder.success))
         if self.learner is not None:
             self.learner.add_episode(episode)
-            self.learned_returns.append(self.learner.learned_return(episode))
+            if whole:
+                self.learned_returns.append(self.learner.learned_return(episode))
         self.obs = None
 
     def update_agents(self) -> None:
@@ -198,7 +203,7 @@ class Trainer:
     def evaluate(self, agent_name: str = "A") -> dict[str, float]:
         """Deterministic episodes (tanh of the mean action) on the eval env, fixed reset seeds."""
         returns, successes = [], []
-        agent = self.agents[agent_name]
+        agent = self.agents["A"] if agent_name == "A" else self.learner.extra_policies()[agent_name]
         for i in range(self.cfg.num_eval_episodes):
             obs, _ = self.eval_env.reset(seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed + i)
             total, success, done = 0.0, 0.0, False
@@ -219,8 +224,8 @@ class Trainer:
             self.last_eval = out
             if self.learner is not None:
                 out.update(self.learner.eval_metrics())
-                if "B" in self.agents:
-                    out.update(self.evaluate("B"))
+                for name in self.learner.extra_policies():
+                    out.update(self.evaluate(name))
         return out
 
     def log_training(self) -> None:
@@ -265,6 +270,7 @@ class Trainer:
         modules.update({f"agent {k} critic": a.critic for k, a in self.agents.items()})
         if self.learner is not None:
             modules["reward model"] = self.learner.ensemble
+            modules.update({f"agent {k}": p.actor for k, p in self.learner.extra_policies().items()})
         for name, module in modules.items():
             if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
                 raise FloatingPointError(f"non-finite parameters in the {name} at step {self.step}; the last "
@@ -293,9 +299,8 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.step = self._last_checkpoint_step = state["step"]
         if self.learner is not None:
-            self.learner.load_state_dict(state["learner"])  # may create agent B before its weights load
-        for name, agent_state in state["agents"].items():
-            self.agents[name].load_state_dict(agent_state)
+            self.learner.load_state_dict(state["learner"])
+        self.agents["A"].load_state_dict(state["agents"]["A"])
         self.replay.load_state_dict(state["replay"])
         self.rng.bit_generator.state = state["rng"]
         self.sample_generator.set_state(state["sample_generator"])

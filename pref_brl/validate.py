@@ -45,3 +45,27 @@ def validate(cfg: TrainConfig) -> None:
          "(--num-seed-steps + --num-unsup-steps); raise --steps or shorten those phases")
     need(cfg.penalty_weight >= 0, f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
     need(cfg.paired_episodes >= 1, f"--paired-episodes must be >= 1, got {cfg.paired_episodes}")
+    if cfg.method == "bilevel":
+        validate_bilevel(cfg, need)
+
+
+def validate_bilevel(cfg: TrainConfig, need) -> None:
+    """The settings of agent B and the penalty update."""
+    from envs import episode_length
+
+    need(cfg.b_updates >= 0, f"--b-updates must be >= 0, got {cfg.b_updates}")
+    need(0 < cfg.kl_target < float("inf"), f"--kl-target must be a positive number, got {cfg.kl_target}")
+    need(0 < cfg.psi_clip < 1, f"--psi-clip must be in (0, 1), got {cfg.psi_clip}")
+    need(cfg.penalty_steps >= 1, f"--penalty-steps must be >= 1, got {cfg.penalty_steps}")
+    need(cfg.snr_min >= 0, f"--snr-min must be >= 0 (0: never skip), got {cfg.snr_min}")
+    need(0 <= cfg.heldout_pairs < cfg.paired_episodes,
+         f"--heldout-pairs must be in [0, --paired-episodes), got {cfg.heldout_pairs} of {cfg.paired_episodes}")
+    length = cfg.max_episode_steps or episode_length(cfg.env)
+    need(1 <= cfg.pair_horizon <= length,
+         f"--pair-horizon must be in [1, {length}] (the episode length), got {cfg.pair_horizon}")
+    if cfg.estimator == "paired-rollouts":
+        block = 2 * cfg.paired_episodes * cfg.pair_horizon
+        need(block + length <= cfg.num_interact,
+             f"the paired rollouts of a round (2 x --paired-episodes {cfg.paired_episodes} x --pair-horizon "
+             f"{cfg.pair_horizon} = {block} steps, after the running episode of up to {length}) do not fit "
+             f"between two feedback rounds (--num-interact {cfg.num_interact}); lower one of them")

@@ -1,10 +1,17 @@
-"""Method `bilevel` (SPEC §5) and method `sobirl` (SPEC §5.5) inside the PEBBLE loop.
+"""Method `bilevel` (the penalty update, version 2) and method `sobirl` inside the PEBBLE loop.
 
-`bilevel`: agent A is PEBBLE's agent (solves g, plays θ*, is evaluated); agent B (θ_λ) is a copy of A made
-after the first reward round, with its own critic and A's temperature, and an actor loss with the extra
-score-function term κ Ψ_f. Before each feedback round, E episode pairs are collected: A then B from the same
-reset seed and the same action-noise stream (common random numbers). The reward update adds the penalty
-λ [R^γ(T_A) − R^γ(T_B)] to every member's cross-entropy.
+`bilevel` (docs/bilevel.md): agent A is PEBBLE's agent (it solves the lower problem g, plays θ*, is
+evaluated). At every feedback round after the first, once PEBBLE's cross-entropy update is done:
+
+1. the round's new labelled pairs get their losses ℓ_i from the ensemble *before* it trained on them;
+2. agent B is re-synced to A (θ_B ← θ_A) and takes `b_updates` actor steps on A's minibatches with A's
+   critic and temperature: SAC actor loss + κ Ψ_f + β KL(π_B ‖ π_A), β adapted towards `kl_target`;
+3. E paired rollouts with common random numbers, each half `pair_horizon` steps: A's half is played by π_A
+   as it was at the re-sync (the anchor), B's half by B, from the same reset seed and noise stream;
+4. `penalty_steps` reward steps of cross-entropy + λ [R^γ(A) − R^γ(B)] on those pairs (held-out pairs
+   excluded and used for `bilevel/gap_before` / `gap_after`), then a relabel. Pairs serve one round only.
+
+B is kept until the next re-sync (evaluated as `eval_B/*`) and owned by this learner, not the trainer.
 """
 
 from __future__ import annotations
@@ -15,209 +22,288 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from agents.sac import SAC, squashed_log_prob
+from agents.sac import Actor, act_with, squashed_log_prob, squashed_sample
 from pref_brl.bilevel.penalty import (
     discounted_returns,
     gaussian_kl,
+    penalty_snr,
     penalty_term,
     shared_states_term,
     sobirl_term,
     stack_episodes,
     upper_score_surrogate,
 )
-from pref_brl.feedback import PreferenceLearner
+from pref_brl.feedback import Collaborators, EpisodePlan, PreferenceLearner
 from pref_brl.preferences import Episode
 
 if TYPE_CHECKING:
     from pref_brl.config import TrainConfig
-    from pref_brl.trainer import Trainer
 
-PSI_PAIRS = 16  # labelled pairs per Ψ_f estimate (per B actor update)
-PSI_STEPS = 16  # sampled steps per pair (the 2H-step sum is estimated from them, unbiased)
-PSI_MEMORY = 4  # Ψ_f uses the pairs labelled in the last this-many rounds
-PSI_CLIP = 0.2  # Ψ_f's probability ratios π_θλ/π_old are capped at 1 + PSI_CLIP (PPO-style)
-SHARED_STATES = 1024  # replay states for the shared-states estimator and for bilevel/kl_ab
+PSI_MEMORY = 4  # sobirl: its term uses the pairs labelled in the last this-many rounds
+SHARED_STATES = 1024  # replay states for the shared-states estimator, bilevel/kl_ab and bilevel/reward_shift
+BETA_INIT = 1.0  # initial KL coefficient β (adaptive-KL PPO's starting value)
+BETA_LIMITS = (1e-4, 1e4)
+
+
+class ProbePolicy:
+    """An actor network that acts like `SAC.act` (agent B, and A's anchor copy in paired rollouts)."""
+
+    def __init__(self, actor: Actor, device: torch.device) -> None:
+        self.actor, self.device = actor, device
+
+    def act(self, obs, noise=None):
+        return act_with(self.actor, obs, noise, self.device)
 
 
 class BilevelLearner(PreferenceLearner):
-    """PEBBLE with the bilevel penalty reward update and the penalised agent B."""
+    """PEBBLE with the bilevel penalty reward update and the per-round perturbation B of agent A."""
 
-    def __init__(self, cfg: TrainConfig, obs_dim: int, act_dim: int, trainer: Trainer) -> None:
-        super().__init__(cfg, obs_dim, act_dim, trainer)
+    def __init__(self, cfg: TrainConfig, obs_dim: int, act_dim: int, loop: Collaborators) -> None:
+        super().__init__(cfg, obs_dim, act_dim, loop)
         self.lam = (1.0 - cfg.discount) * cfg.penalty_weight
-        self.kappa = 1.0 / cfg.penalty_weight
-        self.pending: Episode | None = None  # A's half of the pair being collected
-        self.pairs: list[tuple[Episode, Episode]] = []  # last E complete (A, B) pairs
-        self.open_pair = False  # the running episode is A's half of a pair
-        self.psi_start = 0  # first labelled pair collected once B exists
-        self.psi_losses: Tensor | None = None  # current ℓ_i of the pairs in psi_slice()
-        self.psi_old_logp: Tensor | None = None  # log π_θλ at their steps when ℓ_i was computed [P, 2H]
-        self.psi_rng = torch.Generator().manual_seed(cfg.seed + 31)
+        self.kappa = 1.0 / cfg.penalty_weight if cfg.upper_term else 0.0
         self.paired = cfg.estimator == "paired-rollouts"
+        self.anchor: Actor | None = None  # π_A at this round's re-sync, frozen
+        self.b_actor: Actor | None = None  # π_B
+        self.beta = BETA_INIT
+        self.psi: tuple[Tensor, Tensor] | None = None  # this round's new pairs [P, 2H, D] and their ℓ_i [P]
+        self.pairs: list[tuple[Episode, Episode]] = []
+        self.pending: Episode | None = None  # A's half of the pair being collected
+        self.pairs_open = self.penalty_ready = self.anchor_playing = False
+        self.b_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 31)
 
     # ------------------------------------------------------------------------------------------ acting
-    @property
-    def agent_b(self) -> SAC | None:
-        return self.trainer.agents.get("B")
-
-    def next_episode(self, step: int, reset_seed: int) -> tuple[str, int]:
-        """A, except in the paired block just before a feedback round: A then B on one reset seed."""
+    def next_episode(self, step: int, reset_seed: int) -> EpisodePlan:
+        """A; while pairs are collected: A's anchor, then B on the same reset seed, each `pair_horizon` steps."""
+        self.anchor_playing = False
+        if not self.pairs_open:
+            return super().next_episode(step, reset_seed)
         if self.pending is not None:
-            return "B", self.pending.reset_seed
-        block = 2 * self.cfg.paired_episodes * self.trainer.ep_len
-        self.open_pair = self.b_active() and self.paired and 0 < self.next_round - step <= block
-        return "A", reset_seed
+            return EpisodePlan("B", self.pending.reset_seed, self.cfg.pair_horizon)
+        self.anchor_playing = True
+        return EpisodePlan("A", reset_seed, self.cfg.pair_horizon)
 
-    def b_active(self) -> bool:
-        """B matters only while labels remain: once the budget is spent the reward is final, so B is frozen."""
-        return self.agent_b is not None and self.total < self.cfg.max_feedback
+    def policy(self, agent: str) -> Any:
+        if agent == "B" and self.b_actor is not None:
+            return ProbePolicy(self.b_actor, self.loop.agent.device)
+        if agent == "A" and self.anchor_playing:
+            return ProbePolicy(self.anchor, self.loop.agent.device)
+        return super().policy(agent)
+
+    def stores_transitions_of(self, agent: str) -> bool:
+        return agent == "A" or self.cfg.b_in_replay
+
+    def extra_policies(self) -> dict[str, Any]:
+        return {} if self.b_actor is None else {"B": ProbePolicy(self.b_actor, self.loop.agent.device)}
 
     def add_episode(self, episode: Episode) -> None:
         super().add_episode(episode)
+        if not self.pairs_open:
+            return
         if episode.agent == "B" and self.pending is not None:
-            self.pairs = (self.pairs + [(self.pending, episode)])[-self.cfg.paired_episodes:]
+            self.pairs.append((self.pending, episode))
             self.pending = None
-        elif episode.agent == "A" and self.open_pair:
+            if len(self.pairs) == self.cfg.paired_episodes:
+                self.pairs_open, self.penalty_ready = False, True
+        elif self.anchor_playing:
             self.pending = episode
-        self.open_pair = False
 
     def query_agent(self) -> str | None:
-        """B's episodes (f is evaluated at θ_λ) once B has completed one; before that, any agent's."""
-        if self.agent_b is None or not self.paired or self.cfg.query_agent == "both":
+        """`query_agent`'s episodes (A by default); any agent's while B has none long enough."""
+        if self.cfg.query_agent == "both":
             return None
-        has_b = any(len(ep) >= self.cfg.segment for ep in self.store.episodes("B"))
-        return "B" if has_b else None
-
-    # ------------------------------------------------------------------------------------------ agents
-    def update_agents(self, step: int) -> dict[str, Any]:
-        metrics = super().update_agents(step)
-        if self.b_active():
-            batch = self.sample_batch(step)
-            b_metrics = self.agent_b.update(batch, actor_extra=self.actor_term)
-            metrics.update({k.replace("train/", "train_B/"): v for k, v in b_metrics.items()})
-        return metrics
-
-    def psi_slice(self) -> slice:
-        """Labelled pairs that enter Ψ_f: those of the last PSI_MEMORY rounds since B exists."""
-        start = max(self.psi_start, len(self.prefs) - PSI_MEMORY * self.cfg.reward_batch)
-        return slice(start, len(self.prefs))
-
-    def actor_term(self) -> Tensor:
-        """κ Ψ_f(θ_λ) on a random minibatch of recent labelled pairs (zero before any exist)."""
-        window = self.psi_slice()
-        n = window.stop - window.start
-        if self.psi_losses is None or n < 2 or len(self.psi_losses) != n:
-            return torch.zeros((), device=self.cfg.device)
-        idx = torch.randint(0, n, (min(PSI_PAIRS, n),), generator=self.psi_rng)
-        rows = idx + window.start
-        sa = torch.cat([self.prefs.sa0[rows], self.prefs.sa1[rows]], dim=1)  # [P, 2H, D]
-        steps = torch.randint(0, sa.shape[1], (len(idx), PSI_STEPS), generator=self.psi_rng)
-        sa = sa.gather(1, steps[..., None].expand(-1, -1, sa.shape[-1])).to(self.cfg.device)
-        obs, act = sa[..., : self.ensemble.obs_dim], sa[..., self.ensemble.obs_dim:]
-        mu, log_std = self.agent_b.actor(obs)
-        log_probs = squashed_log_prob(mu, log_std, act).squeeze(-1)
-        old = self.psi_old_logp[idx].gather(1, steps.to(self.psi_old_logp.device))
-        return self.kappa * upper_score_surrogate(log_probs, self.psi_losses[idx], sa_steps(self.prefs),
-                                                  old_log_probs=old, clip=PSI_CLIP)
+        if any(len(ep) >= self.cfg.segment for ep in self.store.episodes(self.cfg.query_agent)):
+            return self.cfg.query_agent
+        return None
 
     # ------------------------------------------------------------------------------------------ feedback
-    def reset_after_first_round(self) -> dict[str, Any]:
-        metrics = super().reset_after_first_round()
-        self.trainer.agents["B"] = copy_agent(self.trainer.agents["A"])
-        self.psi_start = len(self.prefs)  # Ψ_f only uses pairs labelled from now on
+    def feedback_due(self, step: int) -> bool:
+        return self.penalty_ready or super().feedback_due(step)
+
+    def feedback_round(self, step: int) -> dict[str, Any]:
+        """The penalty update when the round's pairs are complete; PEBBLE's round when one is due."""
+        metrics = self.penalty_round() if self.penalty_ready else {}
+        if super().feedback_due(step):
+            metrics.update(super().feedback_round(step))
         return metrics
 
-    def train_reward(self) -> dict[str, float]:
-        extra, diag = self.penalty_loss_fn()
-        metrics = super().train_reward(extra)
-        if "reward/extra_grad_norm" in metrics:
-            diag["bilevel/penalty_grad_norm"] = metrics["reward/extra_grad_norm"]
-        diag["bilevel/ce_grad_norm"] = metrics["reward/ce_grad_norm"]
-        self._refresh_psi_losses()
-        return {**metrics, **diag, **self.kl_ab()}
-
-    def penalty_loss_fn(self):
-        """The per-member penalty closure for this round (None if no paired data yet) and diagnostics."""
-        diag: dict[str, float] = {"bilevel/lambda": self.lam}
-        if self.agent_b is None:
-            return None, diag
-        if not self.paired:
-            obs, act_a, act_b = self._shared_states()
-            return (lambda ens: shared_states_term(ens, obs, act_a, act_b, self.lam, self.cfg.discount)), diag
-        if not self.pairs:
-            return None, diag
-        sa_a, m_a = stack_episodes([a for a, _ in self.pairs], self.cfg.device)
-        sa_b, m_b = stack_episodes([b for _, b in self.pairs], self.cfg.device)
-        with torch.no_grad():
-            gap = (discounted_returns(self.ensemble, sa_a, m_a, self.cfg.discount).mean()
-                   - discounted_returns(self.ensemble, sa_b, m_b, self.cfg.discount).mean())
-        diag["bilevel/gap"] = float(gap)
-        return (lambda ens: penalty_term(ens, sa_a, m_a, sa_b, m_b, self.lam, self.cfg.discount)), diag
-
     @torch.no_grad()
-    def _shared_states(self) -> tuple[Tensor, Tensor, Tensor]:
-        obs = self.trainer.replay.recent_obs(10 * SHARED_STATES)
-        idx = torch.randint(0, len(obs), (min(SHARED_STATES, len(obs)),), generator=self.psi_rng)
-        obs = obs[idx.to(obs.device)]
-        act_a, _ = self.trainer.agents["A"].sample_action(obs)
-        act_b, _ = self.agent_b.sample_action(obs)
-        return obs, act_a, act_b
-
-    @torch.no_grad()
-    def _refresh_psi_losses(self) -> None:
-        """ℓ_i of the Ψ_f pairs under the freshly trained ensemble (ensemble-mean CE, detached)."""
-        window = self.psi_slice()
-        if self.agent_b is None or window.stop - window.start == 0:
-            self.psi_losses = None
-            return
+    def before_reward_update(self, new: slice) -> dict[str, Any]:
+        """ℓ_i of the round's new pairs under the ensemble that has not seen them (none in round 0)."""
+        self.psi = None
+        if self.rounds == 0:
+            return {}
         dev = self.cfg.device
-        sa0, sa1 = self.prefs.sa0[window].to(dev), self.prefs.sa1[window].to(dev)
-        logits = self.ensemble.pair_logits(sa0, sa1)
-        self.psi_losses = self.ensemble.pair_loss(logits, self.prefs.labels[window].to(dev)).mean(0)
-        sa = torch.cat([sa0, sa1], dim=1)  # [P, 2H, D]: the trust region's anchor, log π_θλ now
-        mu, log_std = self.agent_b.actor(sa[..., : self.ensemble.obs_dim])
-        self.psi_old_logp = squashed_log_prob(mu, log_std, sa[..., self.ensemble.obs_dim:]).squeeze(-1)
+        sa0, sa1 = self.prefs.sa0[new].to(dev), self.prefs.sa1[new].to(dev)
+        losses = self.ensemble.pair_loss(self.ensemble.pair_logits(sa0, sa1), self.prefs.labels[new].to(dev))
+        self.psi = (torch.cat([sa0, sa1], dim=1), losses.mean(0))
+        return {"bilevel/psi_pairs": float(len(losses[0]))}
+
+    def after_reward_update(self, step: int) -> dict[str, Any]:
+        """B ← A and B's inner solve; then open the paired rollouts (or, shared-states, update at once)."""
+        if self.rounds < 2:  # `rounds` already counts this round: no B after the first one
+            return {}
+        metrics = self.solve_b()
+        self.pairs, self.pending, self.penalty_ready = [], None, False
+        self.pairs_open = self.paired
+        if not self.paired:
+            metrics.update(self.penalty_round())
+        return metrics
+
+    # ------------------------------------------------------------------------------------------ agent B
+    def solve_b(self) -> dict[str, Any]:
+        """Re-sync B to A, then `b_updates` steps on SAC actor loss + κ Ψ_f + β KL(π_B ‖ π_A)."""
+        cfg, agent = self.cfg, self.loop.agent
+        self.anchor = copy.deepcopy(agent.actor).requires_grad_(False)
+        self.b_actor = copy.deepcopy(agent.actor)
+        opt = torch.optim.Adam(self.b_actor.parameters(), lr=cfg.lr)
+        upper = self._upper_term() if self.kappa > 0 else None
+        alpha = agent.alpha.detach()
+        sums, kl_max, backtracks = torch.zeros(3, dtype=torch.float64), 0.0, 0
+        for _ in range(cfg.b_updates):
+            obs = self.loop.replay.sample(cfg.batch_size, self.b_generator).obs
+            mu, log_std = self.b_actor(obs)
+            act, logp = squashed_sample(mu, log_std, torch.randn(mu.shape, generator=self.b_generator,
+                                                                 device=mu.device))
+            sac = (alpha * logp - agent.q_values(obs, act, detach_weights=True).min(0).values).mean()
+            with torch.no_grad():
+                mu_a, log_std_a = self.anchor(obs)
+            kl = gaussian_kl(mu, log_std, mu_a, log_std_a).mean()
+            psi = upper() if upper is not None else torch.zeros((), device=obs.device)
+            opt.zero_grad(set_to_none=True)
+            (sac + self.kappa * psi + self.beta * kl).backward()
+            opt.step()
+            backtracks += self._backtrack(obs, mu_a, log_std_a)
+            sums += torch.stack([sac.detach(), psi.detach(), kl.detach()]).double().cpu()
+            kl_max = max(kl_max, float(kl.detach()))
+            self._adapt_beta(float(kl.detach()))  # the KL of the minibatch before this step
+        sac_mean, psi_mean, kl_mean = (sums / max(cfg.b_updates, 1)).tolist()
+        return {"train_B/actor_loss": sac_mean, "bilevel/psi": psi_mean, "bilevel/kl_solve": kl_mean,
+                "bilevel/kl_solve_max": kl_max, "bilevel/beta": self.beta, "bilevel/backtracks": backtracks,
+                **self.kl_ab()}
+
+    @torch.no_grad()
+    def _backtrack(self, obs: Tensor, mu_a: Tensor, log_std_a: Tensor) -> int:
+        """Keep B inside 2 δ on the step's minibatch: halve θ_B − θ_A until the KL is below it (at most
+        10 times, like TRPO's line search). The penalty β δ reacts one step late; this bounds each step."""
+        b, a = list(self.b_actor.parameters()), list(self.anchor.parameters())
+        for halvings in range(10):
+            if float(gaussian_kl(*self.b_actor(obs), mu_a, log_std_a).mean()) <= 2 * self.cfg.kl_target:
+                return halvings
+            torch._foreach_lerp_(b, a, 0.5)
+        return 10
+
+    def _adapt_beta(self, kl: float) -> None:
+        """Adaptive-KL PPO's rule, applied after every step of B: double β when the KL is over 1.5 δ, halve it
+        when under δ / 1.5 (β carries over from round to round)."""
+        if kl > 1.5 * self.cfg.kl_target:
+            self.beta = min(self.beta * 2.0, BETA_LIMITS[1])
+        elif kl < self.cfg.kl_target / 1.5:
+            self.beta = max(self.beta / 2.0, BETA_LIMITS[0])
+
+    def _upper_term(self):
+        """Ψ_f(θ_B) on the round's new pairs (all their steps), ratios against the anchor π_A."""
+        if self.psi is None or len(self.psi[1]) < 2:
+            return None
+        sa, losses = self.psi
+        obs, act = sa[..., : self.ensemble.obs_dim], sa[..., self.ensemble.obs_dim:]
+        with torch.no_grad():
+            old = squashed_log_prob(*self.anchor(obs), act).squeeze(-1)
+
+        def psi() -> Tensor:
+            logp = squashed_log_prob(*self.b_actor(obs), act).squeeze(-1)
+            return upper_score_surrogate(logp, losses, sa.shape[1], old_log_probs=old, clip=self.cfg.psi_clip)
+
+        return psi
 
     @torch.no_grad()
     def kl_ab(self) -> dict[str, float]:
-        """bilevel/kl_ab: mean KL(π_B ‖ π_A) on recent replay states."""
-        if self.agent_b is None:
+        """bilevel/kl_ab: mean KL(π_B ‖ π_A at the re-sync) on A's recent replay states."""
+        if self.b_actor is None:
             return {}
-        obs = self.trainer.replay.recent_obs(SHARED_STATES)
-        mu_b, ls_b = self.agent_b.actor(obs)
-        mu_a, ls_a = self.trainer.agents["A"].actor(obs)
-        return {"bilevel/kl_ab": float(gaussian_kl(mu_b, ls_b, mu_a, ls_a).mean())}
+        obs = self.loop.replay.recent_obs(SHARED_STATES, agent=0)
+        return {"bilevel/kl_ab": float(gaussian_kl(*self.b_actor(obs), *self.anchor(obs)).mean())}
+
+    # ------------------------------------------------------------------------------------------ the λ-term
+    def penalty_round(self) -> dict[str, Any]:
+        """Exactly `penalty_steps` reward steps of CE + λ-term, held-out gaps around them, then a relabel."""
+        cfg, ens = self.cfg, self.ensemble
+        self.penalty_ready = False
+        pairs, self.pairs = self.pairs, []
+        held = cfg.heldout_pairs if len(pairs) > cfg.heldout_pairs else 0
+        fit, heldout = pairs[: len(pairs) - held], pairs[len(pairs) - held:]
+        with torch.no_grad():
+            states = self.loop.replay.recent_obs(SHARED_STATES, agent=0)
+            noise = torch.randn((len(states), self.loop.agent.act_dim), generator=self.b_generator,
+                                device=states.device)
+            actions, _ = squashed_sample(*self.loop.agent.actor(states), noise)
+            before = ens.mean_reward(states, actions)
+        metrics: dict[str, Any] = {"bilevel/lambda": self.lam, **self._gap(heldout, "before")}
+        extra, snr = self._penalty_closure(fit)
+        metrics["bilevel/penalty_snr"] = snr
+        use = cfg.penalty and extra is not None and not (cfg.snr_min > 0 and not snr >= cfg.snr_min)
+        metrics["bilevel/penalty_used"] = float(use)
+        steps = ens.train_steps(self.prefs, cfg.penalty_steps, self.reward_rng, cfg.reward_minibatch,
+                                extra if use else None)
+        metrics["bilevel/ce_grad_norm"] = steps["reward/ce_grad_norm"]
+        if use:
+            metrics["bilevel/penalty_grad_norm"] = steps["reward/extra_grad_norm"]
+        with torch.no_grad():
+            after = ens.mean_reward(states, actions)
+        metrics["bilevel/reward_shift"] = float((after - before).abs().mean() / before.std().clamp_min(1e-8))
+        metrics.update(self._gap(heldout, "after"))
+        self.loop.replay.relabel(ens.mean_reward)
+        return {k: v for k, v in metrics.items() if v == v}
+
+    def _penalty_closure(self, fit: list[tuple[Episode, Episode]]):
+        """(per-member λ-term closure or None, its signal-to-noise ratio)."""
+        if not self.paired:
+            obs, act_a, act_b = self._shared_states()
+            return (lambda ens: shared_states_term(ens, obs, act_a, act_b, self.lam, self.cfg.discount)), float("nan")
+        if not fit:
+            return None, float("nan")
+        sa_a, m_a = stack_episodes([a for a, _ in fit], self.cfg.device)
+        sa_b, m_b = stack_episodes([b for _, b in fit], self.cfg.device)
+        snr = penalty_snr(self.ensemble, sa_a, m_a, sa_b, m_b, self.cfg.discount)
+        return (lambda ens: penalty_term(ens, sa_a, m_a, sa_b, m_b, self.lam, self.cfg.discount)), snr
+
+    @torch.no_grad()
+    def _gap(self, pairs: list[tuple[Episode, Episode]], when: str) -> dict[str, float]:
+        """bilevel/gap_<when>: mean R^γ(A) − mean R^γ(B) under the ensemble mean, on held-out pairs."""
+        if not pairs:
+            return {}
+        sa_a, m_a = stack_episodes([a for a, _ in pairs], self.cfg.device)
+        sa_b, m_b = stack_episodes([b for _, b in pairs], self.cfg.device)
+        gamma = self.cfg.discount
+        gap = (discounted_returns(self.ensemble, sa_a, m_a, gamma).mean()
+               - discounted_returns(self.ensemble, sa_b, m_b, gamma).mean())
+        return {f"bilevel/gap_{when}": float(gap)}
+
+    @torch.no_grad()
+    def _shared_states(self) -> tuple[Tensor, Tensor, Tensor]:
+        obs = self.loop.replay.recent_obs(SHARED_STATES, agent=0)
+        noise = torch.randn((len(obs), self.loop.agent.act_dim), generator=self.b_generator, device=obs.device)
+        act_a, _ = squashed_sample(*self.anchor(obs), noise)  # one noise draw for both: common random numbers
+        act_b, _ = squashed_sample(*self.b_actor(obs), noise)
+        return obs, act_a, act_b
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "has_b": self.agent_b is not None, "pending": self.pending,
-                "pairs": self.pairs, "psi_start": self.psi_start, "psi_losses": self.psi_losses,
-                "psi_old_logp": self.psi_old_logp,
-                "psi_rng": self.psi_rng.get_state()}
+        nets = {k: None if m is None else m.state_dict() for k, m in (("anchor", self.anchor), ("b", self.b_actor))}
+        return {**super().state_dict(), **nets, "beta": self.beta, "pairs": self.pairs, "pending": self.pending,
+                "flags": (self.pairs_open, self.penalty_ready, self.anchor_playing),
+                "b_generator": self.b_generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        if state["has_b"] and self.agent_b is None:
-            self.trainer.agents["B"] = copy_agent(self.trainer.agents["A"])  # weights are loaded next
-        self.pending, self.pairs = state["pending"], state["pairs"]
-        self.psi_start, self.psi_losses = state["psi_start"], state["psi_losses"]
-        self.psi_old_logp = state["psi_old_logp"]
-        self.psi_rng.set_state(state["psi_rng"])
-
-
-def sa_steps(prefs) -> int:
-    """Steps in one labelled pair (both segments): 2H."""
-    return 2 * prefs.sa0.shape[1]
-
-
-def copy_agent(agent: SAC) -> SAC:
-    """B := A (actor, critic, target, optimiser states), sharing A's temperature, which only A learns."""
-    twin = copy.deepcopy(agent)
-    twin.log_alpha = agent.log_alpha
-    twin.alpha_opt = agent.alpha_opt
-    twin.learn_temperature = False
-    twin.generator = torch.Generator(device=agent.device).manual_seed(int(agent.updates) + 977)
-    return twin
+        for name, attr in (("anchor", "anchor"), ("b", "b_actor")):
+            if state[name] is not None:
+                net = copy.deepcopy(self.loop.agent.actor)
+                net.load_state_dict(state[name])
+                setattr(self, attr, net.requires_grad_(attr == "b_actor"))
+        self.beta, self.pairs, self.pending = state["beta"], state["pairs"], state["pending"]
+        self.pairs_open, self.penalty_ready, self.anchor_playing = state["flags"]
+        self.b_generator.set_state(state["b_generator"])
 
 
 class SoBiRLLearner(PreferenceLearner):
@@ -236,7 +322,7 @@ class SoBiRLLearner(PreferenceLearner):
         losses = self.ensemble.pair_loss(self.ensemble.pair_logits(sa0, sa1), labels)  # [M, P]
         sa = torch.cat([sa0, sa1], dim=1)  # [P, 2H, D]
         obs = sa[..., : self.ensemble.obs_dim]
-        agent = self.trainer.agents["A"]
+        agent = self.loop.agent
         alt = [torch.cat([obs, agent.sample_action(obs.reshape(-1, obs.shape[-1]))[0].reshape(
             *obs.shape[:-1], -1)], dim=-1) for _ in range(self.ALT_ACTIONS)]
         sa_alt = torch.stack(alt)
@@ -244,10 +330,4 @@ class SoBiRLLearner(PreferenceLearner):
         return lambda ens: sobirl_term(ens, sa, sa_alt, losses, alpha)
 
 
-def make_bilevel_learner(cfg: TrainConfig, obs_dim: int, act_dim: int, trainer: Trainer) -> PreferenceLearner:
-    if cfg.method == "sobirl":
-        return SoBiRLLearner(cfg, obs_dim, act_dim, trainer)
-    return BilevelLearner(cfg, obs_dim, act_dim, trainer)
-
-
-__all__ = ["BilevelLearner", "SoBiRLLearner", "copy_agent", "make_bilevel_learner"]
+__all__ = ["BilevelLearner", "ProbePolicy", "SoBiRLLearner"]

@@ -1,4 +1,4 @@
-"""The bilevel penalty update for deep preference RL (SPEC §4-5): pure functions of tensors.
+"""The bilevel penalty update for deep preference RL (docs/bilevel.md): pure functions of tensors.
 
 Sign convention: the reward loss of member m is
     CE_m(φ_m) + λ [ mean_{τ∈T_A} R^γ_{φ_m}(τ) − mean_{τ∈T_B} R^γ_{φ_m}(τ) ],   λ = (1−γ) λ̃,
@@ -8,7 +8,6 @@ Gradients flow only through the reward networks: trajectories are fixed data.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,7 +47,8 @@ def penalty_term(ensemble: RewardEnsemble, sa_a: Tensor, mask_a: Tensor, sa_b: T
                  lam: float, gamma: float) -> Tensor:
     """λ [mean R^γ over A's episodes − mean R^γ over B's episodes] per member: [M].
 
-    Its φ-gradient is λ (∇_φ J(φ, θ) − ∇_φ J(φ, θ_λ)) estimated from the paired rollouts (seed Eq. 11, 13),
+    Its φ-gradient is λ (∇_φ J(φ, θ) − ∇_φ J(φ, θ_λ)) estimated from the paired rollouts (Gaur et al.,
+    "On the Sample Complexity Bounds of Bilevel Reinforcement Learning", Eq. 11 and 13),
     i.e. λ (∇_φ g(φ, θ_λ) − ∇_φ g(φ, θ*)) with g = −J.
     """
     r_a = discounted_returns(ensemble, sa_a, mask_a, gamma).mean(-1)
@@ -70,7 +70,7 @@ def shared_states_term(ensemble: RewardEnsemble, obs: Tensor, act_a: Tensor, act
 
 def sobirl_term(ensemble: RewardEnsemble, sa: Tensor, sa_alt: Tensor, pair_losses: Tensor,
                 alpha: float) -> Tensor:
-    """SoBiRL's model-free implicit term (seed 003, SPEC §5.5) per member: [M].
+    """SoBiRL's model-free implicit term (Yang, Gao, Yuan, "SoBiRL", AISTATS 2025) per member: [M].
 
     mean_i ℓ_i · α^{-1} Σ_{t∈σ_i⁰∪σ_i¹} (r_φ(s_t, a_t) − E_{a′∼π}[r_φ(s_t, a′)]), with the one-step reward
     standing in for the soft Q-function (a myopic, biased approximation of ∇_φ log π*).
@@ -87,25 +87,61 @@ def sobirl_term(ensemble: RewardEnsemble, sa: Tensor, sa_alt: Tensor, pair_losse
 
 
 def upper_score_surrogate(log_probs: Tensor, pair_losses: Tensor, steps_per_pair: int,
-                          old_log_probs: Tensor | None = None, clip: float = 0.2) -> Tensor:
-    """Ψ_f: mean_i (ℓ_i − ℓ̄) · Σ_{t∈σ_i⁰∪σ_i¹} log π_θλ(a_t|s_t) (score-function surrogate of f).
+                          old_log_probs: Tensor | None = None, clip: float = 0.2,
+                          dual_clip: float = 3.0) -> Tensor:
+    """Ψ_f, the score-function surrogate of the upper loss f(θ) = E_{pairs ∼ π_θ}[ℓ], per pair i with
+    c_i = ℓ_i − ℓ̄ (the detached losses `pair_losses` [P], centred):
 
-    `log_probs` [P, K] are log π at K sampled steps of each pair (K may be fewer than the pair's
-    `steps_per_pair` = 2H steps: the sum is then estimated unbiasedly as (2H / K) Σ_sampled);
-    `pair_losses` [P] are the detached current losses ℓ_i. Its θ-gradient is an estimate of ∇_θ f.
+    * without `old_log_probs`: mean_i c_i Σ_t log π_θ(a_t|s_t) (its gradient is the score-function estimate
+      of ∇_θ f; unbounded below on fixed stored actions);
+    * with `old_log_probs` (log π_A at the same steps): PPO's two-sided clipped form (Schulman et al.,
+      "Proximal Policy Optimization Algorithms", 2017, written for minimisation)
+      mean_i Σ_t max(c_i ρ_t, c_i clip(ρ_t, 1 − ε, 1 + ε)),  ρ_t = π_θ/π_A.
+      Its gradient at π_θ = π_A equals the unclipped one; a step stops being pushed once its ratio has
+      moved past 1 ± ε in the direction its c_i asks for, whatever the sign of c_i. A step whose ratio has
+      grown past `dual_clip` against its c_i > 0 is capped there too (dual-clip PPO, Ye et al., "Mastering
+      Complex Control in MOBA Games with Deep Reinforcement Learning", AAAI 2020): stored actions in the far
+      tail of π_A have ratios that one optimiser step can multiply by e^20, and their c_i ρ gradient would
+      swamp every other term.
 
-    Minimised on fixed stored actions, Σ log π is unbounded below (log π at an action of a badly-modelled
-    pair can be driven to −∞, and Adam does so whatever the scale). With `old_log_probs` (log π when the
-    losses were computed), each step enters as the probability ratio ρ = π/π_old, capped at 1 + clip
-    (PPO's surrogate): ∇ρ = ∇ log π at π = π_old, so the gradient there is unchanged, but the objective is
-    bounded, pushing away from an action fades as ρ → 0, and pulling towards one stops at 1 + clip.
+    `log_probs` [P, K] are taken at K sampled steps of each pair's `steps_per_pair` = 2H steps; the sum is
+    then estimated unbiasedly as (2H / K) Σ_sampled.
     """
-    centred = pair_losses.detach() - pair_losses.detach().mean()
+    centred = (pair_losses.detach() - pair_losses.detach().mean()).unsqueeze(-1)
     scale = steps_per_pair / log_probs.shape[1]
-    if old_log_probs is not None:
-        log_ratio = (log_probs - old_log_probs.detach()).clamp(-20.0, math.log1p(clip))
-        log_probs = log_ratio.exp()
-    return (centred * log_probs.sum(-1) * scale).mean()
+    if old_log_probs is None:
+        return (centred * log_probs).sum(-1).mean() * scale
+    ratio = (log_probs - old_log_probs.detach()).clamp(max=20.0).exp()
+    per_step = torch.maximum(centred * ratio, centred * ratio.clamp(1.0 - clip, 1.0 + clip))
+    per_step = torch.where(centred > 0, torch.minimum(per_step, centred * dual_clip), per_step)
+    return per_step.sum(-1).mean() * scale
+
+
+def penalty_snr(ensemble: RewardEnsemble, sa_a: Tensor, mask_a: Tensor, sa_b: Tensor, mask_b: Tensor,
+                gamma: float) -> float:
+    """Signal-to-noise ratio of the λ-term's gradient estimate from E paired rollouts.
+
+    g_j = ∇_φ [R^γ_φ(τ_A^j) − R^γ_φ(τ_B^j)] over all ensemble parameters, one per pair; returns
+    ‖mean_j g_j‖ / sqrt(tr Cov(g) / E), the size of the mean against its standard error (λ cancels).
+    NaN with fewer than two pairs.
+    """
+    n = sa_a.shape[0]
+    if n < 2:
+        return float("nan")
+    params = [p for p in ensemble.parameters() if p.requires_grad]
+    rows = []
+    for j in range(n):
+        diff = (discounted_returns(ensemble, sa_a[j : j + 1], mask_a[j : j + 1], gamma)
+                - discounted_returns(ensemble, sa_b[j : j + 1], mask_b[j : j + 1], gamma)).sum()
+        grads = torch.autograd.grad(diff, params, allow_unused=True)
+        rows.append(torch.cat([torch.zeros(p.numel()) if g is None else g.reshape(-1).cpu()
+                               for g, p in zip(grads, params, strict=True)]))
+    g = torch.stack(rows).double()
+    mean = g.mean(0)
+    standard_error = ((g - mean).pow(2).sum() / (n * (n - 1))).sqrt()
+    if standard_error == 0:
+        return float("nan") if mean.norm() == 0 else float("inf")
+    return float(mean.norm() / standard_error)
 
 
 def gaussian_kl(mu_p: Tensor, log_std_p: Tensor, mu_q: Tensor, log_std_q: Tensor) -> Tensor:

@@ -1,0 +1,261 @@
+"""The bilevel learner (version 2) in the loop: B's re-sync and KL budget, the direction of its upper term,
+paired rollouts, exactly `penalty_steps` reward steps on pairs that never cross a reward update, gradient
+isolation, small λ̃, the configured query agent, λ̃ = 0 ≡ pebble, and exact resume in the paired phase."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from pref_brl.bilevel.learner import BilevelLearner
+from pref_brl.bilevel.penalty import upper_score_surrogate
+from pref_brl.trainer import Trainer
+from tests.conftest import scalars_without_time
+from tests.test_trainer import final_params, run_until_killed
+
+KL_TARGET = 0.02
+
+
+def bilevel_cfg(tiny, name: str = "bilevel", **kw):
+    """Rounds at 300, 700, 1100; B from the second round; 3 pairs of 40-step halves (1 held out)."""
+    base = dict(method="bilevel", steps=1400, num_interact=400, max_feedback=16, paired_episodes=3,
+                heldout_pairs=1, pair_horizon=40, b_updates=60, penalty_steps=7, kl_target=KL_TARGET)
+    return tiny(name, **{**base, **kw})
+
+
+def advance(trainer: Trainer, stop) -> None:
+    """Run the loop's steps until `stop()` holds (checked after every step, before a due round runs)."""
+    learner = trainer.learner
+    while not stop():
+        if trainer.obs is None:
+            trainer.begin_episode()
+        trainer.collect_step()
+        if trainer.learning_due():
+            trainer.update_agents()
+        trainer.step += 1
+        if stop():
+            return
+        if learner.feedback_due(trainer.step):
+            learner.feedback_round(trainer.step)
+
+
+def at_penalty(tiny, name: str = "bilevel", **kw) -> Trainer:
+    """A trainer whose second round's pairs are complete and whose penalty update is due."""
+    trainer = Trainer(bilevel_cfg(tiny, name, **kw), progress=False)
+    advance(trainer, lambda: trainer.learner.penalty_ready)
+    return trainer
+
+
+def params(module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_b_equals_a_right_after_resync(tiny) -> None:
+    trainer = at_penalty(tiny, b_updates=0)
+    learner = trainer.learner
+    with torch.no_grad():
+        for p in learner.b_actor.parameters():
+            p.add_(1.0)  # B far from A, as a B that is never re-synced would be
+    learner.solve_b()
+    assert same(params(learner.b_actor), params(trainer.agents["A"].actor))
+    assert same(params(learner.anchor), params(trainer.agents["A"].actor))
+
+
+def test_b_moves_but_stays_within_twice_the_kl_budget(tiny) -> None:
+    trainer = at_penalty(tiny, b_updates=200)
+    metrics = trainer.learner.solve_b()
+    assert KL_TARGET / 20 < metrics["bilevel/kl_ab"] <= 2 * KL_TARGET  # on A's states, not B's minibatches
+    assert not same(params(trainer.learner.b_actor), params(trainer.agents["A"].actor))
+
+
+def test_b_solve_lowers_the_upper_surrogate_and_touches_only_b(tiny) -> None:
+    """κ Ψ_f pushes B's probability down on badly predicted pairs' actions (Ψ_f < 0 = Ψ_f(A)); a flipped κ
+    would raise it. A's networks and the reward model are untouched."""
+    trainer = at_penalty(tiny, b_updates=150, kl_target=0.2)
+    learner = trainer.learner
+    a_actor, a_critic, reward = (params(m) for m in (trainer.agents["A"].actor, trainer.agents["A"].critic,
+                                                      learner.ensemble))
+    learner.solve_b()
+    sa, losses = learner.psi
+    obs, act = sa[..., :learner.ensemble.obs_dim], sa[..., learner.ensemble.obs_dim:]
+    from agents.sac import squashed_log_prob
+
+    with torch.no_grad():
+        old = squashed_log_prob(*learner.anchor(obs), act).squeeze(-1)
+        new = squashed_log_prob(*learner.b_actor(obs), act).squeeze(-1)
+        psi = upper_score_surrogate(new, losses, sa.shape[1], old_log_probs=old)
+    assert psi < -1e-3
+    assert same(a_actor, params(trainer.agents["A"].actor)) and same(a_critic, params(trainer.agents["A"].critic))
+    assert same(reward, params(learner.ensemble))
+
+
+def test_paired_halves_share_reset_seed_and_noise_and_have_the_pair_horizon(tiny) -> None:
+    trainer = at_penalty(tiny)
+    learner = trainer.learner
+    assert len(learner.pairs) == 3
+    for ep_a, ep_b in learner.pairs:
+        assert (ep_a.agent, ep_b.agent) == ("A", "B") and ep_a.reset_seed == ep_b.reset_seed
+        assert len(ep_a) == len(ep_b) == 40 and np.array_equal(ep_a.obs[0], ep_b.obs[0])
+        # A's half is played by the anchor; B's with the same noise: recover ε from A's first action
+        obs = torch.as_tensor(ep_a.obs[:1])
+        with torch.no_grad():
+            mu_a, ls_a = learner.anchor(obs)
+            mu_b, ls_b = learner.b_actor(obs)
+            eps = (torch.atanh(torch.as_tensor(ep_a.act[:1]).clamp(-0.999999, 0.999999)) - mu_a) / ls_a.exp()
+            torch.testing.assert_close(torch.tanh(mu_b + ls_b.exp() * eps), torch.as_tensor(ep_b.act[:1]),
+                                       atol=1e-4, rtol=1e-4)
+
+
+def test_penalty_round_takes_exactly_penalty_steps_and_touches_only_the_reward(tiny) -> None:
+    trainer = at_penalty(tiny, penalty_steps=7)
+    learner = trainer.learner
+    ens = learner.ensemble
+    adam_steps = [ens.optimizer.state[p]["step"].item() for p in ens.parameters()]
+    actors = params(trainer.agents["A"].actor) + params(learner.b_actor)
+    metrics = learner.penalty_round()
+    assert [ens.optimizer.state[p]["step"].item() - s for p, s in zip(ens.parameters(), adam_steps)] == \
+        [7] * len(adam_steps)
+    assert same(actors, params(trainer.agents["A"].actor) + params(learner.b_actor))
+    assert learner.pairs == [] and not learner.penalty_ready
+    assert {"bilevel/gap_before", "bilevel/gap_after", "bilevel/penalty_snr", "bilevel/reward_shift",
+            "bilevel/penalty_grad_norm"} <= set(metrics)
+
+
+def test_penalty_gradient_is_lambda_one_minus_gamma_times_the_pair_gap(tiny) -> None:
+    """The λ-term the learner adds is (1 − γ) λ̃ [mean R^γ(A) − mean R^γ(B)] on the non-held-out pairs."""
+    trainer = at_penalty(tiny, penalty_weight=3.0)
+    learner = trainer.learner
+    fit = learner.pairs[:2]
+    closure, _ = learner._penalty_closure(fit)
+    gamma = learner.cfg.discount
+
+    def returns(eps):
+        rows = [(learner.ensemble.member_rewards(torch.as_tensor(np.concatenate([e.obs, e.act], 1)))
+                 * gamma ** torch.arange(len(e))).sum(-1) for e in eps]
+        return torch.stack(rows, -1).mean(-1)
+
+    want = (1 - gamma) * 3.0 * (returns([a for a, _ in fit]) - returns([b for _, b in fit]))
+    torch.testing.assert_close(closure(learner.ensemble), want)
+
+
+def test_small_penalty_weight_approaches_the_penalty_off_update(tiny) -> None:
+    """The bilevel reward update at λ̃ → 0 tends to its cross-entropy-only counterpart, linearly in λ̃."""
+    trainer = at_penalty(tiny)
+    learner = trainer.learner
+    state = copy.deepcopy(learner.state_dict())
+
+    def reward_after(lam: float | None) -> torch.Tensor:
+        learner.load_state_dict(copy.deepcopy(state))
+        learner.cfg = copy.copy(learner.cfg)
+        object.__setattr__(learner.cfg, "penalty", lam is not None)
+        learner.lam = (1 - learner.cfg.discount) * (lam or 0.0)
+        learner.penalty_round()
+        return torch.cat([p.detach().reshape(-1) for p in learner.ensemble.parameters()])
+
+    off = reward_after(None)
+    d_small, d_tiny = (float((reward_after(lam) - off).norm()) for lam in (1e-1, 1e-2))
+    assert d_small > 0 and d_tiny > 0
+    assert 0.02 < d_tiny / d_small < 0.3  # about 0.1: the update is linear in λ̃ near 0
+
+
+def test_pairs_never_cross_a_reward_update(tiny, monkeypatch) -> None:
+    """Every pair used by a penalty update was collected after the last reward update, and used once."""
+    trainer = Trainer(bilevel_cfg(tiny), progress=False)
+    learner = trainer.learner
+    version, used = [0], []
+    for name in ("train_round", "train_steps"):
+        original = getattr(learner.ensemble, name)
+
+        def counted(*args, _original=original, **kw):
+            version[0] += 1
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(learner.ensemble, name, counted)
+    stamped = {}
+    add = learner.add_episode
+
+    def add_episode(episode):
+        stamped[id(episode)] = version[0]
+        add(episode)
+
+    monkeypatch.setattr(learner, "add_episode", add_episode)
+    penalty_round = learner.penalty_round
+
+    def checked_round():
+        pairs = list(learner.pairs)
+        assert pairs and all(stamped[id(e)] == version[0] for pair in pairs for e in pair)
+        assert not any(id(e) in used for pair in pairs for e in pair)
+        used.extend(id(e) for pair in pairs for e in pair)
+        return penalty_round()
+
+    monkeypatch.setattr(learner, "penalty_round", checked_round)
+    trainer.train()
+    assert len(used) == 2 * 3 * 2  # two rounds with B, three pairs each
+
+
+@pytest.mark.parametrize("who", ["A", "B"])
+def test_queries_come_from_the_configured_agent(tiny, monkeypatch, who) -> None:
+    trainer = at_penalty(tiny, query_agent=who)
+    import pref_brl.feedback as feedback
+
+    asked = []
+    real = feedback.select_queries
+    monkeypatch.setattr(feedback, "select_queries", lambda *a, **k: asked.append(a[6]) or real(*a, **k))
+    trainer.learner.collect_labels()
+    assert asked == [who]
+
+
+def test_b_transitions_can_be_kept_out_of_the_replay(tiny) -> None:
+    for keep in (True, False):
+        trainer = at_penalty(tiny, f"keep{keep}", b_in_replay=keep)
+        stored_b = int((trainer.replay.agent[: trainer.replay.size] == 1).sum())
+        assert (stored_b == 3 * 40) if keep else (stored_b == 0)
+
+
+def test_zero_penalty_weight_reproduces_pebble_bit_for_bit(tiny) -> None:
+    pebble = tiny("pebble", method="pebble", steps=900)
+    bilevel = tiny("bilevel", method="bilevel", penalty_weight=0.0, steps=900, paired_episodes=2,
+                   pair_horizon=20, heldout_pairs=0)
+    Trainer(pebble, progress=False).train()
+    trainer = Trainer(bilevel, progress=False)
+    trainer.train()
+    assert not isinstance(trainer.learner, BilevelLearner)
+    assert scalars_without_time(pebble.run_dir) == scalars_without_time(bilevel.run_dir)
+    assert all(torch.equal(x, y) for x, y in zip(final_params(pebble), final_params(bilevel)))
+
+
+def test_bilevel_smoke_crosses_every_phase_and_resumes_exactly_in_the_paired_phase(tiny) -> None:
+    straight, killed = bilevel_cfg(tiny, "straight"), bilevel_cfg(tiny, "killed")
+    trainer = Trainer(straight, progress=False)
+    trainer.train()
+    assert trainer.learner.b_actor is not None and trainer.learner.total == 12 and trainer.learner.rounds == 3
+    records = scalars_without_time(straight.run_dir)
+    keys = set().union(*records)
+    assert {"explore/state_entropy", "feedback/total", "reward/accuracy", "bilevel/gap_before",
+            "bilevel/gap_after", "bilevel/kl_ab", "bilevel/beta", "bilevel/penalty_snr", "bilevel/reward_shift",
+            "bilevel/penalty_grad_norm", "bilevel/ce_grad_norm", "bilevel/lambda", "eval/mean_reward",
+            "eval_B/mean_reward", "train_B/actor_loss"} <= keys
+    # checkpoints every 200 steps at episode ends: one at 800 falls inside the second round's pairs (700-940)
+    run_until_killed(killed, kill_at=850)
+    Trainer(killed, progress=False).train()
+    assert scalars_without_time(killed.run_dir) == records
+    b_straight = torch.load(f"{straight.run_dir}/checkpoint.pt", weights_only=False)["learner"]["b"]
+    b_killed = torch.load(f"{killed.run_dir}/checkpoint.pt", weights_only=False)["learner"]["b"]
+    assert all(torch.equal(x, y) for x, y in zip(b_straight.values(), b_killed.values()))
+    assert all(torch.equal(x, y) for x, y in zip(final_params(killed), final_params(straight)))
+
+
+@pytest.mark.parametrize("method, extra", [("sobirl", {}), ("bilevel", {"estimator": "shared-states"})])
+def test_variants_run_and_move_the_reward_model(tiny, method, extra) -> None:
+    cfg = tiny(method, method=method, steps=900, num_interact=300, pair_horizon=20, paired_episodes=2,
+               heldout_pairs=0, b_updates=20, **extra)
+    Trainer(cfg, progress=False).train()
+    keys = set().union(*scalars_without_time(cfg.run_dir))
+    assert "reward/extra_grad_norm" in keys or "bilevel/penalty_grad_norm" in keys
