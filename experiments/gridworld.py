@@ -1,13 +1,18 @@
 """pref-brl-gridworld: the tabular bilevel study of SPEC §6.
 
-Runs every method of :data:`pref_brl.bilevel.tabular.methods.METHODS` (exact and sampled variants) on
-every benchmark with fixed seeds, scores each iterate with the exact F and ‖∇F‖, and writes into ``--out``:
-``<benchmark>_F_vs_iteration.png``, ``<benchmark>_F_vs_samples.png``, ``<benchmark>_gradnorm_vs_iteration.png``,
-``<benchmark>_reward_heatmap.png`` (GridWorlds), ``penalty_bias_vs_lambda.png`` and ``results.md``.
+Runs every method of the papers (:data:`pref_brl.bilevel.tabular.methods.PAPER_METHODS`, exact and sampled
+variants) on every benchmark with fixed seeds, scores each iterate with the exact F and ‖∇F‖, and writes into
+``--out``: ``<benchmark>_F_vs_iteration.png``, ``<benchmark>_F_vs_samples.png``,
+``<benchmark>_gradnorm_vs_iteration.png``, ``<benchmark>_reward_heatmap.png`` (GridWorlds),
+``penalty_bias_vs_lambda.png`` and ``results.md``.
+
+With ``--resync`` it runs the bias study of the re-sync twin of the deep ``bilevel`` method instead
+(:mod:`pref_brl.bilevel.tabular.resync_study`) and writes ``resync.md``.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +24,7 @@ import numpy as np
 import tyro
 
 from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
-from pref_brl.bilevel.tabular.methods import METHODS, run_method, run_reference
+from pref_brl.bilevel.tabular.methods import PAPER_METHODS, run_method, run_reference
 from pref_brl.bilevel.tabular.problem import BilevelProblem, hypergradient
 from pref_brl.bilevel.tabular.proxy import penalty_point
 from pref_brl.bilevel.tabular.report import (
@@ -30,12 +35,16 @@ from pref_brl.bilevel.tabular.report import (
     plot_reward_maps,
     summarise,
 )
+from pref_brl.bilevel.tabular.resync_study import StudyAxes, resync_report
 
 HELP = (
     "Tabular bilevel study (SPEC §6): every method (penalty, sobirl, regularized_ac, partial; exact and sampled"
     " variants) on every benchmark with fixed seeds, scored by the exact F and ||grad F||. Writes PNG plots (F vs"
     " iterations and vs samples, ||grad F|| vs iterations, final reward heat maps with policy arrows, penalty bias"
-    " vs lambda) and results.md (final F, stationarity, cost to reach a tolerance) into --out."
+    " vs lambda) and results.md (final F, stationarity, cost to reach a tolerance) into --out. With --resync:"
+    " the bias study of the re-sync twin of the deep bilevel method instead (cosine and relative error of its"
+    " hypergradient estimate against the exact grad F, next to the exact penalty gradient and partial, as"
+    " functions of K_B, delta, lambda~ and the clip epsilon), written to resync.md."
 )
 
 
@@ -57,6 +66,20 @@ class StudyConfig:
     """'Cost to tolerance' counts until F ≤ F_ref + tolerance · (F(φ₀) − F_ref), F_ref the oracle's final F."""
     overwrite: bool = False
     """Allow writing into a folder that already holds a results.md (otherwise the study refuses)."""
+    resync: bool = False
+    """Run the re-sync bias study (twin of the deep bilevel method) instead; writes resync.md (about a minute)."""
+    resync_b_steps: tuple[int, ...] = (10, 100, 1000)
+    """--resync: K_B values, B's inner Adam steps after the re-sync (the largest is used by the other tables)."""
+    resync_kl_targets: tuple[float, ...] = (0.002, 0.02, 0.2)
+    """--resync: KL targets δ of the adaptive β (the middle one is used by the other tables)."""
+    resync_weights: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    """--resync: penalty weights λ̃ (λ = (1 − γ) λ̃)."""
+    resync_clips: tuple[float, ...] = (0.1, 0.2, 0.5, math.inf)
+    """--resync: clip ε values of the clip table (inf: no clip)."""
+    resync_pairs: int = 16
+    """--resync: paired A/B rollouts per sampled round."""
+    resync_repetitions: int = 16
+    """--resync: independent sampled rounds per setting of the sampled table."""
 
 
 EXACT_PHI_LR = {"gridworld_goal": 5.0, "preference_gridworld": 5.0, "random_mdp": 1.0}
@@ -94,7 +117,7 @@ def run_benchmark(name: str, config: StudyConfig) -> tuple[str, list[str]]:
     problem = BENCHMARKS[name]()
     reference = run_reference(problem, config.iterations, EXACT_PHI_LR[name])
     groups = []
-    for method in METHODS:
+    for method in PAPER_METHODS:
         for variant in ("exact", "sampled"):
             seeds = (0,) if variant == "exact" else config.seeds
             traces = tuple(run_method(method, problem, **method_settings(name, method, variant, s, config))
@@ -126,10 +149,41 @@ def penalty_bias(problem: BilevelProblem, lams: Sequence[float]) -> tuple[np.nda
     return lam_array, errors, slope
 
 
-def _prepare_output(config: StudyConfig) -> None:
+def _prepare_output(config: StudyConfig, report: str = "results.md") -> None:
     config.out.mkdir(parents=True, exist_ok=True)
-    if (config.out / "results.md").exists() and not config.overwrite:
-        raise SystemExit(f"error: {config.out} already holds results.md; pass --overwrite or choose another --out")
+    if (config.out / report).exists() and not config.overwrite:
+        raise SystemExit(f"error: {config.out} already holds {report}; pass --overwrite or choose another --out")
+
+
+def resync_axes(config: StudyConfig) -> StudyAxes:
+    """The re-sync study's axes from the options (``--quick``: K_B 10 and 100, δ 0.02, λ̃ 3, ε 0.2, 4 rounds)."""
+    if config.quick:
+        return StudyAxes((10, 100), (0.02,), (3.0,), (0.2,), config.resync_pairs, 4)
+    return StudyAxes(tuple(sorted(config.resync_b_steps)), config.resync_kl_targets, config.resync_weights,
+                     config.resync_clips, config.resync_pairs, config.resync_repetitions)
+
+
+def _check_resync_axes(axes: StudyAxes) -> None:
+    positive = axes.kl_targets + axes.weights + axes.clips
+    if not (axes.b_steps and axes.kl_targets and axes.weights and axes.clips):
+        raise SystemExit("error: --resync needs at least one value of K_B, δ, λ̃ and ε")
+    if min(axes.b_steps) < 0 or min(positive) <= 0 or min(axes.n_pairs, axes.repetitions) < 1:
+        raise SystemExit("error: --resync needs K_B >= 0, positive δ, λ̃ and ε, and at least one pair and round")
+
+
+def run_resync_study(config: StudyConfig, argv: Sequence[str]) -> None:
+    """``--resync``: the twin's bias tables on the chosen benchmarks, printed and written to resync.md."""
+    axes = resync_axes(config)
+    _check_resync_axes(axes)
+    _prepare_output(config, "resync.md")
+    started = time.perf_counter()
+    body = resync_report({name: BENCHMARKS[name]() for name in config.benchmarks}, axes)
+    elapsed = time.perf_counter() - started
+    command = "python -m experiments.gridworld " + " ".join(argv)
+    title = "# Re-sync twin: bias of the hypergradient estimate"
+    (config.out / "resync.md").write_text(f"{title}\n\nCommand: `{command.strip()}` — {elapsed:.0f} s.\n\n{body}")
+    print(body)
+    print(f"wrote resync.md to {config.out} in {elapsed:.1f} s")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -141,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = sorted(set(config.benchmarks) - set(BENCHMARKS))
     if unknown:
         raise SystemExit(f"error: unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
+    if config.resync:
+        return run_resync_study(config, argv)
     _prepare_output(config)
     started = time.perf_counter()
     sections, plots = [], []

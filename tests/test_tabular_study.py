@@ -8,7 +8,7 @@ import pytest
 
 from experiments.gridworld import EXTRA_RUNS, main
 from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
-from pref_brl.bilevel.tabular.methods import METHODS
+from pref_brl.bilevel.tabular.methods import PAPER_METHODS
 
 
 def test_quick_study_writes_every_plot_and_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -22,7 +22,7 @@ def test_quick_study_writes_every_plot_and_the_table(tmp_path: Path, capsys: pyt
     assert (out / "penalty_bias_vs_lambda.png").exists()
     table = (out / "results.md").read_text()
     rows = [line for line in table.splitlines() if "| exact calls |" in line or "| samples |" in line]
-    assert len(rows) == len(BENCHMARKS) * (2 * len(METHODS) + len(EXTRA_RUNS) + 1)
+    assert len(rows) == len(BENCHMARKS) * (2 * len(PAPER_METHODS) + len(EXTRA_RUNS) + 1)
     assert all("nan" not in row for row in rows)
     assert "fitted slope" in table and "--quick" in table
     assert "results.md" in capsys.readouterr().out
@@ -42,5 +42,19 @@ def test_help_documents_the_options(capsys: pytest.CaptureFixture) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--out", "--quick", "--seeds", "--iterations", "--tolerance", "--overwrite"):
+    for option in ("--out", "--quick", "--seeds", "--iterations", "--tolerance", "--overwrite", "--resync",
+                   "--resync-b-steps", "--resync-kl-targets", "--resync-weights", "--resync-clips"):
         assert option in text
+
+
+def test_quick_resync_study_writes_its_tables_and_checks_its_settings(tmp_path: Path) -> None:
+    out = tmp_path / "resync"
+    main(["--resync", "--quick", "--out", str(out), "--benchmarks", "random_mdp"])
+    table = (out / "resync.md").read_text()
+    assert "--resync --quick" in table and "**random_mdp**" in table and "nan" not in table
+    assert table.count("| random_mdp |") == 3  # one row in each of the clip, sampled and β-control tables
+    assert not (out / "results.md").exists()
+    with pytest.raises(SystemExit, match="overwrite"):
+        main(["--resync", "--quick", "--out", str(out)])
+    with pytest.raises(SystemExit, match="positive"):
+        main(["--resync", "--out", str(tmp_path / "bad"), "--resync-kl-targets", "0"])

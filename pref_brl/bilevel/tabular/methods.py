@@ -18,6 +18,7 @@ from pref_brl.bilevel.tabular.partial import PartialConfig, run_partial
 from pref_brl.bilevel.tabular.penalty_method import PenaltyConfig, run_penalty
 from pref_brl.bilevel.tabular.problem import BilevelProblem, hypergradient, lower_solution
 from pref_brl.bilevel.tabular.regularized_ac import RegularizedACConfig, run_regularized_ac
+from pref_brl.bilevel.tabular.resync import ResyncConfig, run_resync
 from pref_brl.bilevel.tabular.sobirl import SobirlConfig, run_sobirl
 
 Array = np.ndarray
@@ -45,7 +46,16 @@ METHODS: dict[str, MethodSpec] = {
         "seed 002: single-loop penalty actor-critic, three time-scales, attenuating entropy",
     ),
     "partial": MethodSpec(PartialConfig, run_partial, "∇_φ f at the current policy, no implicit term (PEBBLE)"),
+    "resync": MethodSpec(
+        ResyncConfig,
+        run_resync,
+        "twin of the deep bilevel method: B re-synced to θ*, K_B clipped-surrogate Adam steps, paired rollouts",
+    ),
 }
+
+PAPER_METHODS: tuple[str, ...] = ("penalty", "sobirl", "regularized_ac", "partial")
+"""The methods of the papers, run by the method study; ``resync`` (exact lower-level gradients even in its
+``sampled`` variant) has its own bias study."""
 
 
 def run_method(name: str, problem: BilevelProblem, **settings: Any) -> Trace:
