@@ -136,7 +136,7 @@ def dense(x: Tensor, w: Tensor, b: Tensor, activation: str = "none") -> Tensor:
 
 
 def orthogonal_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
-    """Orthogonal weights and zero biases for every Linear layer (SPEC §3.6)."""
+    """Orthogonal weights and zero biases for every Linear layer (as in B-Pref's SAC)."""
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
             nn.init.orthogonal_(layer.weight, generator=generator)

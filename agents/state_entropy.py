@@ -1,4 +1,4 @@
-"""Unsupervised exploration with a k-NN state-entropy reward (PEBBLE pre-training, SPEC §3.2).
+"""Unsupervised exploration with a k-NN state-entropy reward (PEBBLE pre-training; see docs/pebble.md).
 
 The intrinsic reward of a state s is its distance to the k-th nearest neighbour (k = 5) among all stored
 states (s itself excluded), divided by a running standard deviation of these distances (mean not

@@ -6,7 +6,7 @@ Examples:
   pref-brl-bench --json bench.json       # also write the rows as JSON
   pref-brl-bench --quick --only sac,reward --threads 1
 
-Rows (issue 7): SAC training throughput on walker_walk (2x256/batch 256 and 2x1024/batch 1024) against
+Rows: SAC training throughput on walker_walk (2x256/batch 256 and 2x1024/batch 1024) against
 Stable-Baselines3's SAC with identical networks, timed in this process; one SAC update against the compute
 limit (its matrix-product FLOPs at the best fp32 matmul rate measured here); the Meta-World agent (3x256,
 batch 512) on door-open; one reward-ensemble training step; relabelling 1M transitions; a k-NN
@@ -62,7 +62,7 @@ def mlp_flops(rows: int, dims: list[int], input_grad: bool) -> tuple[int, int]:
 
 
 def sac_update_flops(obs_dim: int, act_dim: int, hidden: int, depth: int, batch: int, critics: int = 2) -> int:
-    """Matrix-product FLOPs of one SAC update (SPEC §3.6): critic step, then actor step.
+    """Matrix-product FLOPs of one SAC update (Haarnoja et al., 2018): critic step, then actor step.
 
     Critic step: actor forward on s' and each target critic forward (no gradient); each critic forward
     and backward (no input gradient). Actor step: actor forward and backward, each critic forward and a

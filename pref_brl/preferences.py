@@ -1,10 +1,10 @@
-"""Query candidates and labelled preferences (SPEC §3.4).
+"""Query candidates and labelled preferences (see docs/pebble.md).
 
 Three containers:
 
 * :class:`EpisodeStore` -- the last ``capacity`` (default 100) *complete* episodes, from which query
   candidates are cut. Each episode remembers which agent produced it and its reset seed (the bilevel
-  method pairs episodes of agents A and B that share a reset seed, SPEC §5.2).
+  method pairs episodes of agents A and B that share a reset seed, see docs/bilevel.md).
 * :class:`SegmentPairs` -- a batch of segment pairs (σ⁰, σ¹) with observations, actions and true rewards.
 * :class:`PreferenceBuffer` -- every labelled pair ever collected, as flat ``concat(obs, act)`` tensors.
 
@@ -207,7 +207,7 @@ class EpisodeStore:
 
 
 class PreferenceBuffer:
-    """Every labelled segment pair ever collected (SPEC §3.4: all labels are used at every round).
+    """Every labelled segment pair ever collected (as in PEBBLE, all labels are used at every round).
 
     Pairs are kept as ``concat(obs, act)`` tensors ``sa0``/``sa1`` of shape [N, H, D] with ``labels`` [N]
     (1 ⇒ σ¹ preferred, 0 ⇒ σ⁰, 0.5 ⇒ equal) and the true rewards ``rew0``/``rew1`` [N, H] for diagnostics.

@@ -1,4 +1,4 @@
-"""Query strategies: which segment pairs to show the teacher (SPEC §3.4).
+"""Query strategies: which segment pairs to show the teacher (as in B-Pref; see docs/pebble.md).
 
 Every strategy is a small function ``fn(store, ensemble, n_queries, segment, rng, agent, *, prefs=None)``
 that returns exactly ``n_queries`` pairs drawn from ``store`` (only ``agent``'s episodes when given).

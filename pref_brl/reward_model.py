@@ -1,4 +1,4 @@
-"""The learned reward: an ensemble of MLPs trained with the Bradley–Terry loss (SPEC §3.3).
+"""The learned reward: an ensemble of MLPs trained with the Bradley–Terry loss (PEBBLE, Lee et al., ICML 2021).
 
 All members are held as *stacked* parameters (weights [M, in, out], biases [M, 1, out]) and evaluated
 with one ``torch.baddbmm`` per layer, so the whole ensemble is a single batched forward. Members are

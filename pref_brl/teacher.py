@@ -1,4 +1,7 @@
-"""The scripted preference teacher of B-Pref (SPEC §3.5).
+"""The scripted preference teacher of B-Pref.
+
+Reference: Lee et al., "B-Pref: Benchmarking Preference-Based Reinforcement Learning", NeurIPS 2021
+Datasets and Benchmarks; see docs/pebble.md for where this implementation differs.
 
 Label convention: 1.0 ⇒ σ¹ preferred, 0.0 ⇒ σ⁰ preferred, 0.5 ⇒ "equally preferable".
 """
@@ -57,7 +60,7 @@ TEACHER_PRESETS: dict[str, TeacherConfig] = {
     "myopic": TeacherConfig(gamma=0.9),
     "equal": TeacherConfig(eps_equal=0.1),
 }
-"""The six teachers of B-Pref (SPEC §3.5 table)."""
+"""The six teachers of B-Pref."""
 
 
 def teacher_from_name(name: str) -> TeacherConfig:
@@ -101,7 +104,7 @@ class ScriptedTeacher:
 
         Returns ``keep_mask`` [B] bool (False for skipped queries; they still cost budget) and ``labels``
         [B] float32 (1 ⇒ σ¹ preferred, 0 ⇒ σ⁰, 0.5 ⇒ equal; NaN where skipped, so they cannot be trained
-        on by accident). Steps follow SPEC §3.5 in order.
+        on by accident). Steps follow B-Pref's scripted teacher in order.
         """
         cfg = self.config
         r0_np = _to_numpy(r0)

@@ -1,4 +1,4 @@
-"""The penalty method for standard bilevel optimisation (seed 001, §6 / Theorem 2), in torch.
+"""The penalty method for standard bilevel optimisation (Gaur et al. (2025), Theorem 2), in torch.
 
     min_x F(x) = f(x, y*(x)),   y*(x) = argmin_y g(x, y).
 
@@ -6,6 +6,9 @@ Penalty proxy L*_λ(x) = f(x, y_λ) + λ (g(x, y_λ) − g(x, y*)), y_λ = argmi
 gradient (Eq. 10) ∇L*_λ = ∇_x f(x, y_λ) + λ (∇_x g(x, y_λ) − ∇_x g(x, y*)): first order, no Hessians.
 Gradients come from a stochastic oracle that adds unbiased Gaussian noise of a given standard deviation
 (averaged over a batch), the setting of Theorem 2 (Assumption 4).
+
+Reference: Gaur et al., "On the Sample Complexity Bounds of Bilevel Reinforcement Learning", NeurIPS 2025;
+see also docs/tabular.md.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def inner_descent(
 def penalty_gradient(
     f: Objective, g: Objective, x: Tensor, y_star: Tensor, y_lam: Tensor, lam: float, oracle: GradientOracle
 ) -> Tensor:
-    """Seed Eq. 10 at the given inner iterates."""
+    """Gaur et al. (2025), Eq. 10, at the given inner iterates."""
     fx = oracle(f, x, y_lam)[0]
     return fx + lam * (oracle(g, x, y_lam)[0] - oracle(g, x, y_star)[0])
 
@@ -112,7 +115,7 @@ def run_standard_penalty(
 
 @dataclass(frozen=True)
 class QuadraticBilevel:
-    """SPEC §6's example: g = ½‖y − A x‖², f = ½‖y − c‖² + ½ μ ‖x‖², with every quantity in closed form."""
+    """A quadratic example: g = ½‖y − A x‖², f = ½‖y − c‖² + ½ μ ‖x‖², with every quantity in closed form."""
 
     a: Tensor
     c: Tensor
