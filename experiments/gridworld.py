@@ -1,4 +1,4 @@
-"""pref-brl-gridworld: the tabular bilevel study of SPEC §6.
+"""pref-brl-gridworld: the tabular bilevel study of docs/tabular.md.
 
 Runs every method of the papers (:data:`pref_brl.bilevel.tabular.methods.PAPER_METHODS`, exact and sampled
 variants) on every benchmark with fixed seeds, scores each iterate with the exact F and ‖∇F‖, and writes into
@@ -38,7 +38,7 @@ from pref_brl.bilevel.tabular.report import (
 from pref_brl.bilevel.tabular.resync_study import StudyAxes, resync_report
 
 HELP = (
-    "Tabular bilevel study (SPEC §6): every method (penalty, sobirl, regularized_ac, partial; exact and sampled"
+    "Tabular bilevel study (docs/tabular.md): every method (penalty, sobirl, regularized_ac, partial; exact and sampled"
     " variants) on every benchmark with fixed seeds, scored by the exact F and ||grad F||. Writes PNG plots (F vs"
     " iterations and vs samples, ||grad F|| vs iterations, final reward heat maps with policy arrows, penalty bias"
     " vs lambda) and results.md (final F, stationarity, cost to reach a tolerance) into --out. With --resync:"

@@ -1,4 +1,6 @@
-"""The standard-bilevel penalty solver (seed 001 Theorem 2 setting) on the quadratic example of SPEC §6."""
+"""The standard-bilevel penalty solver (Gaur et al. (2025), Theorem 2 setting) on the quadratic example of
+docs/tabular.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The penalty proxy (seed Eq. 9–10, 13) on tabular problems: bias rate, exactness, CRN zeros, descent."""
+"""The penalty proxy (Gaur et al. (2025), Eq. 9–10, 13) on tabular problems: bias rate, exactness, CRN zeros,
+descent.
+"""
 
 from __future__ import annotations
 

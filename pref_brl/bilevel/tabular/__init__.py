@@ -1,4 +1,4 @@
-"""The tabular lab (SPEC §6): exact bilevel maths on small MDPs and the methods of the seed papers.
+"""The tabular lab (docs/tabular.md): exact bilevel maths on small MDPs and the methods of the papers cited there.
 
 Modules: ``mdp`` (soft value/policy iteration, occupancies, Eq. 11 and 12), ``rewards`` (reward maps),
 ``upper`` / ``torch_loss`` (upper losses), ``problem`` (F and its exact adjoint hypergradient), ``proxy``

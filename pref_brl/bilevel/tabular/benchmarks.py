@@ -1,4 +1,4 @@
-"""The three tabular benchmarks of SPEC §6, each a factory returning a :class:`BilevelProblem`."""
+"""The three tabular benchmarks of docs/tabular.md, each a factory returning a :class:`BilevelProblem`."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def gridworld_goal(
     hazard_cost: float = 1.0,
     phi_cost: float = 0.05,
 ) -> BilevelProblem:
-    """GridWorld goal position (after seed 002): the designer places reward on cells.
+    """GridWorld goal position (after Zeng et al., arXiv 2601.16399): the designer places reward on cells.
 
     φ ∈ R^{N²} is a reward weight per cell, r_φ(s, a) = φ[s], starting from φ = 0. The designer's true
     objective is f = −d^π(target) + hazard_cost · d^π(hazards) + ½ μ ‖φ − φ_ref‖²: reach the target

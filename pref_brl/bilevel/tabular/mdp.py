@@ -1,12 +1,12 @@
-"""Exact maths of entropy-regularised tabular MDPs (SPEC §6).
+"""Exact maths of entropy-regularised tabular MDPs (docs/tabular.md).
 
 Conventions, used everywhere in :mod:`pref_brl.bilevel.tabular`:
 
 * ``transitions[s, a, s']`` is P, ``initial[s]`` is ρ, ``discount`` is γ;
 * a policy is a table ``policy[s, a] = π(a|s)``; a *logit* table θ gives π_θ = softmax(θ[s]);
 * ``tau`` is the entropy weight τ > 0 of the lower problem, whose regularised return is
-  J_τ(π) = E[Σ_t γ^t (r(s_t, a_t) − τ log π(a_t|s_t))] (SPEC §4 with π_ref uniform, up to the constant
-  τ log|A| / (1 − γ));
+  J_τ(π) = E[Σ_t γ^t (r(s_t, a_t) − τ log π(a_t|s_t))] (the lower objective of docs/bilevel.md with π_ref
+  uniform, up to the constant τ log|A| / (1 − γ));
 * occupancies are *normalised*: d^π(s, a) = (1 − γ) Σ_t γ^t Pr(s_t = s, a_t = a), summing to one.
 """
 
@@ -176,12 +176,12 @@ def occupancy(mdp: TabularMDP, policy: Array) -> Array:
 
 
 def reward_gradient(mdp: TabularMDP, policy: Array, reward_jacobian: Array) -> Array:
-    """Seed Eq. 11: ∇_φ J(φ, π) = (1 − γ)^{-1} Σ_{s,a} d^π(s, a) ∇_φ r_φ(s, a) for a fixed policy."""
+    """Gaur et al. (2025), Eq. 11: ∇_φ J(φ, π) = (1 − γ)^{-1} Σ_{s,a} d^π(s, a) ∇_φ r_φ(s, a) for a fixed policy."""
     return np.einsum("sa,sad->d", occupancy(mdp, policy), reward_jacobian) / (1.0 - mdp.discount)
 
 
 def soft_policy_gradient(mdp: TabularMDP, reward: Array, logits: Array, tau: float) -> Array:
-    """Seed Eq. 12, exact: ∂J_τ/∂θ(s, a) = (1 − γ)^{-1} d^π(s) π(a|s) A_τ(s, a) for softmax logits θ."""
+    """Gaur et al. (2025), Eq. 12, exact: ∂J_τ/∂θ(s, a) = (1 − γ)^{-1} d^π(s) π(a|s) A_τ(s, a) for softmax logits θ."""
     policy = softmax(logits)
     advantage = soft_advantage(mdp, reward, logits, tau)
     d_s = state_occupancy(mdp, policy)

@@ -35,15 +35,17 @@ class MethodSpec:
 
 METHODS: dict[str, MethodSpec] = {
     "penalty": MethodSpec(
-        PenaltyConfig, run_penalty, "seed 001 / F2BA double loop: T inner steps for θ and θ_λ, Eq. 10 step"
+        PenaltyConfig, run_penalty, "Gaur et al. (2025) / F2BA double loop: T inner steps for θ and θ_λ, Eq. 10 step"
     ),
     "sobirl": MethodSpec(
-        SobirlConfig, run_sobirl, "seed 003: fixed-point hypergradient with an iterated adjoint system"
+        SobirlConfig,
+        run_sobirl,
+        "SoBiRL (Yang, Gao, Yuan, AISTATS 2025): fixed-point hypergradient with an iterated adjoint system",
     ),
     "regularized_ac": MethodSpec(
         RegularizedACConfig,
         run_regularized_ac,
-        "seed 002: single-loop penalty actor-critic, three time-scales, attenuating entropy",
+        "Zeng et al. (arXiv 2601.16399): single-loop penalty actor-critic, three time-scales, attenuating entropy",
     ),
     "partial": MethodSpec(PartialConfig, run_partial, "∇_φ f at the current policy, no implicit term (PEBBLE)"),
     "resync": MethodSpec(

@@ -1,4 +1,4 @@
-"""Method ``penalty`` (seed 001, F2BA double loop): T inner steps for θ and θ_λ, then one φ step (Eq. 10).
+"""Method ``penalty`` (Gaur et al. (2025), F2BA double loop): T inner steps for θ and θ_λ, then one φ step (Eq. 10).
 
 Per outer iteration: T natural policy-gradient steps for θ on g = −J_τ and for θ_λ on f + λ g (warm-started
 from the previous iteration), then φ ← φ − η [∇_φ f(φ, θ_λ) + λ (∇_φ J(φ, θ) − ∇_φ J(φ, θ_λ))].

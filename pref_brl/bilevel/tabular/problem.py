@@ -101,7 +101,7 @@ def q_jacobian(problem: BilevelProblem, phi: Array, policy: Array) -> Array:
 
 
 def hypergradient_forward(problem: BilevelProblem, phi: Array) -> Array:
-    """SPEC §6's forward form: ∇_φ f + τ^{-1} Σ ∂f/∂logit (∇Q*(s, a) − E_{a′∼π*} ∇Q*(s, a′))."""
+    """The forward form of docs/tabular.md: ∇_φ f + τ^{-1} Σ ∂f/∂logit (∇Q*(s, a) − E_{a′∼π*} ∇Q*(s, a′))."""
     policy = lower_solution(problem, phi).policy
     dq = q_jacobian(problem, phi, policy)
     centred = dq - np.einsum("sa,sad->sd", policy, dq)[:, None, :]

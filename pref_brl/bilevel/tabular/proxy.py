@@ -1,4 +1,4 @@
-"""The penalty proxy of seed Eq. 9–10 on a tabular problem, computed exactly.
+"""The penalty proxy of Gaur et al. (2025), Eq. 9–10, on a tabular problem, computed exactly.
 
 With g = −J_τ (the lower loss) and λ > 0:
     θ*   = argmin_θ g(φ, θ),                 θ_λ = argmin_θ f(φ, π_θ) + λ g(φ, θ),
@@ -118,7 +118,7 @@ def _line_search(
 
 
 def penalty_gradient(problem: BilevelProblem, phi: Array, lam: float, logits: Array, logits_lam: Array) -> Array:
-    """Seed Eq. 10 at given inner iterates θ (for g) and θ_λ (for f + λ g)."""
+    """Gaur et al. (2025), Eq. 10, at given inner iterates θ (for g) and θ_λ (for f + λ g)."""
     jac = problem.reward.jacobian(phi)
     policy, policy_lam = softmax(logits), softmax(logits_lam)
     gap = reward_gradient(problem.mdp, policy, jac) - reward_gradient(problem.mdp, policy_lam, jac)
@@ -126,7 +126,7 @@ def penalty_gradient(problem: BilevelProblem, phi: Array, lam: float, logits: Ar
 
 
 def penalty_value(problem: BilevelProblem, phi: Array, lam: float, logits: Array, logits_lam: Array) -> float:
-    """Seed Eq. 9: L_λ = f(φ, π_θλ) + λ (J_τ(φ, θ) − J_τ(φ, θ_λ))."""
+    """Gaur et al. (2025), Eq. 9: L_λ = f(φ, π_θλ) + λ (J_τ(φ, θ) − J_τ(φ, θ_λ))."""
     reward, tau = problem.reward(phi), problem.tau
     gap = regularised_return(problem.mdp, reward, logits, tau) - regularised_return(
         problem.mdp, reward, logits_lam, tau

@@ -1,4 +1,4 @@
-"""Method ``regularized_ac`` (seed 002): single-loop penalty actor-critic with attenuating entropy.
+"""Method ``regularized_ac`` (Zeng et al., arXiv 2601.16399): single-loop penalty actor-critic with attenuating entropy.
 
 One loop, three time-scales. At iteration k, with the entropy weight τ_k = τ + τ₀ (k + 1)^{-c_τ} → τ:
   critics (fast, β_k):  Q̂ ← Q̂ + β_k (r + γ V̂_π(s′) − Q̂) for θ and for θ_λ;
@@ -8,8 +8,8 @@ One loop, three time-scales. At iteration k, with the entropy weight τ_k = τ +
 
 The *extra* entropy τ₀ (k+1)^{-c_τ} is the algorithm's attenuating regularisation and vanishes; τ is the
 benchmark's own entropy weight, part of the lower problem whose hyperobjective F every method is scored
-on (τ > 0 keeps π*(φ) unique and F differentiable). With a benchmark τ of 0 this is seed 002's setting:
-the limit point is stationary for the unregularised problem.
+on (τ > 0 keeps π*(φ) unique and F differentiable). With a benchmark τ of 0 this is the setting of Zeng et al.
+(arXiv 2601.16399): the limit point is stationary for the unregularised problem.
 
 * ``exact``: expected critic sweeps (one use of P each) and exact occupancies for ∇_φ J.
 * ``sampled``: one sampled s′ per (s, a) per critic sweep (shared by both critics) and Eq. 13 rollouts of

@@ -23,7 +23,7 @@ class RewardMap(Protocol):
 
 @dataclass(frozen=True)
 class LinearReward:
-    """r_φ(s, a) = Φ[s, a] · φ + offset[s, a] (SPEC §6's default)."""
+    """r_φ(s, a) = Φ[s, a] · φ + offset[s, a] (the default of docs/tabular.md)."""
 
     features: Array
     offset: Array | None = None

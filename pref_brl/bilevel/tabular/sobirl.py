@@ -1,4 +1,5 @@
-"""Method ``sobirl`` (seed 003): the fully first-order fixed-point hypergradient, single loop, warm-started.
+"""Method ``sobirl`` (Yang, Gao, Yuan, "SoBiRL", AISTATS 2025): the fully first-order fixed-point hypergradient,
+single loop, warm-started.
 
 Per iteration: K_v soft Bellman sweeps on Q (Q ≈ Q*_φ), π = softmax(Q/τ), b = τ^{-1} ∂f/∂logit, then
     ∇̂F = ∇_φ f(φ, π) + Σ_{s,a} w(s, a) ∇_φ r_φ(s, a),   w ≈ (I − γ (P Π)ᵀ)^{-1} b,

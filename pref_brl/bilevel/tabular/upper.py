@@ -84,7 +84,7 @@ class PreferenceLoss:
     f(φ, π) = Σ_{x,y} d^π(x) d^π(y) ℓ_φ(x, y) + ½ μ ‖φ‖², with the expected cross-entropy
     ℓ_φ(x, y) = −p*(x, y) log σ(Δ) − (1 − p*(x, y)) log σ(−Δ), Δ = r_φ(x) − r_φ(y) and the teacher's
     probability p*(x, y) = σ(β (r_true(x) − r_true(y))). Here x, y are state–action pairs (segments of
-    length one), the tabular twin of SPEC §5.
+    length one), the tabular twin of the deep method (docs/bilevel.md).
     """
 
     mdp: TabularMDP
