@@ -10,7 +10,7 @@ Rows: SAC training throughput on walker_walk (2x256/batch 256 and 2x1024/batch 1
 Stable-Baselines3's SAC with identical networks, timed in this process; one SAC update against the compute
 limit (its matrix-product FLOPs at the best fp32 matmul rate measured here); the Meta-World agent (3x256,
 batch 512) on door-open; one reward-ensemble training step; relabelling 1M transitions; a k-NN
-state-entropy step; `pebble` and `bilevel` end to end. Ours and the peer alternate in rounds, so a slow
+state-entropy step; `pebble`, `bilevel` and `mrn` end to end. Ours and the peer alternate in rounds, so a slow
 spell on a shared machine hits both; cells are medians over rounds, ratios the median of per-round ratios.
 Compiled-update warm-up (first call of each graph: compilation, or loading it from the inductor cache)
 is reported on its own and excluded from the rates.
@@ -287,20 +287,25 @@ def knn_rows(scale: Scale) -> list[Row]:
 
 
 def e2e_rows(scale: Scale, compile_: bool, workdir: Path) -> list[Row]:
-    """Whole `pebble` and `bilevel` runs (seed, exploration, three feedback rounds, B's updates, eval,
-    checkpoint), alternating; rates exclude compile warm-up."""
+    """Whole `pebble`, `bilevel` and `mrn` runs (seed, exploration, three feedback rounds, B's updates or the
+    meta-steps, eval, checkpoint), alternating; rates exclude compile warm-up."""
     from experiments.bench_peers import e2e_rate
 
-    rates: dict[str, list[float]] = {"pebble": [], "bilevel": []}
+    rates: dict[str, list[float]] = {"pebble": [], "bilevel": [], "mrn": []}
     for _ in range(max(1, scale.rounds // 3)):
         for method in rates:
             rates[method].append(e2e_rate(method, scale.e2e_steps, workdir, compile_)[0])
-    pebble, bilevel = median(rates["pebble"]), median(rates["bilevel"])
-    time_ratio = median([p / b for p, b in zip(rates["pebble"], rates["bilevel"])])
+    pebble = median(rates["pebble"])
+
+    def time_ratio(method: str) -> float:  # method's time per step over pebble's, per round
+        return median([p / m for p, m in zip(rates["pebble"], rates[method])])
+
     label = f"walker 2x256/b256, {scale.e2e_steps} steps, 3 feedback rounds; rate after the first"
     return [Row(f"pebble end to end ({label})", pebble, float("nan"), float("nan"), "env steps/s", "", ""),
-            Row(f"bilevel end to end ({label})", bilevel, pebble, time_ratio, "env steps/s", "pebble",
-                "x pebble's time per step (target <= 1.5)")]
+            Row(f"bilevel end to end ({label})", median(rates["bilevel"]), pebble, time_ratio("bilevel"),
+                "env steps/s", "pebble", "x pebble's time per step (target <= 1.5)"),
+            Row(f"mrn end to end ({label}; a meta-step every 400 steps, as the cpu preset)", median(rates["mrn"]),
+                pebble, time_ratio("mrn"), "env steps/s", "pebble", "x pebble's time per step")]
 
 
 def throughput_rows(scale: Scale, compile_: bool, workdir: Path) -> list[Row]:

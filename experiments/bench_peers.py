@@ -1,6 +1,6 @@
 """Training loops that `pref-brl-bench` times in blocks: ours (the Trainer's hot path), Stable-Baselines3's
-SAC with the same networks (an installed peer, used through its public API), and whole `pebble`/`bilevel`
-runs on a short schedule that crosses every phase."""
+SAC with the same networks (an installed peer, used through its public API), and whole `pebble`/`bilevel`/
+`mrn` runs on a short schedule that crosses every phase."""
 
 from __future__ import annotations
 
@@ -85,7 +85,9 @@ class SB3SAC:
 def e2e_config(method: str, steps: int, run_dir: str, compile_: bool) -> TrainConfig:
     """walker_walk, cpu preset networks (2x256, batch 256), 100-step episodes; three feedback rounds:
     after 150 seed and 150 exploration steps, then two more, so that agent B (bilevel) runs for most of
-    the run. Training scalars (time/fps among them) are logged every 100 steps."""
+    the run. `mrn` keeps the walker cpu preset's meta_every (400 env steps), so its meta-steps cost what they
+    cost per env step in that preset (each relabels this short run's small buffer, though). Training scalars
+    (time/fps among them) are logged every 100 steps."""
     interact = (steps - 300) // 200 * 100  # whole episodes, so that B's paired episode ends before a round
     return preset_config("cpu", "walker_walk", method=method, run_dir=run_dir, steps=steps, num_seed_steps=150,
                          num_unsup_steps=150, num_interact=interact, max_feedback=30, reward_batch=10,

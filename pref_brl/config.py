@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from agents.sac import SACConfig
 
-Method = Literal["sac", "pebble", "bilevel", "sobirl"]
+Method = Literal["sac", "pebble", "bilevel", "sobirl", "mrn"]
 Estimator = Literal["paired-rollouts", "shared-states"]
 
 
@@ -25,7 +25,8 @@ class TrainConfig:
     """environment name (see envs.KNOWN_ENVS)"""
     method: Method = "sac"
     """sac: true reward (upper bound); pebble: PEBBLE; bilevel: PEBBLE with the bilevel penalty reward
-    update; sobirl: PEBBLE with SoBiRL's model-free hypergradient term"""
+    update; sobirl: PEBBLE with SoBiRL's model-free hypergradient term; mrn: PEBBLE with Meta-Reward-Net's
+    meta-steps (docs/mrn.md)"""
     preset: str = "cpu"
     """named preset the defaults came from (cpu or paper); see --print-presets"""
     seed: int = 0
@@ -147,6 +148,15 @@ class TrainConfig:
     sobirl_warmup: int = 1
     """sobirl: feedback rounds before its hypergradient term is switched on"""
 
+    # --- Meta-Reward-Net (docs/mrn.md)
+    meta_every: int = 400
+    """mrn: env steps between meta-steps, taken while labels remain (presets: 400/1,000 walker, 5,000/10,000
+    door-open for cpu/paper; the official code: 1,000 and 10,000)"""
+    outer_weight: float = 0.1
+    """mrn: weight of the preference loss of the one-step-updated critic; 0 makes mrn train exactly like pebble"""
+    meta_lr: float = 5e-4
+    """mrn: step size of the differentiable inner SGD step on the critic (the official code: the critic's lr)"""
+
     def sac_config(self) -> SACConfig:
         return SACConfig(hidden_dim=self.hidden_dim, hidden_depth=self.hidden_depth, actor_lr=self.lr,
                          critic_lr=self.lr, alpha_lr=self.alpha_lr, init_temperature=self.init_temperature,
@@ -183,13 +193,16 @@ BILEVEL_FIELDS = frozenset({
     "penalty_weight", "b_updates", "kl_target", "psi_clip", "upper_term", "penalty", "paired_episodes",
     "pair_horizon", "heldout_pairs", "penalty_steps", "snr_min", "estimator", "query_agent", "b_in_replay"})
 """Config fields that only method `bilevel` reads (`sobirl` reads penalty_weight too)."""
-PREFERENCE_FIELDS = PREFERENCE_FIELDS | BILEVEL_FIELDS
+MRN_FIELDS = frozenset({"meta_every", "outer_weight", "meta_lr"})
+"""Config fields that only method `mrn` reads."""
+PREFERENCE_FIELDS = PREFERENCE_FIELDS | BILEVEL_FIELDS | MRN_FIELDS
 """Config fields that only methods learning from preferences read."""
 IGNORED_FIELDS: dict[str, frozenset[str]] = {
     "sac": PREFERENCE_FIELDS,
-    "pebble": BILEVEL_FIELDS | {"sobirl_warmup"},
-    "bilevel": frozenset({"sobirl_warmup"}),
-    "sobirl": BILEVEL_FIELDS - {"penalty_weight"},
+    "pebble": BILEVEL_FIELDS | {"sobirl_warmup"} | MRN_FIELDS,
+    "bilevel": frozenset({"sobirl_warmup"}) | MRN_FIELDS,
+    "sobirl": (BILEVEL_FIELDS - {"penalty_weight"}) | MRN_FIELDS,
+    "mrn": BILEVEL_FIELDS | {"sobirl_warmup"},
 }
 """Fields a method does not read: overrides of them do not split its runs, and plots do not show them."""
 
@@ -200,21 +213,25 @@ def _family(env: str) -> str:
 
 # Overrides of the TrainConfig defaults per (preset, environment family). The CPU presets keep the paper's
 # label budgets and compress the feedback schedule into a shorter run with 2x256 (or 3x256) networks.
+# mrn: meta_every keeps the official meta-steps per feedback interval (walker 20000/1000, door-open
+# 5000/10000) on the compressed schedule; meta_lr is the family's critic lr, as in the official code.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "dmc": dict(steps=100_000, hidden_dim=256, hidden_depth=2, batch_size=256, lr=5e-4,
-                    max_feedback=100, reward_batch=10, num_interact=8000, reward_update=50),
+                    max_feedback=100, reward_batch=10, num_interact=8000, reward_update=50,
+                    meta_every=400, meta_lr=5e-4),
         "metaworld": dict(steps=150_000, hidden_dim=256, hidden_depth=3, batch_size=256, lr=3e-4,
                           max_feedback=1000, reward_batch=25, num_interact=2500, reward_update=10,
-                          paired_episodes=4, pair_horizon=150),
+                          paired_episodes=4, pair_horizon=150, meta_every=5000, meta_lr=3e-4),
     },
     "paper": {
         "dmc": dict(steps=500_000, hidden_dim=1024, hidden_depth=2, batch_size=1024, lr=5e-4,
                     max_feedback=100, reward_batch=10, num_interact=20_000, reward_update=50,
-                    checkpoint_frequency=20_000),
+                    checkpoint_frequency=20_000, meta_every=1000, meta_lr=5e-4),
         "metaworld": dict(steps=1_000_000, hidden_dim=256, hidden_depth=3, batch_size=512, lr=3e-4,
                           max_feedback=1000, reward_batch=10, num_interact=5000, reward_update=10,
-                          paired_episodes=6, pair_horizon=200, checkpoint_frequency=20_000),
+                          paired_episodes=6, pair_horizon=200, checkpoint_frequency=20_000,
+                          meta_every=10_000, meta_lr=3e-4),
     },
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pref_brl.config import TrainConfig
 
 
@@ -43,10 +45,22 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.steps > cfg.feedback_starts,
          f"--steps {cfg.steps} ends before the first feedback round at step {cfg.feedback_starts} "
          "(--num-seed-steps + --num-unsup-steps); raise --steps or shorten those phases")
-    need(cfg.penalty_weight >= 0, f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
+    need(0 <= cfg.penalty_weight < float("inf"),
+         f"--penalty-weight must be a finite number >= 0, got {cfg.penalty_weight}")
     need(cfg.paired_episodes >= 1, f"--paired-episodes must be >= 1, got {cfg.paired_episodes}")
     if cfg.method == "bilevel":
         validate_bilevel(cfg, need)
+    if cfg.method == "mrn":
+        validate_mrn(cfg, need)
+
+
+def validate_mrn(cfg: TrainConfig, need) -> None:
+    """The meta-step's period, outer weight and inner step size."""
+    need(cfg.meta_every >= 1, f"--meta-every must be >= 1 (env steps between meta-steps), got {cfg.meta_every}")
+    need(math.isfinite(cfg.outer_weight) and cfg.outer_weight >= 0,
+         f"--outer-weight must be a finite number >= 0 (0: train like pebble), got {cfg.outer_weight}")
+    need(math.isfinite(cfg.meta_lr) and cfg.meta_lr > 0,
+         f"--meta-lr must be a positive finite number (the inner SGD step size), got {cfg.meta_lr}")
 
 
 def validate_bilevel(cfg: TrainConfig, need) -> None:
