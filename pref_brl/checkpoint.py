@@ -1,8 +1,11 @@
-"""Atomic checkpoints: write to a temporary file, fsync, rename; keep the previous one as a fallback."""
+"""Atomic checkpoints: write to a temporary file, fsync, rename, fsync the folder; keep the previous one as
+a fallback. Checkpoints are data, not code: they hold tensors, numbers, strings and containers only, and are
+read with ``torch.load(weights_only=True)``, so a crafted file cannot run code when a run resumes."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,20 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     if path.exists():
         os.replace(path, prev)
     os.replace(tmp, path)
+    fsync_folder(run_dir)
     return path
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the renames inside `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
@@ -34,10 +50,11 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
         if not path.exists():
             continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file falls back to the previous one
-            warnings.warn(f"checkpoint {path} is unreadable ({exc.__class__.__name__}); "
-                          "falling back to the previous one", stacklevel=2)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file falls back to the previous one
+            unsafe = isinstance(exc, pickle.UnpicklingError)
+            warnings.warn(f"checkpoint {path} is {'not plain data (refused, not executed)' if unsafe else 'unreadable'}"
+                          f" ({exc.__class__.__name__}); falling back to the previous one", stacklevel=2)
             continue
         if i > 0:
             warnings.warn(f"resuming from the previous checkpoint {path}", stacklevel=2)

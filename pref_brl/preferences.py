@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Episode", "EpisodeStore", "PreferenceBuffer", "SegmentPairs"]
+__all__ = ["Episode", "EpisodeStore", "PreferenceBuffer", "SegmentPairs", "episode_state"]
 
 
 @dataclass
@@ -186,24 +186,18 @@ class EpisodeStore:
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors, strings and ints only, so ``torch.load(weights_only=True)`` can read it back."""
-        return {
-            "capacity": self.capacity,
-            "episodes": [
-                {
-                    "obs": torch.from_numpy(ep.obs),
-                    "act": torch.from_numpy(ep.act),
-                    "true_reward": torch.from_numpy(ep.true_reward),
-                    "agent": ep.agent,
-                    "reset_seed": int(ep.reset_seed),
-                }
-                for ep in self._episodes
-            ],
-        }
+        return {"capacity": self.capacity, "episodes": [episode_state(ep) for ep in self._episodes]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the contents (and capacity) saved by :meth:`state_dict`."""
         self.capacity = int(state["capacity"])
         self._episodes = deque((Episode(**ep) for ep in state["episodes"]), maxlen=self.capacity)
+
+
+def episode_state(ep: Episode) -> dict[str, Any]:
+    """An episode as tensors, a string and an int (``Episode(**state)`` rebuilds it)."""
+    return {"obs": torch.from_numpy(ep.obs), "act": torch.from_numpy(ep.act),
+            "true_reward": torch.from_numpy(ep.true_reward), "agent": ep.agent, "reset_seed": int(ep.reset_seed)}
 
 
 class PreferenceBuffer:

@@ -107,6 +107,29 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tiny) -> None:
     assert scalars_without_time(broken.run_dir) == scalars_without_time(straight.run_dir)
 
 
+class _RunsCode:
+    """A pickle payload that would create a file when unpickled (what a crafted checkpoint could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_crafted_pickle_checkpoint_is_refused_without_running_it(tiny, tmp_path) -> None:
+    cfg = tiny("crafted", steps=600)
+    run_until_killed(cfg, kill_at=450)  # checkpoints at 200 and 400
+    marker = tmp_path / "pwned"
+    state = torch.load(f"{cfg.run_dir}/checkpoint.pt", weights_only=True)
+    state["payload"] = _RunsCode(marker)
+    torch.save(state, f"{cfg.run_dir}/checkpoint.pt")  # a valid torch file whose pickle would run code
+    with pytest.warns(UserWarning, match="not plain data"):
+        resumed = Trainer(cfg, progress=False)
+    assert not marker.exists() and resumed.step == 200  # refused, fell back to the previous checkpoint
+    resumed.close()
+
+
 def test_second_writer_is_refused(tiny) -> None:
     cfg = tiny()
     first = Trainer(cfg, progress=False)

@@ -34,7 +34,7 @@ from pref_brl.bilevel.penalty import (
     upper_score_surrogate,
 )
 from pref_brl.feedback import Collaborators, EpisodePlan, PreferenceLearner
-from pref_brl.preferences import Episode
+from pref_brl.preferences import Episode, episode_state
 
 if TYPE_CHECKING:
     from pref_brl.config import TrainConfig
@@ -290,7 +290,9 @@ class BilevelLearner(PreferenceLearner):
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         nets = {k: None if m is None else m.state_dict() for k, m in (("anchor", self.anchor), ("b", self.b_actor))}
-        return {**super().state_dict(), **nets, "beta": self.beta, "pairs": self.pairs, "pending": self.pending,
+        pairs = [(episode_state(a), episode_state(b)) for a, b in self.pairs]
+        pending = None if self.pending is None else episode_state(self.pending)
+        return {**super().state_dict(), **nets, "beta": self.beta, "pairs": pairs, "pending": pending,
                 "flags": (self.pairs_open, self.penalty_ready, self.anchor_playing),
                 "b_generator": self.b_generator.get_state()}
 
@@ -301,7 +303,9 @@ class BilevelLearner(PreferenceLearner):
                 net = copy.deepcopy(self.loop.agent.actor)
                 net.load_state_dict(state[name])
                 setattr(self, attr, net.requires_grad_(attr == "b_actor"))
-        self.beta, self.pairs, self.pending = state["beta"], state["pairs"], state["pending"]
+        self.beta = state["beta"]
+        self.pairs = [(Episode(**a), Episode(**b)) for a, b in state["pairs"]]
+        self.pending = None if state["pending"] is None else Episode(**state["pending"])
         self.pairs_open, self.penalty_ready, self.anchor_playing = state["flags"]
         self.b_generator.set_state(state["b_generator"])
 
