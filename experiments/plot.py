@@ -26,7 +26,7 @@ import tyro
 from pref_brl.cli import parse
 from pref_brl.results import Curve, Group, ResultsError, Row, curves, final_table, load, to_csv, to_markdown
 
-COLORS = {"sac": "black", "pebble": "tab:blue", "bilevel": "tab:red", "sobirl": "tab:green"}
+COLORS = {"sac": "black", "pebble": "tab:blue", "bilevel": "tab:red", "sobirl": "tab:green", "mrn": "tab:purple"}
 SPARE_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 AXIS_LABELS = {"steps": "env steps", "labels": "labels used (feedback/total)"}
 

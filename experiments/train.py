@@ -1,4 +1,4 @@
-"""`pref-brl-train`: train one agent (sac, pebble, bilevel, sobirl) and write a run folder.
+"""`pref-brl-train`: train one agent (sac, pebble, bilevel, sobirl, mrn) and write a run folder.
 
 Defaults come from a named preset (`--preset cpu` or `--preset paper`) for the chosen `--env`; any
 option given on the command line overrides the preset. Re-running the same command resumes the run.

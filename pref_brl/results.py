@@ -222,7 +222,7 @@ def curves(runs: list[RunData], metric: str, axis: str = "steps", aggregate: str
 
 
 def sort_key(group: Group) -> tuple:
-    order = {"sac": 0, "pebble": 1, "bilevel": 2, "sobirl": 3}
+    order = {"sac": 0, "pebble": 1, "mrn": 2, "bilevel": 3, "sobirl": 4}
     return (group.env, group.budget or 0, order.get(group.method, 9), group.method, str(group.extras))
 
 

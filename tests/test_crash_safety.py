@@ -21,7 +21,8 @@ from tests.test_trainer import final_params, run_until_killed
 
 ROOT = Path(__file__).resolve().parents[1]
 METHOD_OPTIONS = {"sac": {}, "pebble": {}, "bilevel": {"num_interact": 300, "paired_episodes": 2,
-                                                         "heldout_pairs": 1, "pair_horizon": 40, "b_updates": 20}}
+                                                         "heldout_pairs": 1, "pair_horizon": 40, "b_updates": 20},
+                  "mrn": {"meta_every": 50}}
 
 
 def cli_args(cfg) -> list[str]:
