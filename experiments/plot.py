@@ -24,7 +24,19 @@ import numpy as np
 import tyro
 
 from pref_brl.cli import parse
-from pref_brl.results import Curve, Group, ResultsError, Row, curves, final_table, load, to_csv, to_markdown
+from pref_brl.results import (
+    MIN_SEEDS_FOR_CI,
+    Curve,
+    Group,
+    ResultsError,
+    Row,
+    curves,
+    final_table,
+    load,
+    thin_groups,
+    to_csv,
+    to_markdown,
+)
 
 COLORS = {"sac": "black", "pebble": "tab:blue", "bilevel": "tab:red", "sobirl": "tab:green", "mrn": "tab:purple"}
 SPARE_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
@@ -164,6 +176,9 @@ def make_plots(args: PlotArgs) -> list[Path]:
 
 
 def warn_unfinished(rows: list) -> None:
+    for label in thin_groups(rows):
+        print(f"warning: {label}: fewer than {MIN_SEEDS_FOR_CI} runs, so no confidence interval or probability "
+              "of improvement is given", file=sys.stderr)
     for row in rows:
         if row.finished < len(row.scores) or row.final_steps[0] != row.final_steps[1]:
             print(f"note: {row.group.env} {row.group.label} budget {row.group.budget}: {row.finished} of "

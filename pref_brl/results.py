@@ -29,6 +29,10 @@ class ResultsError(ValueError):
     """The run folders cannot be plotted or tabulated as asked; the message says why and what to do."""
 
 
+MIN_SEEDS_FOR_CI = 3
+"""Groups with fewer runs get no confidence interval and no probability of improvement."""
+
+
 def default_metric(env: str) -> str:
     """eval/success_rate for Meta-World, eval/mean_reward otherwise."""
     return "eval/success_rate" if env.startswith("metaworld_") else "eval/mean_reward"
@@ -214,9 +218,12 @@ def curves(runs: list[RunData], metric: str, axis: str = "steps", aggregate: str
         values = align([per_run[id(r)] for r in members], grid)
         point, lo, hi = stats.curve_estimates(values, stats.AGGREGATES[aggregate], reps,
                                               rng=np.random.default_rng(seed))
-        too_few = (~np.isnan(values)).sum(axis=0) < (min_runs or len(members))
+        present = (~np.isnan(values)).sum(axis=0)
+        too_few = present < (min_runs or len(members))
         for array in (point, lo, hi):
             array[too_few] = np.nan
+        for array in (lo, hi):  # no interval from fewer than MIN_SEEDS_FOR_CI runs
+            array[present < MIN_SEEDS_FOR_CI] = np.nan
         out.append(Curve(group, grid, point, lo, hi, len(members)))
     return out
 
@@ -261,13 +268,16 @@ def final_table(runs: list[RunData], metrics: dict[str, str], aggregate: str = "
         row = Row(group, metrics[group.env], np.array([[v] for v, _ in finals]),
                   sum(r.finished for r in members), (min(steps), max(steps)))
         row.point = float(stats.AGGREGATES[aggregate](row.scores))
-        row.lo, row.hi = stats.stratified_bootstrap_ci(row.scores, stats.AGGREGATES[aggregate], reps,
-                                                       rng=np.random.default_rng(seed))
+        if len(members) >= MIN_SEEDS_FOR_CI and not np.isnan(row.scores).any():
+            row.lo, row.hi = stats.stratified_bootstrap_ci(row.scores, stats.AGGREGATES[aggregate], reps,
+                                                           rng=np.random.default_rng(seed))
         rows.append(row)
     for method, baseline in compare:
         for row in (r for r in rows if r.group.method == method):
             other = matching_row(rows, row.group, baseline)
-            if other is not None:
+            if other is not None and min(len(row.scores), len(other.scores)) < MIN_SEEDS_FOR_CI:
+                row.poi[f"{method} > {baseline}"] = (np.nan, np.nan, np.nan)
+            elif other is not None:
                 p = float(stats.probability_of_improvement(row.scores, other.scores))
                 lo, hi = stats.probability_of_improvement_ci(row.scores, other.scores, reps,
                                                              rng=np.random.default_rng(seed))
@@ -286,7 +296,29 @@ def matching_row(rows: list[Row], group: Group, method: str) -> Row | None:
 
 
 def _fmt(x: float) -> str:
+    if np.isnan(x):
+        return "NaN (flagged)"
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def _interval(row: Row) -> str:
+    if np.isnan(row.lo):
+        return "n/a (n < 3)" if len(row.scores) < MIN_SEEDS_FOR_CI else "n/a (NaN scores)"
+    return f"[{_fmt(row.lo)}, {_fmt(row.hi)}]"
+
+
+def _poi(value: tuple[float, float, float] | None) -> str:
+    if value is None:
+        return ""
+    if np.isnan(value[0]):
+        return "n/a (n < 3)"
+    return f"{value[0]:.2f} [{value[1]:.2f}, {value[2]:.2f}]"
+
+
+def thin_groups(rows: list[Row]) -> list[str]:
+    """Labels of groups with fewer than MIN_SEEDS_FOR_CI runs (no interval or probability of improvement)."""
+    return [f"{r.group.env} {r.group.label} budget {r.group.budget}" for r in rows
+            if len(r.scores) < MIN_SEEDS_FOR_CI]
 
 
 def to_markdown(rows: list[Row], aggregate: str) -> str:
@@ -299,8 +331,8 @@ def to_markdown(rows: list[Row], aggregate: str) -> str:
         steps = str(r.final_steps[0]) if r.final_steps[0] == r.final_steps[1] else "{}-{}".format(*r.final_steps)
         cells = [r.group.env, r.group.label, "-" if r.group.budget is None else str(r.group.budget),
                  f"{len(r.scores)} ({r.finished})", steps, r.metric,
-                 f"{_fmt(r.point)} [{_fmt(r.lo)}, {_fmt(r.hi)}]", _fmt(float(r.scores.mean()))]
-        cells += [f"{r.poi[b][0]:.2f} [{r.poi[b][1]:.2f}, {r.poi[b][2]:.2f}]" if b in r.poi else "" for b in pairs]
+                 f"{_fmt(r.point)} {_interval(r)}", _fmt(float(r.scores.mean()))]
+        cells += [_poi(r.poi.get(b)) for b in pairs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

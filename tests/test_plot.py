@@ -12,7 +12,7 @@ import pytest
 from experiments.plot import main
 from pref_brl import stats
 from pref_brl.config import preset_config
-from pref_brl.results import ResultsError, curves, final_table, load
+from pref_brl.results import ResultsError, curves, final_table, load, to_markdown
 
 
 def make_run(root: Path, method: str, seed: int, evals: list[tuple[int, float]], budget: int = 100,
@@ -156,7 +156,7 @@ def test_bad_folders_fail_clearly(tmp_path: Path, capsys) -> None:
 
 
 def test_runs_differing_in_a_setting_are_separate_lines(tmp_path: Path) -> None:
-    for seed in range(2):
+    for seed in range(3):
         make_run(tmp_path / "x", "bilevel", seed, [(100, 1.0)], penalty_weight=0.5)
         make_run(tmp_path / "y", "bilevel", seed, [(100, 3.0)], penalty_weight=1.0)
         make_run(tmp_path / "y", "pebble", seed, [(100, 2.0)])
@@ -165,3 +165,17 @@ def test_runs_differing_in_a_setting_are_separate_lines(tmp_path: Path) -> None:
     labels = [r.group.label for r in rows]
     assert labels == ["pebble", "bilevel (penalty_weight=0.5)", "bilevel (penalty_weight=1.0)"]
     assert [r.poi["bilevel > pebble"][0] for r in rows[1:]] == [0.0, 1.0]
+
+
+def test_fewer_than_three_seeds_get_no_interval_and_no_probability_of_improvement(tmp_path: Path) -> None:
+    for seed in range(2):
+        make_run(tmp_path, "bilevel", seed, [(100, 1.0 + seed)])
+        make_run(tmp_path, "pebble", seed, [(100, 2.0 + seed)])
+    runs, metrics = load([tmp_path])
+    rows = final_table(runs, metrics, "mean", reps=100)
+    assert all(np.isnan(r.lo) and np.isnan(r.hi) for r in rows)
+    assert np.isnan(rows[1].poi["bilevel > pebble"][0])
+    markdown = to_markdown(rows, "mean")
+    assert markdown.count("n/a (n < 3)") == 3 and "[" not in markdown.split("\n", 2)[2]
+    curve = curves(runs, "eval/mean_reward")[0]
+    assert np.isnan(curve.lo).all() and not np.isnan(curve.point).all()
