@@ -59,6 +59,9 @@ def _inner_gradient(problem: BilevelProblem, phi: Array, logits: Array, lam: flo
     return grad
 
 
+MAX_HALVINGS = 80  # step sizes below 2^-80 of the first are rounding noise
+
+
 def solve_policy(
     problem: BilevelProblem,
     phi: Array,
@@ -86,6 +89,10 @@ def solve_policy_counted(
     """:func:`solve_policy`, also returning the number of exact lower-level evaluations it used."""
     theta, step = logits0, 1.0 / problem.tau
     direction = natural_direction(problem, phi, theta, lam)
+    if not np.isfinite(direction).all():
+        raise ValueError("the inner problem's natural direction is not finite at the start (a state with zero "
+                         "occupancy under every policy divides by zero: give every state positive initial "
+                         "probability, or make it reachable)")
     evaluations = 1
     for _ in range(max_iter):
         if np.max(np.abs(direction)) <= tol:
@@ -103,7 +110,7 @@ def _line_search(
     h0 = inner_objective(problem, phi, theta, lam)
     slope = float((_inner_gradient(problem, phi, theta, lam) * direction).sum())
     step, evaluations = min(1.0 / problem.tau, 2.0 * last_step), 2
-    while True:
+    for _ in range(MAX_HALVINGS):
         candidate = theta + step * direction
         next_direction = natural_direction(problem, phi, candidate, lam)
         evaluations += 1
@@ -115,6 +122,8 @@ def _line_search(
         if accepted:
             return candidate - candidate.mean(axis=-1, keepdims=True), next_direction, step, evaluations
         step *= 0.5
+    raise RuntimeError(f"inner line search found no acceptable step in {MAX_HALVINGS} halvings (objective "
+                       f"{h0!r}, residual {residual!r}); the problem is ill-posed (e.g. zero-occupancy states)")
 
 
 def penalty_gradient(problem: BilevelProblem, phi: Array, lam: float, logits: Array, logits_lam: Array) -> Array:

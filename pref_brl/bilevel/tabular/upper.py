@@ -43,7 +43,8 @@ class UpperLoss(Protocol):
 def natural_from_policy_grad(mdp: TabularMDP, policy: Array, grad_policy: Array) -> Array:
     """N_f = (1 − γ)(G − Σ_b π G)/d^π(s): the Fisher-preconditioned logit gradient of f."""
     centred = grad_policy - (policy * grad_policy).sum(axis=-1, keepdims=True)
-    return (1.0 - mdp.discount) * centred / state_occupancy(mdp, policy)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # zero-occupancy states: callers refuse the result
+        return (1.0 - mdp.discount) * centred / state_occupancy(mdp, policy)[:, None]
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,10 @@ class PreferenceLoss:
         r = self.reward(phi).ravel()
         r_true = self.true_reward.ravel()
         delta = r[:, None] - r[None, :]
-        return delta, _sigmoid(self.teacher_beta * (r_true[:, None] - r_true[None, :]))
+        gap = r_true[:, None] - r_true[None, :]
+        if np.isinf(self.teacher_beta):  # a rational teacher: the better one always, ties half and half
+            return delta, (gap > 0) + 0.5 * (gap == 0)
+        return delta, _sigmoid(self.teacher_beta * gap)
 
     def _pair_loss(self, phi: Array) -> Array:
         delta, target = self._logit_gaps(phi)
