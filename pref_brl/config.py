@@ -2,18 +2,25 @@
 
 Every field's docstring becomes `pref-brl-train --help` text. Presets are plain data: a preset name and an
 environment family map to field overrides, printable with `pref-brl-train --print-presets`.
+
+`TrainConfig(env=..., **fields)` takes every preset field you do not pass from the preset its `preset` names
+(cpu by default) for that env's family, so a door-open config never silently gets walker's numbers; a config
+that still carries another family's values (`dataclasses.replace` of a walker config) fails validation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from agents.sac import SACConfig
 
 Method = Literal["sac", "pebble", "bilevel", "sobirl", "mrn"]
+Agent = Literal["sac", "sb3-sac", "sb3-td3", "sb3-tqc"]
 Estimator = Literal["paired-rollouts", "shared-states"]
 
 
@@ -28,7 +35,11 @@ class TrainConfig:
     update; sobirl: PEBBLE with SoBiRL's model-free hypergradient term; mrn: PEBBLE with Meta-Reward-Net's
     meta-steps (docs/mrn.md)"""
     preset: str = "cpu"
-    """named preset the defaults came from (cpu or paper); see --print-presets"""
+    """named preset the defaults came from (cpu or paper; see --print-presets); in Python also custom,
+    a config built field by field whose values are never checked against a preset (docs/library.md)"""
+    agent: Agent = "sac"
+    """the learning agent: sac (ours), or Stable-Baselines3's SAC, TD3 or TQC (sb3-tqc needs sb3-contrib)
+    with PEBBLE around it; methods sac and pebble (docs/library.md)"""
     seed: int = 0
     """run seed; every random component derives its own generator from it"""
     device: str = "cpu"
@@ -98,7 +109,8 @@ class TrainConfig:
     segment: int = 50
     """segment length H"""
     teacher: str = "oracle"
-    """scripted teacher preset: oracle, mistake, noisy, skip, myopic, equal"""
+    """who labels: a scripted teacher preset (oracle, mistake, noisy, skip, myopic, equal), or
+    module:function for your own teacher, imported at start (docs/library.md)"""
     query: str = "disagreement"
     """query strategy: uniform, disagreement, entropy, kcenter, kcenter_disagreement, kcenter_entropy"""
     reset_update: int = 100
@@ -115,6 +127,12 @@ class TrainConfig:
     """labelled pairs per reward-model step"""
     query_episodes: int = 100
     """query candidates come from this many most recent complete episodes"""
+    reward_model: str = "ensemble"
+    """the learned reward: ensemble (PEBBLE's), or module:factory for your own, built as
+    factory(obs_dim, act_dim, config); method pebble only (docs/library.md)"""
+    preferences: str = ""
+    """seed the run's labelled pairs from this preference file (.npz, from pref_brl.export_preferences);
+    they do not count against --max-feedback (docs/library.md)"""
 
     # --- bilevel (agent B: a per-round, KL-budgeted perturbation of A; docs/bilevel.md)
     penalty_weight: float = 1.0
@@ -188,7 +206,7 @@ class TrainConfig:
 PREFERENCE_FIELDS: frozenset[str] = frozenset({
     "num_unsup_steps", "max_feedback", "reward_batch", "num_interact", "reward_update", "segment", "teacher",
     "query", "reset_update", "ensemble_size", "reward_lr", "reward_hidden", "reward_depth", "reward_minibatch",
-    "query_episodes", "sobirl_warmup"})
+    "query_episodes", "sobirl_warmup", "reward_model", "preferences"})
 BILEVEL_FIELDS = frozenset({
     "penalty_weight", "b_updates", "kl_target", "psi_clip", "upper_term", "penalty", "paired_episodes",
     "pair_horizon", "heldout_pairs", "penalty_steps", "snr_min", "estimator", "query_agent", "b_in_replay"})
@@ -236,12 +254,63 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def _fill_from_preset(init: Callable[..., None]) -> Callable[..., None]:
+    """TrainConfig's __init__, then: fields the caller did not pass take the values of the preset that `preset`
+    names for the env's family (a `custom` or unknown preset: the dataclass defaults). `dataclasses.replace`,
+    the command line and `config.json` pass every field, so they are kept as they are."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+
+    @functools.wraps(init)
+    def __init__(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        given = set(names[: len(args)]) | set(kwargs)
+        for key, value in PRESETS.get(self.preset, {}).get(_family(self.env), {}).items():
+            if key not in given:
+                object.__setattr__(self, key, value)
+
+    return __init__
+
+
+TrainConfig.__init__ = _fill_from_preset(TrainConfig.__init__)  # type: ignore[method-assign]
+
+
 def preset_config(preset: str, env: str, **overrides: Any) -> TrainConfig:
     """The TrainConfig of a named preset for `env`, with explicit overrides applied last."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
     fields = {"env": env, "preset": preset, **PRESETS[preset][_family(env)], **overrides}
     return TrainConfig(**fields)
+
+
+CUSTOM_PRESET = "custom"
+"""The `preset` of a config built field by field, whose values follow no preset (never checked against one)."""
+
+
+def _preset_values(preset: str, family: str) -> dict[str, Any]:
+    """Every field any preset sets, as the (preset, family) pair sets it (a field it leaves: the default)."""
+    names = {k for families in PRESETS.values() for values in families.values() for k in values}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in names}
+    return {**defaults, **PRESETS[preset][family]}
+
+
+def carried_preset(cfg: TrainConfig) -> tuple[str, str, list[str]] | None:
+    """(preset, family, fields) when `cfg` carries another (preset, family)'s values instead of its own.
+
+    A config carries another pair's values when, on every field where the two pairs differ, it holds the
+    other pair's value: `dataclasses.replace(walker_config, env="metaworld_door-open-v3")` keeps walker's cpu
+    numbers. A config that sets any of those fields otherwise is taken as meant; `preset="custom"` is never
+    checked.
+    """
+    if cfg.preset not in PRESETS:
+        return None
+    own = _preset_values(cfg.preset, _family(cfg.env))
+    for preset, families in PRESETS.items():
+        for family in families:
+            other = _preset_values(preset, family)
+            differing = sorted(k for k in own if own[k] != other[k])
+            if differing and all(getattr(cfg, k) == other[k] for k in differing):
+                return preset, family, differing
+    return None
 
 
 def describe_presets() -> str:

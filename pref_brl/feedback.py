@@ -2,8 +2,9 @@
 
 `PreferenceLearner` is method `pebble`: exploration reward, feedback rounds, reward training, relabelling.
 It gets the collaborators it uses (agent A, the replay buffer, the minibatch generator, recent returns) as a
-:class:`Collaborators` record, never the trainer. The bilevel learners (pref_brl.bilevel.learner) subclass
-it; pref_brl.methods picks the learner of a method.
+:class:`Collaborators` record, never the trainer; its teacher and reward model come through the protocols of
+pref_brl.protocols. The bilevel learners (pref_brl.bilevel.learner) subclass it, and so does the
+Stable-Baselines3 integration (pref_brl.sb3); pref_brl.methods picks the learner of a method.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import torch
 from agents.replay import ReplayBuffer
 from agents.sac import SAC
 from agents.state_entropy import StateEntropy
-from pref_brl.preferences import Episode, EpisodeStore, PreferenceBuffer
+from pref_brl.preferences import Episode, EpisodeStore, PreferenceBuffer, SegmentPairs
+from pref_brl.protocols import Queries, check_labels, make_reward_model, make_teacher
 from pref_brl.queries import select_queries
 from pref_brl.reward_model import RewardEnsemble
-from pref_brl.teacher import ScriptedTeacher, teacher_from_name
+from pref_brl.validate import ConfigError
 
 if TYPE_CHECKING:
+    from stable_baselines3.common.buffers import ReplayBuffer as SB3ReplayBuffer
+    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
     from pref_brl.config import TrainConfig
 
 CORR_EPISODES = 10
@@ -33,9 +38,9 @@ CORR_EPISODES = 10
 class Collaborators:
     """What a preference learner uses of the loop; the trainer creates and owns all of it."""
 
-    agent: SAC
-    """agent A: the deployed SAC agent, trained on the learned reward"""
-    replay: ReplayBuffer
+    agent: SAC | OffPolicyAlgorithm | None
+    """agent A: the deployed agent, trained on the learned reward (the Stable-Baselines3 learner gets its model)"""
+    replay: ReplayBuffer | SB3ReplayBuffer | None
     """the shared replay buffer (relabelled after every reward update)"""
     sample_generator: torch.Generator
     """draws A's minibatches"""
@@ -54,20 +59,32 @@ class EpisodePlan(NamedTuple):
 
 
 class PreferenceLearner:
-    """Reward ensemble, query and label stores, scripted teacher and the feedback schedule (`pebble`)."""
+    """Reward model, query and label stores, teacher and the feedback schedule (`pebble`)."""
 
     def __init__(self, cfg: TrainConfig, obs_dim: int, act_dim: int, loop: Collaborators) -> None:
         self.cfg, self.loop = cfg, loop
-        self.ensemble = RewardEnsemble(obs_dim, act_dim, cfg.ensemble_size, cfg.reward_hidden, cfg.reward_depth,
-                                       cfg.reward_lr, device=cfg.device, seed=cfg.seed + 101)
+        try:
+            self.reward_model = make_reward_model(cfg, obs_dim, act_dim, cfg.device)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        check_query_support(cfg, self.reward_model)
         self.store = EpisodeStore(cfg.query_episodes)
         self.prefs = PreferenceBuffer()
-        self.teacher = ScriptedTeacher(teacher_from_name(cfg.teacher), np.random.default_rng([cfg.seed, 21]))
+        self.seeded_teachers = seed_preferences(self.prefs, cfg.preferences, obs_dim, act_dim, cfg.segment)
+        self.teacher_rng = np.random.default_rng([cfg.seed, 21])
+        self.teacher = make_teacher(cfg.teacher, self.teacher_rng)
         self.query_rng = np.random.default_rng([cfg.seed, 22])
         self.reward_rng = np.random.default_rng([cfg.seed, 23])
         self.entropy = StateEntropy(k=5)
         self.total = self.labeled = self.rounds = 0
         self.next_round = cfg.feedback_starts
+
+    @property
+    def ensemble(self) -> RewardEnsemble:
+        """The reward model as PEBBLE's ensemble (the bilevel-family learners work on its members' parameters)."""
+        if not isinstance(self.reward_model, RewardEnsemble):
+            raise TypeError(f"method {self.cfg.method} needs the reward ensemble, not {self.cfg.reward_model!r}")
+        return self.reward_model
 
     # ------------------------------------------------------------------------------------------ schedule
     def feedback_due(self, step: int) -> bool:
@@ -97,14 +114,18 @@ class PreferenceLearner:
         """Learned reward stored in the replay buffer (0 before the first round; relabelled then)."""
         if self.rounds == 0:
             return 0.0
-        sa = torch.as_tensor(np.concatenate([obs, act]), dtype=torch.float32, device=self.cfg.device)
-        return float(self.ensemble.member_rewards(sa.unsqueeze(0)).mean())
+        model = self.reward_model
+        if isinstance(model, RewardEnsemble):  # the hot path: one row, no chunking
+            sa = torch.as_tensor(np.concatenate([obs, act]), dtype=torch.float32, device=self.cfg.device)
+            return float(model.member_rewards(sa.unsqueeze(0)).mean())
+        return float(model.mean_reward(torch.as_tensor(obs[None], dtype=torch.float32),
+                                       torch.as_tensor(act[None], dtype=torch.float32))[0])
 
     @torch.no_grad()
     def learned_return(self, episode: Episode) -> float:
         obs = torch.as_tensor(episode.obs, device=self.cfg.device)
         act = torch.as_tensor(episode.act, device=self.cfg.device)
-        return float(self.ensemble.mean_reward(obs, act).sum())
+        return float(self.reward_model.mean_reward(obs, act).sum())
 
     def add_episode(self, episode: Episode) -> None:
         self.store.add(episode)
@@ -140,7 +161,7 @@ class PreferenceLearner:
         metrics = self.before_reward_update(new)
         if len(self.prefs) > 0:
             metrics.update(self.train_reward())
-        self.loop.replay.relabel(self.ensemble.mean_reward)
+        self.relabel_replay()
         if self.rounds == 0:
             metrics.update(self.reset_after_first_round())
         self.rounds += 1
@@ -149,6 +170,10 @@ class PreferenceLearner:
                         "feedback/rounds": self.rounds})
         metrics.update(self.after_reward_update(step))
         return metrics
+
+    def relabel_replay(self) -> None:
+        """Rewrite every stored reward with the reward model's (after each reward update)."""
+        self.loop.replay.relabel(self.reward_model.mean_reward)
 
     def before_reward_update(self, new: slice) -> dict[str, Any]:
         return {}
@@ -165,21 +190,28 @@ class PreferenceLearner:
         first = len(self.prefs)
         n = min(cfg.reward_batch, cfg.max_feedback - self.total)
         strategy = "uniform" if self.rounds == 0 else cfg.query
-        pairs = select_queries(strategy, self.store, self.ensemble, n, cfg.segment, self.query_rng,
+        pairs = select_queries(strategy, self.store, self.reward_model, n, cfg.segment, self.query_rng,
                                self.query_agent(), prefs=self.prefs)
-        returns = self.loop.returns
-        mean_return = float(np.mean(returns)) if returns else 0.0
-        keep, labels = self.teacher.label(pairs.rew0, pairs.rew1, mean_return, self.loop.ep_len)
+        labels = self.label(pairs)
+        keep = ~np.isnan(labels)
         if bool(keep.any()):
-            self.prefs.add(pairs.select(keep), labels[keep])
+            self.prefs.add(pairs.select(keep), torch.from_numpy(labels[keep]))
         self.total += n
         self.labeled += int(keep.sum())
         return slice(first, len(self.prefs))
 
+    def label(self, pairs: SegmentPairs) -> np.ndarray:
+        """The teacher's labels [B] of `pairs` (NaN: skipped), checked."""
+        returns = self.loop.returns
+        mean_return = float(np.mean(returns)) if returns else 0.0
+        queries = Queries.of(pairs, mean_return, self.loop.ep_len, self.teacher_rng)
+        return check_labels(self.teacher(queries), len(pairs), self.cfg.teacher)
+
     def train_reward(self, extra_loss=None) -> dict[str, float]:
         """One reward-model round on every label so far; `extra_loss` is a method's per-member term."""
-        metrics = self.ensemble.train_round(self.prefs, self.cfg.reward_update, self.reward_rng,
-                                            batch_size=self.cfg.reward_minibatch, extra_loss=extra_loss)
+        extra = {} if extra_loss is None else {"extra_loss": extra_loss}
+        metrics = self.reward_model.train_round(self.prefs, self.cfg.reward_update, self.reward_rng,
+                                                batch_size=self.cfg.reward_minibatch, **extra)
         return {k: v for k, v in metrics.items() if v == v}  # accuracy is NaN with only "equal" labels
 
     def reset_after_first_round(self) -> dict[str, Any]:
@@ -202,25 +234,60 @@ class PreferenceLearner:
         obs = torch.as_tensor(np.concatenate([e.obs for e in episodes]), device=self.cfg.device)
         act = torch.as_tensor(np.concatenate([e.act for e in episodes]), device=self.cfg.device)
         true = torch.as_tensor(np.concatenate([e.true_reward for e in episodes]), device=self.cfg.device)
-        mean, std = self.ensemble.mean_std_reward(obs, act)
-        corr = torch.corrcoef(torch.stack([mean.reshape(-1), true.reshape(-1)]))[0, 1]
-        return {"reward/true_corr": float(torch.nan_to_num(corr)), "reward/ensemble_std": float(std.mean())}
+        if not hasattr(self.reward_model, "mean_std_reward"):
+            return {"reward/true_corr": _corr(self.reward_model.mean_reward(obs, act), true)}
+        mean, std = self.reward_model.mean_std_reward(obs, act)
+        return {"reward/true_corr": _corr(mean, true), "reward/ensemble_std": float(std.mean())}
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"ensemble": self.ensemble.full_state(), "store": self.store.state_dict(),
-                "prefs": self.prefs.state_dict(), "teacher": self.teacher.state_dict(),
+        return {"ensemble": self.reward_model.full_state(), "store": self.store.state_dict(),
+                "prefs": self.prefs.state_dict(), "teacher": {"rng": self.teacher_rng.bit_generator.state},
+                "seeded_teachers": list(self.seeded_teachers),
                 "query_rng": self.query_rng.bit_generator.state, "reward_rng": self.reward_rng.bit_generator.state,
                 "entropy": self.entropy.state_dict(), "counters": (self.total, self.labeled, self.rounds,
                                                                   self.next_round)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ensemble.load_full_state(state["ensemble"])
+        self.reward_model.load_full_state(state["ensemble"])
         self.store.load_state_dict(state["store"])
         self.prefs.load_state_dict(state["prefs"])
-        self.teacher.load_state_dict(state["teacher"])
+        self.seeded_teachers = list(state.get("seeded_teachers", []))
+        self.teacher_rng.bit_generator.state = state["teacher"]["rng"]
         self.query_rng.bit_generator.state = state["query_rng"]
         self.reward_rng.bit_generator.state = state["reward_rng"]
         self.entropy.load_state_dict(state["entropy"])
         self.total, self.labeled, self.rounds, self.next_round = state["counters"]
 
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson r of two equally long tensors (0 when either is constant)."""
+    corr = torch.corrcoef(torch.stack([a.reshape(-1).to(b.dtype), b.reshape(-1)]))[0, 1]
+    return float(torch.nan_to_num(corr))
+
+
+MEMBER_QUERIES = ("disagreement", "kcenter_disagreement")
+"""query strategies that rank pairs by the spread across reward-model members"""
+
+
+def check_query_support(cfg: TrainConfig, model: Any) -> None:
+    """A disagreement strategy needs two members or more: refuse a single model in one line."""
+    if cfg.query in MEMBER_QUERIES and int(model.n_members) < 2:
+        raise ConfigError(f"query strategy {cfg.query!r} ranks pairs by the disagreement of reward-model members, "
+                          f"and {cfg.reward_model!r} has {model.n_members}; use --query entropy, kcenter or uniform")
+
+
+def seed_preferences(prefs: PreferenceBuffer, path: str, obs_dim: int, act_dim: int, segment: int) -> list[str]:
+    """Add the labelled pairs of the preference file `path` (none when empty); returns each one's teacher."""
+    if not path:
+        return []
+    from pref_brl.datasets import load_preferences
+
+    try:
+        data = load_preferences(path)
+        data.check_shape(obs_dim, act_dim, segment)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    prefs.add(data.pairs(), torch.from_numpy(data.labels))
+    return [str(t) for t in data.teacher]

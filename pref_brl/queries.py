@@ -3,7 +3,8 @@
 Every strategy is a small function ``fn(store, ensemble, n_queries, segment, rng, agent, *, prefs=None)``
 that returns exactly ``n_queries`` pairs drawn from ``store`` (only ``agent``'s episodes when given).
 Uncertainty-based strategies score a pool of ``POOL_FACTOR × n_queries`` uniform candidates with the
-reward ensemble and keep the top ones. The k-center strategies spread the queries out in the space of
+reward model's members (any :class:`pref_brl.protocols.RewardModel`; PEBBLE's ensemble by default) and keep
+the top ones. The k-center strategies spread the queries out in the space of
 flattened segment states; when ``prefs`` (the labelled pairs so far) is given, those pairs count as
 already-chosen centres, as in B-Pref.
 
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor
 
 from pref_brl.preferences import EpisodeStore, PreferenceBuffer, SegmentPairs
-from pref_brl.reward_model import RewardEnsemble
+from pref_brl.protocols import RewardModel
 
 __all__ = [
     "POOL_FACTOR",
@@ -34,7 +35,7 @@ __all__ = [
     "uniform",
 ]
 
-QueryFn = Callable[[EpisodeStore, RewardEnsemble, int, int, np.random.Generator, str | None], SegmentPairs]
+QueryFn = Callable[[EpisodeStore, RewardModel, int, int, np.random.Generator, str | None], SegmentPairs]
 """``fn(store, ensemble, n_queries, segment, rng, agent) -> SegmentPairs`` (every strategy also takes an
 optional keyword ``prefs: PreferenceBuffer | None``)."""
 
@@ -44,13 +45,14 @@ POOL_FACTOR = 10
 
 # ---------------------------------------------------------------------- scores
 @torch.no_grad()
-def preference_probs(ensemble: RewardEnsemble, pairs: SegmentPairs, chunk: int = 256) -> Tensor:
+def preference_probs(ensemble: RewardModel, pairs: SegmentPairs, chunk: int = 256) -> Tensor:
     """P(σ¹ ≻ σ⁰) per member, [M, B] on the CPU, evaluated ``chunk`` pairs at a time."""
     out = []
+    device, dtype = getattr(ensemble, "device", "cpu"), getattr(ensemble, "dtype", torch.float32)
     for i in range(0, len(pairs), chunk):
         part = pairs.select(slice(i, i + chunk))
-        sa0 = part.sa0().to(ensemble.device, ensemble.dtype)
-        sa1 = part.sa1().to(ensemble.device, ensemble.dtype)
+        sa0 = part.sa0().to(device, dtype)
+        sa1 = part.sa1().to(device, dtype)
         out.append(torch.sigmoid(ensemble.pair_logits(sa0, sa1)).float().cpu())
     return torch.cat(out, dim=1)
 
@@ -117,7 +119,7 @@ def _check(n_queries: int) -> None:
 
 
 def uniform(
-    store: EpisodeStore, ensemble: RewardEnsemble, n_queries: int, segment: int,
+    store: EpisodeStore, ensemble: RewardModel, n_queries: int, segment: int,
     rng: np.random.Generator, agent: str | None = None, *, prefs: PreferenceBuffer | None = None,
 ) -> SegmentPairs:
     """Uniformly random pairs (the ensemble is not consulted)."""
@@ -126,7 +128,7 @@ def uniform(
 
 
 def _top_scored(
-    score_fn: Callable[[Tensor], Tensor], store: EpisodeStore, ensemble: RewardEnsemble, n_queries: int,
+    score_fn: Callable[[Tensor], Tensor], store: EpisodeStore, ensemble: RewardModel, n_queries: int,
     segment: int, rng: np.random.Generator, agent: str | None,
 ) -> SegmentPairs:
     _check(n_queries)
@@ -135,7 +137,7 @@ def _top_scored(
 
 
 def disagreement(
-    store: EpisodeStore, ensemble: RewardEnsemble, n_queries: int, segment: int,
+    store: EpisodeStore, ensemble: RewardModel, n_queries: int, segment: int,
     rng: np.random.Generator, agent: str | None = None, *, prefs: PreferenceBuffer | None = None,
 ) -> SegmentPairs:
     """The pairs of a 10× pool on which the members disagree most (std of P(σ¹ ≻ σ⁰))."""
@@ -143,7 +145,7 @@ def disagreement(
 
 
 def entropy(
-    store: EpisodeStore, ensemble: RewardEnsemble, n_queries: int, segment: int,
+    store: EpisodeStore, ensemble: RewardModel, n_queries: int, segment: int,
     rng: np.random.Generator, agent: str | None = None, *, prefs: PreferenceBuffer | None = None,
 ) -> SegmentPairs:
     """The pairs of a 10× pool with the largest mean binary entropy of P(σ¹ ≻ σ⁰)."""
@@ -151,7 +153,7 @@ def entropy(
 
 
 def _kcenter_after(
-    score_fn: Callable[[Tensor], Tensor] | None, store: EpisodeStore, ensemble: RewardEnsemble,
+    score_fn: Callable[[Tensor], Tensor] | None, store: EpisodeStore, ensemble: RewardModel,
     n_queries: int, segment: int, rng: np.random.Generator, agent: str | None,
     prefs: PreferenceBuffer | None,
 ) -> SegmentPairs:
@@ -165,7 +167,7 @@ def _kcenter_after(
 
 
 def kcenter(
-    store: EpisodeStore, ensemble: RewardEnsemble, n_queries: int, segment: int,
+    store: EpisodeStore, ensemble: RewardModel, n_queries: int, segment: int,
     rng: np.random.Generator, agent: str | None = None, *, prefs: PreferenceBuffer | None = None,
 ) -> SegmentPairs:
     """Greedy k-center on the flattened segment states of a 10× pool."""
@@ -173,7 +175,7 @@ def kcenter(
 
 
 def kcenter_disagreement(
-    store: EpisodeStore, ensemble: RewardEnsemble, n_queries: int, segment: int,
+    store: EpisodeStore, ensemble: RewardModel, n_queries: int, segment: int,
     rng: np.random.Generator, agent: str | None = None, *, prefs: PreferenceBuffer | None = None,
 ) -> SegmentPairs:
     """k-center among the most disputed half of a 10× pool."""
@@ -181,7 +183,7 @@ def kcenter_disagreement(
 
 
 def kcenter_entropy(
-    store: EpisodeStore, ensemble: RewardEnsemble, n_queries: int, segment: int,
+    store: EpisodeStore, ensemble: RewardModel, n_queries: int, segment: int,
     rng: np.random.Generator, agent: str | None = None, *, prefs: PreferenceBuffer | None = None,
 ) -> SegmentPairs:
     """k-center among the highest-entropy half of a 10× pool."""
@@ -200,7 +202,7 @@ QUERY_STRATEGIES: dict[str, QueryFn] = {
 
 
 def select_queries(
-    name: str, store: EpisodeStore, ensemble: RewardEnsemble, n_queries: int, segment: int,
+    name: str, store: EpisodeStore, ensemble: RewardModel, n_queries: int, segment: int,
     rng: np.random.Generator, agent: str | None = None, *, prefs: PreferenceBuffer | None = None,
 ) -> SegmentPairs:
     """Run the strategy called ``name``; a ValueError lists the known names otherwise."""

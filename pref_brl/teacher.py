@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from pref_brl.protocols import Queries
 
 __all__ = ["TEACHER_PRESETS", "ScriptedTeacher", "TeacherConfig", "teacher_from_name"]
 
@@ -141,6 +144,11 @@ class ScriptedTeacher:
         labels[equal] = EQUAL_LABEL
         labels[~keep] = np.nan
         return torch.from_numpy(keep), torch.from_numpy(labels.astype(np.float32))
+
+    def __call__(self, queries: Queries) -> np.ndarray:
+        """The :class:`pref_brl.protocols.Teacher` interface: labels [B], NaN where a query is skipped."""
+        _, labels = self.label(queries.rew0, queries.rew1, queries.mean_return, queries.episode_length)
+        return labels.numpy()
 
     def state_dict(self) -> dict[str, Any]:
         """The generator's bit-generator state (plain dicts/ints/strings)."""

@@ -16,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,18 +36,27 @@ EVAL_SEED_OFFSET = 1_000_003
 
 
 class Trainer:
-    """Owns the environments, agents, replay buffer, preference learner and the loop over env steps."""
+    """Owns the environments, agents, replay buffer, preference learner and the loop over env steps.
+
+    `Trainer(cfg)` with a Stable-Baselines3 agent (`cfg.agent` sb3-*) is that agent's runner,
+    :class:`pref_brl.sb3.SB3Trainer` (same `train()`, `run_dir`, `step`, `interrupted`), so every caller that
+    builds a Trainer (the command line, sweeps, `pref_brl.train`) runs the agent the config names.
+    """
+
+    def __new__(cls, cfg: TrainConfig, *args, **kwargs):
+        if cls is Trainer and cfg.agent != "sac":
+            from pref_brl.sb3.runner import SB3Trainer
+
+            return SB3Trainer(cfg, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, cfg: TrainConfig, progress: bool = True, allow_config_change: bool = False) -> None:
         self.cfg = cfg
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
-        self.lock = RunLock(self.run_dir)
         limit = cfg.max_episode_steps or None
         self.env = make_env(cfg.env, cfg.seed, goal_mode=cfg.goal_mode, max_episode_steps=limit)
         self.eval_env = make_env(cfg.env, cfg.seed + 1, goal_mode=cfg.goal_mode, max_episode_steps=limit)
-        self.videos = make_eval_videos(cfg, self.run_dir, EVAL_SEED_OFFSET + 1000 * cfg.seed)
         obs_dim = self.env.observation_space.shape[0]
         act_dim = self.env.action_space.shape[0]
         self.ep_len = cfg.max_episode_steps or episode_length(cfg.env)
@@ -59,6 +67,10 @@ class Trainer:
         self.returns: deque[float] = deque(maxlen=10)
         self.learner = make_learner(cfg, obs_dim, act_dim, Collaborators(
             self.agents["A"], self.replay, self.sample_generator, self.returns, self.ep_len))
+        # the folder comes after everything that can refuse the config (a user's reward model, a preference file)
+        self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
+        self.lock = RunLock(self.run_dir)
+        self.videos = make_eval_videos(cfg, self.run_dir, EVAL_SEED_OFFSET + 1000 * cfg.seed)
         self.recorder = EpisodeRecorder(self.ep_len, obs_dim, act_dim)
         self.step = 0
         self.learned_returns: deque[float] = deque(maxlen=10)
@@ -68,16 +80,22 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self._last_checkpoint_step = 0
         self.interrupted = ""  # the signal that asked the run to stop, if any
+        self.logger = self.open(resuming)
+        self.progress = Progress(cfg.steps, self.step, cfg.log_frequency, enabled=progress)
+        self._clock = (time.time(), self.step)
+
+    def open(self, resuming: bool) -> Logger:
+        """Load the checkpoint of a resumed run; the logger (a new run's records its config first)."""
+        cfg = self.cfg
         state = load_checkpoint(self.run_dir) if resuming else None
         if state is not None:
             self.load_state_dict(state)
-        self.logger = Logger(self.run_dir, resume_step=self.step if state is not None else None)
+        logger = Logger(self.run_dir, resume_step=self.step if state is not None else None)
         if state is None:
-            self.logger.text("config", f"```\n{cfg.to_json()}\n```")
+            logger.text("config", f"```\n{cfg.to_json()}\n```")
             tags = ("eval/mean_reward", "eval/success_rate") if is_metaworld(cfg.env) else ("eval/mean_reward",)
-            self.logger.hparams(json.loads(cfg.to_json()), tags)
-        self.progress = Progress(cfg.steps, self.step, cfg.log_frequency, enabled=progress)
-        self._clock = (time.time(), self.step)
+            logger.hparams(json.loads(cfg.to_json()), tags)
+        return logger
 
     # ------------------------------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
@@ -115,9 +133,9 @@ class Trainer:
                 self.update_agents()
             self.step += 1
             if self.learner is not None and self.learner.feedback_due(self.step):
-                self.log(self.learner.feedback_round(self.step))
+                self.announce("feedback", self.log(self.learner.feedback_round(self.step)))
             if self.eval_due():
-                self.log(self.evaluate())
+                self.announce("eval", self.log(self.evaluate()))
             if self.log_due():
                 self.log_training()
 
@@ -248,6 +266,20 @@ class Trainer:
         self.logger.flush()
         self.metrics = {}  # a key not refreshed before the next log (e.g. exploration) is not repeated
 
+    def announce(self, kind: str, values: dict[str, float]) -> None:
+        """A progress line per evaluation and per feedback round (labels so far, what the round did)."""
+        if kind == "eval":
+            keys = [k for k in values if k.startswith("eval")]
+        elif "feedback/total" in values:
+            keys = ["reward/accuracy", "bilevel/kl_ab", "mrn/outer_loss"]
+        else:
+            kind, keys = "penalty", ["bilevel/gap_before", "bilevel/gap_after", "bilevel/penalty_snr"]
+        body = " ".join(f"{k}={values[k]:.4g}" for k in keys if k in values)
+        if "feedback/total" in values:
+            body = f"labels {int(values['feedback/total'])}/{self.cfg.max_feedback} " + body
+        if body:
+            self.progress.event(self.step, f"{kind}: {body}")
+
     def log(self, scalars: dict) -> dict[str, float]:
         values = self.logger.log(self.step, scalars)
         bad = [k for k, v in values.items() if not math.isfinite(v)]
@@ -269,7 +301,8 @@ class Trainer:
         modules = {f"agent {k}": a.actor for k, a in self.agents.items()}
         modules.update({f"agent {k} critic": a.critic for k, a in self.agents.items()})
         if self.learner is not None:
-            modules["reward model"] = self.learner.ensemble
+            if isinstance(self.learner.reward_model, torch.nn.Module):
+                modules["reward model"] = self.learner.reward_model
             modules.update({f"agent {k}": p.actor for k, p in self.learner.extra_policies().items()})
         for name, module in modules.items():
             if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
@@ -334,9 +367,3 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
         for s, h in previous.items():
             signal.signal(s, h)
 
-
-def train(cfg: TrainConfig, progress: bool = True, allow_config_change: bool = False) -> Path:
-    """Train (or resume) the run described by `cfg`; returns its run folder."""
-    trainer = Trainer(cfg, progress=progress, allow_config_change=allow_config_change)
-    trainer.train()
-    return trainer.run_dir

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pref_brl.config import TrainConfig
+from pref_brl.config import CUSTOM_PRESET, PRESETS, TrainConfig, carried_preset
 
 
 class ConfigError(ValueError):
@@ -15,7 +15,6 @@ def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError for the first problem found."""
     from envs import KNOWN_ENVS
     from pref_brl.queries import QUERY_STRATEGIES
-    from pref_brl.teacher import TEACHER_PRESETS
 
     def need(ok: bool, message: str) -> None:
         if not ok:
@@ -30,9 +29,11 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.num_seed_steps >= 0 and cfg.num_unsup_steps >= 0, "seed and exploration steps must be >= 0")
     need(cfg.replay_capacity >= 0, "--replay-capacity must be >= 0 (0: as many as --steps)")
     need(cfg.video_every >= 0, f"--video-every must be >= 0 (0: no videos), got {cfg.video_every}")
+    validate_preset(cfg, need)
+    validate_agent(cfg, need)
     if not cfg.uses_preferences:
         return
-    need(cfg.teacher in TEACHER_PRESETS, f"unknown teacher {cfg.teacher!r}; known: {', '.join(TEACHER_PRESETS)}")
+    validate_plugins(cfg, need)
     need(cfg.query in QUERY_STRATEGIES,
          f"unknown query strategy {cfg.query!r}; known: {', '.join(QUERY_STRATEGIES)}")
     need(cfg.max_feedback > 0, f"--max-feedback must be positive, got {cfg.max_feedback}")
@@ -52,6 +53,67 @@ def validate(cfg: TrainConfig) -> None:
         validate_bilevel(cfg, need)
     if cfg.method == "mrn":
         validate_mrn(cfg, need)
+
+
+def validate_preset(cfg: TrainConfig, need) -> None:
+    """A known preset, and not another env family's (or preset's) values under its name."""
+    need(cfg.preset in PRESETS or cfg.preset == CUSTOM_PRESET,
+         f"unknown preset {cfg.preset!r}; known presets: {', '.join(PRESETS)} (or {CUSTOM_PRESET}: values as given)")
+    carried = carried_preset(cfg)
+    if carried is not None:
+        preset, family, keys = carried
+        values = ", ".join(f"{k}={getattr(cfg, k)}" for k in keys[:4]) + (", ..." if len(keys) > 4 else "")
+        need(False, f"TrainConfig(env={cfg.env!r}, preset={cfg.preset!r}) carries the {preset} preset's {family} "
+                    f"values ({values}), not its own (dataclasses.replace keeps every field): build it with "
+                    f"pref_brl.TrainConfig(env={cfg.env!r}, ...) or pref_brl.preset_config({cfg.preset!r}, "
+                    f"{cfg.env!r}, ...), or set preset={CUSTOM_PRESET!r} to keep these values")
+
+
+def validate_agent(cfg: TrainConfig, need) -> None:
+    """A Stable-Baselines3 agent runs methods sac and pebble, and needs its package."""
+    from importlib.util import find_spec
+
+    if cfg.agent == "sac":
+        return
+    need(cfg.method in ("sac", "pebble"),
+         f"--agent {cfg.agent} runs methods sac and pebble; method {cfg.method} needs our agent (--agent sac)")
+    package = "sb3_contrib" if cfg.agent == "sb3-tqc" else "stable_baselines3"
+    need(find_spec(package) is not None, f"--agent {cfg.agent} needs the {package.replace('_', '-')} package "
+                                         f"(pip install {package.replace('_', '-')})")
+
+
+def validate_plugins(cfg: TrainConfig, need) -> None:
+    """The teacher, the reward model and the preference file, where they are the user's."""
+    from pref_brl.protocols import ENSEMBLE, resolve
+    from pref_brl.teacher import TEACHER_PRESETS
+
+    if cfg.teacher not in TEACHER_PRESETS:
+        need(":" in cfg.teacher, f"unknown teacher {cfg.teacher!r}; known: {', '.join(TEACHER_PRESETS)}, or "
+                                 "module:function for your own")
+        _resolves(resolve, cfg.teacher, "teacher", need)
+    if cfg.reward_model != ENSEMBLE:
+        need(":" in cfg.reward_model, f"unknown reward model {cfg.reward_model!r}; known: {ENSEMBLE}, or "
+                                      "module:factory for your own")
+        need(cfg.method == "pebble", f"method {cfg.method} works on the members of PEBBLE's reward ensemble; your "
+                                     f"reward model {cfg.reward_model!r} works with method pebble")
+        _resolves(resolve, cfg.reward_model, "reward model", need)
+    if cfg.preferences:
+        from pref_brl.datasets import load_preferences
+
+        try:
+            data = load_preferences(cfg.preferences)
+        except ValueError as exc:
+            need(False, f"--preferences: {exc}")
+        need(data.obs0.shape[1] == cfg.segment, f"--preferences: the file's segments are {data.obs0.shape[1]} steps "
+                                                f"long and --segment is {cfg.segment}; set --segment "
+                                                f"{data.obs0.shape[1]}")
+
+
+def _resolves(resolve, spec: str, what: str, need) -> None:
+    try:
+        resolve(spec, what)
+    except ValueError as exc:
+        need(False, str(exc))
 
 
 def validate_mrn(cfg: TrainConfig, need) -> None:

@@ -3,6 +3,7 @@ problem (and the fix), a non-zero exit, and no partial folder left behind."""
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,18 @@ BAD_INPUTS = [
     ("train", ["--method", "bilevel", "--paired-episodes", "30"], "do not fit between two feedback rounds"),
     ("train", ["--method", "bilevel", "--snr-min", "-1"], "--snr-min must be >= 0"),
     ("train", ["--method", "bilevel", "--query-agent", "C"], "invalid choice 'C'"),
+    ("train", [*PEBBLE, "--teacher", "no_such_module_xyz:label"], "cannot import teacher 'no_such_module_xyz:label'"),
+    ("train", [*PEBBLE, "--reward-model", "ensembel"], "unknown reward model 'ensembel'; known: ensemble"),
+    ("train", [*PEBBLE, "--reward-model", "no_such_module_xyz:make"], "cannot import reward model"),
+    ("train", ["--method", "mrn", "--reward-model", "tests.user_plugins:make_linear"],
+     "works on the members of PEBBLE's reward ensemble"),
+    ("train", [*PEBBLE, "--reward-model", "tests.user_plugins:make_linear"], "ranks pairs by the disagreement"),
+    ("train", [*PEBBLE, "--preferences", "{tmp}/missing.npz"], "--preferences: cannot read the preference file"),
+    ("train", [*PEBBLE, "--preferences", "{tmp}/a_file"], "--preferences: cannot read the preference file"),
+    ("train", ["--agent", "sb3-dqn"], "invalid choice 'sb3-dqn' for argument '--agent'"),
+    ("train", ["--agent", "sb3-sac", "--method", "bilevel"], "--agent sb3-sac runs methods sac and pebble"),
+    *([("train", ["--agent", "sb3-tqc"], "--agent sb3-tqc needs the sb3-contrib package")]
+      if find_spec("sb3_contrib") is None else []),
     ("train", ["--run-dir", "{tmp}/a_file/run"], "cannot create the run folder"),
     ("train", ["--run-dir", "{tmp}/foreign"], "is not a pref-brl run folder"),
     ("sweep", ["--seeds"], "empty grid: no values for --seeds"),
@@ -51,6 +64,12 @@ BAD_INPUTS = [
     ("sweep", ["--root", "{tmp}/a_file/runs"], "is not a writable folder"),
     ("sweep", ["--config", "{tmp}/missing.toml"], "cannot read study file"),
     ("sweep", ["--jobs", "many"], "Error parsing --jobs"),
+    ("sweep", ["--signal-lead", "soon"], "Error parsing --signal-lead"),
+    ("sweep", ["--signal-lead", "-5"], "--signal-lead must be >= 0"),
+    ("sweep", ["--timeout-min", "1", "--signal-lead", "60"], "must be shorter than the job time limit"),
+    ("sweep", ["--timeout-min", "0"], "--timeout-min must be >= 1"),
+    ("sweep", ["--max-requeues", "-1"], "--max-requeues must be >= 0"),
+    ("sweep", ["--max-requeues", "2.5"], "Error parsing --max-requeues"),
     ("plot", ["{tmp}/missing"], "is not a folder"),
     ("plot", ["{tmp}/empty"], "no run folders"),
     ("plot", ["{tmp}/empty", "--reps", "0"], "--final-window and --reps must be >= 1"),

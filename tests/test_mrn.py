@@ -264,12 +264,12 @@ def test_plot_groups_mrn_as_its_own_method(tmp_path: Path) -> None:
     from pref_brl.results import final_table, load
     from tests.test_plot import make_run
 
-    for seed in range(2):
+    for seed in range(3):
         make_run(tmp_path, "pebble", seed, [(100, 1.0 + seed)])
         make_run(tmp_path, "mrn", seed, [(100, 5.0 + seed)])
     runs, metrics = load([tmp_path])
     rows = final_table(runs, metrics, "mean", compare=(("mrn", "pebble"),), reps=100)
-    assert [(r.group.label, r.point) for r in rows] == [("pebble", 1.5), ("mrn", 5.5)]
+    assert [(r.group.label, r.point) for r in rows] == [("pebble", 2.0), ("mrn", 6.0)]
     assert rows[1].poi["mrn > pebble"][0] == 1.0
 
 

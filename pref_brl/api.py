@@ -1,0 +1,163 @@
+"""pref-brl as a library: train a run, read what it wrote, load its policy (docs/library.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pref_brl.config import TrainConfig
+
+__all__ = ["Policy", "RunResult", "load_policy", "train"]
+
+SB3_MODEL_FILE = "sb3_model.zip"
+"""a Stable-Baselines3 agent's model, saved by SB3 in its run folder"""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a training run left behind; the files are those of the run folder (README.md, "Run folders")."""
+
+    run_dir: Path
+    """the run folder"""
+    config: TrainConfig
+    """the config it ran with"""
+    last_eval: dict[str, float]
+    """the last evaluation: eval/mean_reward (and eval/success_rate on Meta-World)"""
+    finished: bool
+    """whether it ran all config.steps (done.json is written)"""
+    interrupted: str = ""
+    """the signal that stopped it early (SIGINT, SIGTERM; re-running resumes it), else empty"""
+
+    @property
+    def checkpoint(self) -> Path:
+        """the newest checkpoint (networks, reward model, labelled pairs, counters)"""
+        return self.run_dir / "checkpoint.pt"
+
+    @property
+    def scalars(self) -> Path:
+        """every logged scalar, one JSON record per line"""
+        return self.run_dir / "scalars.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard's event folder"""
+        return self.run_dir / "tb"
+
+    def records(self) -> list[dict[str, float]]:
+        """The records of :attr:`scalars` (each has `step` and the scalars logged at that step)."""
+        from pref_brl.logger import read_scalars
+
+        return read_scalars(self.run_dir)
+
+    def load_policy(self, agent: str = "A", device: str = "cpu") -> Policy:
+        """:func:`load_policy` of this run."""
+        return load_policy(self.run_dir, agent, device)
+
+
+def train(config: TrainConfig, *, progress: bool = True, allow_config_change: bool = False) -> RunResult:
+    """Train (or resume) the run `config` describes, after checking it (a ValueError names a bad value)."""
+    from pref_brl.trainer import Trainer
+    from pref_brl.validate import validate
+
+    validate(config)
+    trainer = Trainer(config, progress=progress, allow_config_change=allow_config_change)
+    last_eval = trainer.train()
+    done = trainer.run_dir / "done.json"
+    if done.exists():
+        last_eval = {k: v for k, v in json.loads(done.read_text(encoding="utf-8")).items() if k != "step"}
+    return RunResult(Path(trainer.run_dir), config, dict(last_eval), done.exists(), trainer.interrupted)
+
+
+class Policy:
+    """A trained policy. `predict(obs, deterministic=True) -> (action, None)`: Stable-Baselines3's spelling and
+    return value, but deterministic by default (SB3's default is stochastic); obs [O] gives one action [A],
+    obs [N, O] gives [N, A], in the environment's [-1, 1] units."""
+
+    def __init__(self, act: Callable[[np.ndarray, bool], np.ndarray], obs_dim: int, act_dim: int) -> None:
+        self._act = act
+        self.obs_dim = obs_dim
+        """state size"""
+        self.act_dim = act_dim
+        """action size"""
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """(action, None); `state` and `episode_start` exist for SB3's signature (no recurrent policies)."""
+        obs = np.asarray(observation, dtype=np.float32)
+        if obs.shape[-1] != self.obs_dim or obs.ndim not in (1, 2):
+            raise ValueError(f"expected an observation [{self.obs_dim}] or a batch [N, {self.obs_dim}], "
+                             f"got {obs.shape}")
+        batch = obs if obs.ndim == 2 else obs[None]
+        action = self._act(batch, deterministic)
+        return (action if obs.ndim == 2 else action[0]), None
+
+
+def load_policy(run_dir: str | Path, agent: str = "A", device: str = "cpu") -> Policy:
+    """The policy of agent `agent` (A: the deployed one; B: bilevel's perturbed agent) from a run folder's newest
+    checkpoint; a Stable-Baselines3 run's model file for an sb3-* agent. A ValueError says what is missing."""
+    from pref_brl.runs import config_from_dict
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise ValueError(f"{run_dir} is not a pref-brl run folder (no config.json)")
+    cfg = config_from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    if cfg.agent != "sac":
+        return _sb3_policy(run_dir, cfg, agent, device)
+    actor_state = _actor_state(run_dir, agent)
+    return _sac_policy(actor_state, cfg, device)
+
+
+def _actor_state(run_dir: Path, agent: str) -> dict[str, Any]:
+    from pref_brl.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run_dir)
+    if state is None:
+        raise ValueError(f"{run_dir} has no checkpoint yet")
+    if agent == "A":
+        return state["agents"]["A"]["actor"]
+    if agent == "B" and (state.get("learner") or {}).get("b") is not None:
+        return state["learner"]["b"]
+    raise ValueError(f"{run_dir} has no agent {agent!r} (agent B exists in bilevel runs with --penalty-weight > 0 "
+                     "after their first feedback round)")
+
+
+def _sac_policy(actor_state: dict[str, Any], cfg: TrainConfig, device: str) -> Policy:
+    import torch
+
+    from agents.sac import Actor, SACConfig
+
+    weights = [v for k, v in actor_state.items() if k.endswith("weight")]
+    obs_dim, act_dim = int(weights[0].shape[1]), int(weights[-1].shape[0]) // 2
+    actor = Actor(obs_dim, act_dim, SACConfig(hidden_dim=cfg.hidden_dim, hidden_depth=cfg.hidden_depth))
+    actor.load_state_dict(actor_state)
+    actor.to(device).eval().requires_grad_(False)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    @torch.no_grad()
+    def act(obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        mu, log_std = actor(torch.as_tensor(obs, device=device))
+        if not deterministic:
+            mu = mu + log_std.exp() * torch.randn(mu.shape, generator=generator, device=device)
+        return torch.tanh(mu).cpu().numpy()
+
+    return Policy(act, obs_dim, act_dim)
+
+
+def _sb3_policy(run_dir: Path, cfg: TrainConfig, agent: str, device: str) -> Policy:
+    from pref_brl.sb3.runner import load_sb3_model
+
+    if agent != "A":
+        raise ValueError(f"{run_dir} holds one Stable-Baselines3 agent, A; there is no agent {agent!r}")
+    path = run_dir / SB3_MODEL_FILE
+    if not path.exists():
+        raise ValueError(f"{run_dir} has no {SB3_MODEL_FILE} yet (a Stable-Baselines3 run saves it when it ends)")
+    model = load_sb3_model(cfg.agent, path, device)
+    obs_dim, act_dim = model.observation_space.shape[0], model.action_space.shape[0]
+    return Policy(lambda obs, deterministic: model.predict(obs, deterministic=deterministic)[0], obs_dim, act_dim)
