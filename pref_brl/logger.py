@@ -101,15 +101,42 @@ class Progress:
     def update(self, step: int, info: dict[str, float]) -> None:
         if not self.enabled:
             return
-        short = {k.split("/")[-1]: v for k, v in info.items() if not math.isnan(v)}
+        short = {k.split("/")[-1]: v for k, v in info.items() if not math.isnan(v) and k != "time/fps"}
         if self.bar is not None:
             self.bar.n = step
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in short.items()}, refresh=True)
         elif step % self.every == 0:
-            fps = (step - self.s0) / max(time.time() - self.t0, 1e-9)
             body = " ".join(f"{k}={v:.4g}" for k, v in short.items())
-            print(f"[{step:>8d}/{self.total}] {fps:6.1f} steps/s {body}", flush=True)
+            print(f"{self.prefix(step)} {body}", flush=True)
+
+    def prefix(self, step: int) -> str:
+        """`[step/total] R steps/s ETA ...`, the rate averaged since this process started."""
+        fps = (step - self.s0) / max(time.time() - self.t0, 1e-9)
+        eta = (self.total - step) / fps if fps > 0 else float("inf")
+        return f"[{step:>8d}/{self.total}] {fps:6.1f} steps/s ETA {format_duration(eta)}"
+
+    def event(self, step: int, text: str) -> None:
+        """One line for something that happened (an evaluation, a feedback round), on a terminal or not."""
+        if not self.enabled:
+            return
+        line = f"{self.prefix(step)} {text}"
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def format_duration(seconds: float) -> str:
+    """12s, 7m, 3h05m; "?" when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
