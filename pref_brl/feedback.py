@@ -22,7 +22,7 @@ from agents.state_entropy import StateEntropy
 from pref_brl.preferences import Episode, EpisodeStore, PreferenceBuffer, SegmentPairs
 from pref_brl.protocols import Queries, check_labels, make_reward_model, make_teacher
 from pref_brl.queries import select_queries
-from pref_brl.reward_model import RewardEnsemble
+from pref_brl.reward_model import RewardEnsemble, hard_label_accuracy
 from pref_brl.validate import ConfigError
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class PreferenceLearner:
         trains on them, `after_reward_update(step)` runs at the end; both are hooks for other methods.
         """
         new = self.collect_labels()
-        metrics = self.before_reward_update(new)
+        metrics = {**self.heldout_accuracy(new), **self.before_reward_update(new)}
         if len(self.prefs) > 0:
             metrics.update(self.train_reward())
         self.relabel_replay()
@@ -174,6 +174,18 @@ class PreferenceLearner:
     def relabel_replay(self) -> None:
         """Rewrite every stored reward with the reward model's (after each reward update)."""
         self.loop.replay.relabel(self.reward_model.mean_reward)
+
+    @torch.no_grad()
+    def heldout_accuracy(self, new: slice) -> dict[str, float]:
+        """`reward/heldout_accuracy`: how well the reward model, before this round's update, predicts the
+        round's new labels (pairs it has never trained on, from the agent's latest behaviour). Training
+        accuracy cannot show a reward that the policy has learned to exploit; this can."""
+        if self.rounds == 0 or new.stop <= new.start:
+            return {}
+        dev = self.cfg.device
+        logits = self.reward_model.pair_logits(self.prefs.sa0[new].to(dev), self.prefs.sa1[new].to(dev))
+        accuracy = hard_label_accuracy(logits, self.prefs.labels[new].to(dev))
+        return {} if accuracy != accuracy else {"reward/heldout_accuracy": accuracy}
 
     def before_reward_update(self, new: slice) -> dict[str, Any]:
         return {}

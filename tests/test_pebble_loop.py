@@ -68,3 +68,26 @@ def test_pebble_resumes_exactly_after_a_kill(tiny, query) -> None:
     k = torch.load(f"{killed.run_dir}/checkpoint.pt", weights_only=False)["learner"]
     assert torch.equal(s["prefs"]["labels"], k["prefs"]["labels"]) and s["prefs"]["n"] == 12
     assert all(torch.equal(a, b) for a, b in zip(s["ensemble"]["model"].values(), k["ensemble"]["model"].values()))
+
+
+def test_heldout_accuracy_scores_the_new_labels_before_the_model_trains_on_them(tiny) -> None:
+    from pref_brl.reward_model import hard_label_accuracy
+    from tests.conftest import scalars_without_time as records
+
+    cfg = pebble_cfg(tiny, "heldout")
+    trainer = Trainer(cfg, progress=False)
+    learner, expected = trainer.learner, []
+    original = learner.train_reward
+
+    def train_and_record(*args, **kw):
+        new = slice(len(learner.prefs) - cfg.reward_batch, len(learner.prefs))  # the oracle keeps every query
+        with torch.no_grad():
+            logits = learner.ensemble.pair_logits(learner.prefs.sa0[new], learner.prefs.sa1[new])
+        if learner.rounds > 0:
+            expected.append(hard_label_accuracy(logits, learner.prefs.labels[new]))
+        return original(*args, **kw)
+
+    learner.train_reward = train_and_record
+    trainer.train()
+    logged = [r["reward/heldout_accuracy"] for r in records(cfg.run_dir) if "reward/heldout_accuracy" in r]
+    assert len(expected) >= 2 and logged == pytest.approx(expected)
