@@ -24,6 +24,23 @@ def tiny_config(tmp_path: Path, name: str = "run", **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def advance(trainer, stop) -> None:
+    """Run a Trainer's loop step by step until `stop()` holds (checked after every step, before a due feedback
+    round runs), so that a test can look at the learner in the middle of a phase."""
+    learner = trainer.learner
+    while not stop():
+        if trainer.obs is None:
+            trainer.begin_episode()
+        trainer.collect_step()
+        if trainer.learning_due():
+            trainer.update_agents()
+        trainer.step += 1
+        if stop():
+            return
+        if learner.feedback_due(trainer.step):
+            learner.feedback_round(trainer.step)
+
+
 def scalars_without_time(run_dir: str | Path) -> list[dict]:
     """Logged records minus wall-clock-dependent values."""
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_scalars(Path(run_dir))]

@@ -13,7 +13,7 @@ import torch
 from pref_brl.bilevel.learner import BilevelLearner
 from pref_brl.bilevel.penalty import upper_score_surrogate
 from pref_brl.trainer import Trainer
-from tests.conftest import scalars_without_time
+from tests.conftest import advance, scalars_without_time
 from tests.test_trainer import final_params, run_until_killed
 
 KL_TARGET = 0.02
@@ -24,22 +24,6 @@ def bilevel_cfg(tiny, name: str = "bilevel", **kw):
     base = dict(method="bilevel", steps=1400, num_interact=400, max_feedback=16, paired_episodes=3,
                 heldout_pairs=1, pair_horizon=40, b_updates=60, penalty_steps=7, kl_target=KL_TARGET)
     return tiny(name, **{**base, **kw})
-
-
-def advance(trainer: Trainer, stop) -> None:
-    """Run the loop's steps until `stop()` holds (checked after every step, before a due round runs)."""
-    learner = trainer.learner
-    while not stop():
-        if trainer.obs is None:
-            trainer.begin_episode()
-        trainer.collect_step()
-        if trainer.learning_due():
-            trainer.update_agents()
-        trainer.step += 1
-        if stop():
-            return
-        if learner.feedback_due(trainer.step):
-            learner.feedback_round(trainer.step)
 
 
 def at_penalty(tiny, name: str = "bilevel", **kw) -> Trainer:

@@ -19,7 +19,7 @@ from pref_brl.mrn import MRNLearner, outer_loss
 from pref_brl.reward_model import RewardEnsemble
 from pref_brl.trainer import Trainer
 from pref_brl.validate import ConfigError, validate
-from tests.conftest import scalars_without_time
+from tests.conftest import advance, scalars_without_time
 from tests.test_trainer import final_params, run_until_killed
 
 # 50-step episodes; rounds at steps 100, 200 and 300 (4 labels each, budget 12); a meta-step every 25 steps
@@ -31,22 +31,6 @@ MRN_TINY = dict(method="mrn", steps=400, max_episode_steps=50, num_seed_steps=50
 
 def mrn_cfg(tiny, name: str = "mrn", **kw):
     return tiny(name, **{**MRN_TINY, **kw})
-
-
-def advance(trainer: Trainer, stop) -> None:
-    """Run the loop's steps until `stop()` holds (checked after every step, before a due round runs)."""
-    learner = trainer.learner
-    while not stop():
-        if trainer.obs is None:
-            trainer.begin_episode()
-        trainer.collect_step()
-        if trainer.learning_due():
-            trainer.update_agents()
-        trainer.step += 1
-        if stop():
-            return
-        if learner.feedback_due(trainer.step):
-            learner.feedback_round(trainer.step)
 
 
 def params(module) -> list[torch.Tensor]:
