@@ -120,7 +120,7 @@ class ScriptedTeacher:
         ret0, ret1 = r0_np.sum(1), r1_np.sum(1)
         # 2. skip queries in which neither segment is any good
         keep = np.ones(n, dtype=bool)
-        if cfg.eps_skip > 0:
+        if cfg.eps_skip > 0 and thres_skip > 0:  # B-Pref: a threshold <= 0 (e.g. mean return 0) keeps every query
             keep = np.maximum(ret0, ret1) > thres_skip
         # 3. equal mask, on the undiscounted returns
         equal = np.zeros(n, dtype=bool)

@@ -110,6 +110,9 @@ def test_skip_threshold():
     assert bool(torch.isnan(labels[~keep]).all())
     # without eps_skip nothing is skipped, however poor the segments
     assert bool(teacher().label(r0, r1, 100.0, 1000)[0].all())
+    # a threshold <= 0 (mean return 0 or below, e.g. at the first round) keeps every query, as B-Pref does
+    assert bool(teacher(eps_skip=0.1).label(r0, r1, 0.0, 1000)[0].all())
+    assert bool(teacher(eps_skip=0.1).label(r0, r1, -50.0, 1000)[0].all())
 
 
 def test_equal_threshold_applied_last_and_on_undiscounted_sums():
