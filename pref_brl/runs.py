@@ -30,10 +30,11 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
     A field missing from `old` (a run started before the field existed) counts as its default value, and
     fields that the run's method does not read are not compared, so a newer version resumes an older run
-    folder as long as nothing the run uses has changed.
+    folder as long as nothing the run uses has changed. `run_dir` is where the run is, not what it is: a
+    moved or copied run folder resumes.
     """
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    ignored = IGNORED_FIELDS.get(new.get("method", old.get("method")), frozenset())
+    ignored = IGNORED_FIELDS.get(new.get("method", old.get("method")), frozenset()) | {"run_dir"}
     old = {k: old.get(k, defaults.get(k)) for k in set(old) | set(new)}
     keys = sorted(k for k in set(old) | set(new) if k not in ignored)
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]

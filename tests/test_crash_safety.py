@@ -156,3 +156,18 @@ def test_nan_in_a_loss_stops_with_its_name_and_keeps_the_last_good_checkpoint(ti
     state = torch.load(f"{cfg.run_dir}/checkpoint.pt", weights_only=False)
     assert state["step"] == 400
     assert all(torch.isfinite(p).all() for p in state["agents"]["A"]["actor"].values())
+
+
+def test_a_moved_run_folder_resumes_where_it_is(tiny, tmp_path) -> None:
+    import dataclasses
+    import shutil
+
+    straight, original = tiny("straight", steps=600), tiny("original", steps=600)
+    Trainer(straight, progress=False).train()
+    run_until_killed(original, kill_at=450)
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(original.run_dir, moved)
+    resumed = Trainer(dataclasses.replace(original, run_dir=str(moved)), progress=False)
+    assert resumed.step == 400
+    resumed.train()
+    assert scalars_without_time(moved) == scalars_without_time(straight.run_dir)
