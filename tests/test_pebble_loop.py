@@ -30,6 +30,9 @@ def test_first_round_relabels_resets_critic_and_keeps_actor(tiny) -> None:
         torch.testing.assert_close(replay.reward[: len(replay), 0], expected)  # relabel == fresh forward
         if step == trainer.cfg.feedback_starts:  # reset_update updates moved the actor, not replaced it
             assert any(not torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+            # each Adam step moves a weight by about lr at most: a re-initialised actor would move by far more
+            bound = 3 * trainer.cfg.reset_update * trainer.cfg.lr
+            assert max(float((a - b).abs().max()) for a, b in zip(actor_before, agent.actor.parameters())) < bound
         return out
 
     learner.feedback_round = round_and_check

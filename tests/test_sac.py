@@ -152,3 +152,19 @@ def test_initial_temperature(init: float) -> None:
     agent = SAC(OBS, ACT, SACConfig(hidden_dim=8, init_temperature=init))
     assert math.isclose(float(agent.alpha.detach()), init, rel_tol=1e-6)
     assert agent.target_entropy == -ACT
+
+
+@pytest.mark.parametrize("period", [1, 2, 3])
+def test_target_cadence_over_full_periods(period: int) -> None:
+    """The target moves at exactly the updates k with k % period == 0, over two full periods and more, and
+    the run config's --target-update-every reaches the agent."""
+    from pref_brl.config import TrainConfig
+
+    cfg = TrainConfig(target_update_every=period, hidden_dim=16, compile=False).sac_config()
+    agent = SAC(OBS, ACT, cfg, seed=0)
+    moved = []
+    for k in range(2 * period + 2):
+        before = [p.clone() for p in agent.critic_target.parameters()]
+        agent.update(make_batch(seed=k))
+        moved.append(not all(torch.equal(b, p) for b, p in zip(before, agent.critic_target.parameters())))
+    assert moved == [k % period == 0 for k in range(2 * period + 2)]

@@ -89,3 +89,17 @@ def test_cuda_knn_matches_cpu():
     expected = se_cpu.intrinsic_reward(stored[:64], stored)
     got = se_gpu.intrinsic_reward(stored[:64].cuda(), stored.cuda())
     torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pebble_explores_with_the_fifth_nearest_neighbour(tiny) -> None:
+    """PEBBLE's exploration reward is the distance to the k = 5th nearest stored state (B-Pref), not the 1st."""
+    from pref_brl.trainer import Trainer
+
+    trainer = Trainer(tiny("knn", method="pebble", steps=400), progress=False)
+    learner = trainer.learner
+    obs = torch.randn(64, 3)
+    reward = learner.entropy.intrinsic_reward(obs[:8], obs)
+    distances = torch.cdist(obs[:8], obs).sort(dim=1).values  # column 0 is the state itself
+    expected = distances[:, 5] / learner.entropy.moments.std
+    torch.testing.assert_close(reward.reshape(-1), expected.reshape(-1))
+    trainer.close()
