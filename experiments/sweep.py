@@ -4,7 +4,8 @@ Each grid point is one run folder, `<root>/<name>/<env>/<method>/budget<B>/<teac
 pref_brl.study). Finished runs (done.json) are skipped and interrupted ones resume, so re-running the same
 command completes a study. Locally, runs go in parallel subprocesses (`--jobs`), one torch thread each unless
 `--set threads=N`, one GPU each (CUDA_VISIBLE_DEVICES) for `--set device=cuda` on a multi-GPU machine. On a
-cluster, `--executor slurm` submits the same runs as one Slurm job array through submitit.
+cluster, `--executor slurm` submits the same runs as one Slurm job array through submitit; a run longer than
+the job time limit checkpoints shortly before it (`--signal-lead`) and its job is requeued (`--max-requeues`).
 
 Examples:
   pref-brl-sweep --name walker-budgets --methods pebble bilevel --budgets 50 100 --seeds 0 1 --jobs 2
@@ -12,6 +13,7 @@ Examples:
       --set steps=20000 --set num_unsup_steps=4000 --set num_interact=4000 --set reward_batch=5
   pref-brl-sweep --config study.toml --dry-run
   pref-brl-sweep --config study.toml --executor slurm --partition gpu --set device=cuda
+  pref-brl-sweep --config study.toml --executor slurm --timeout-min 240 --signal-lead 300 --wait
 
 A TOML file holds the same options (underscores for dashes) and a [set] table of overrides, where a list
 makes the field one more grid axis:
@@ -82,13 +84,17 @@ class SweepArgs:
     status_every: float = 60.0
     """seconds between summary lines when nothing changes"""
     timeout_min: int = 24 * 60
-    """Slurm/submitit: time limit of one run in minutes"""
+    """Slurm/submitit: time limit of one job in minutes (a run that needs longer is requeued, see --signal-lead)"""
     partition: str = ""
     """Slurm partition (empty: the cluster's default)"""
     mem_gb: float = 0.0
     """Slurm memory per run in GB (0: the cluster's default)"""
     wait: bool = False
     """slurm: wait for the array and print live summaries (submitit-local always waits)"""
+    signal_lead: int = 120
+    """slurm: seconds before a job's time limit when its run checkpoints (at its episode's end) and is requeued"""
+    max_requeues: int = 3
+    """slurm: how often one run's job may be requeued at its time limit before the run counts as failed"""
 
 
 def load_toml(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -136,12 +142,25 @@ def parse_args(argv: list[str]) -> tuple[SweepArgs, Grid]:
     except TypeError as exc:
         raise StudyError(f"study file {known.config}: {exc}") from None
     args = parse(SweepArgs, "pref-brl-sweep", args=argv, default=default, description=__doc__)
+    check_args(args)
     overrides = dict(normalise_overrides(file_overrides))
     overrides.update(dict(normalise_overrides(dict(parse_override(s) for s in args.set))))
     grid = Grid(name=args.name, root=args.root, preset=args.preset, envs=args.envs, methods=args.methods,
                 budgets=args.budgets, teachers=args.teachers, seeds=args.seeds,
                 overrides=tuple(overrides.items()))
     return args, grid
+
+
+def check_args(args: SweepArgs) -> None:
+    """Option values that no grid can make right."""
+    if args.timeout_min < 1:
+        raise StudyError(f"--timeout-min must be >= 1 (got {args.timeout_min})")
+    for option, value in (("--signal-lead", args.signal_lead), ("--max-requeues", args.max_requeues)):
+        if value < 0:
+            raise StudyError(f"{option} must be >= 0 (got {value})")
+    if args.signal_lead >= args.timeout_min * 60:
+        raise StudyError(f"--signal-lead {args.signal_lead} s must be shorter than the job time limit "
+                         f"(--timeout-min {args.timeout_min} = {args.timeout_min * 60} s)")
 
 
 def print_grid(grid: Grid, runs: list[Run]) -> None:
@@ -291,7 +310,7 @@ def run_submitit(runs: list[Run], grid: Grid, args: SweepArgs) -> int:
     except ImportError:
         print("error: --executor slurm needs submitit: pip install -e '.[sweep]'", file=sys.stderr)
         return 2
-    from pref_brl.study import run_job
+    from pref_brl.study import TrainJob
 
     todo = [r for r in runs if run_state(r) != "done"]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already finished")
@@ -299,7 +318,9 @@ def run_submitit(runs: list[Run], grid: Grid, args: SweepArgs) -> int:
         return 0
     cluster = "slurm" if args.executor == "slurm" else "local"
     try:
-        executor = submitit.AutoExecutor(folder=grid.folder / ".submitit" / "%j", cluster=cluster)
+        executor = submitit.AutoExecutor(folder=grid.folder / ".submitit" / "%j", cluster=cluster,
+                                         slurm_max_num_timeout=args.max_requeues,
+                                         local_max_num_timeout=args.max_requeues)
     except RuntimeError as exc:  # e.g. no srun on this machine
         print(f"error: submitit cannot use {cluster}: {exc} (on a single machine use --executor local)",
               file=sys.stderr)
@@ -307,39 +328,158 @@ def run_submitit(runs: list[Run], grid: Grid, args: SweepArgs) -> int:
     params: dict[str, Any] = dict(name=f"pref-brl-{grid.name}", timeout_min=args.timeout_min,
                                   cpus_per_task=max(1, todo[0].config.threads),
                                   gpus_per_node=int(todo[0].config.device.startswith("cuda")),
-                                  slurm_array_parallelism=args.jobs or len(todo))
+                                  slurm_array_parallelism=args.jobs or len(todo),
+                                  slurm_signal_delay_s=args.signal_lead,
+                                  slurm_additional_parameters={"requeue": True})
     if args.partition:
         params["slurm_partition"] = args.partition
     if args.mem_gb > 0:
         params["mem_gb"] = args.mem_gb
     executor.update_parameters(**params)
-    jobs = executor.map_array(run_job, [dataclasses.asdict(r.config) for r in todo])
+    jobs = executor.map_array(TrainJob(args.max_requeues), [dataclasses.asdict(r.config) for r in todo])
     print(f"submitted {len(jobs)} jobs ({cluster}): {jobs[0].job_id.split('_')[0]}; "
-          f"logs in {grid.folder / '.submitit'}")
+          f"logs in {grid.folder / '.submitit'}", flush=True)
     if cluster == "slurm" and not args.wait:
         print("re-run the same command when they end: finished runs are skipped, unfinished ones resume")
         return 0
+    if cluster == "slurm" and not sacct_works():
+        watcher = squeue_watcher()  # no job accounting here: follow the jobs through squeue instead
+        for job in jobs:
+            job.watcher = watcher
     return wait_for(jobs, todo, len(runs), args.status_every)
 
 
+def sacct_works() -> bool:
+    """Whether Slurm's accounting answers (it is off on many small clusters; submitit polls it by default)."""
+    try:
+        subprocess.run(["sacct", "--noheader", "--allocations", "--starttime", "now", "--format", "JobID"],
+                       capture_output=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+FINAL_STATES = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                "DEADLINE", "ENDED"}
+"""Slurm job states after which a job never runs again (ENDED: no longer listed by squeue)."""
+
+
+def squeue_watcher(delay_s: int = 15) -> Any:
+    """A submitit job watcher that reads squeue instead of sacct (for clusters without job accounting).
+
+    A job that squeue no longer lists has ended (state ENDED); a failed squeue call keeps the last states,
+    quietly (submitit's own watcher warns on every failed sacct call).
+    """
+    from submitit.slurm.slurm import SlurmInfoWatcher, read_job_id
+
+    class SqueueWatcher(SlurmInfoWatcher):
+        def update(self) -> None:
+            to_check = self._registered - self._finished
+            if not to_check:
+                return
+            self._num_calls += 1
+            command = ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T"]
+            try:
+                out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+            except (OSError, subprocess.SubprocessError):
+                self._last_status_check = time.time()
+                return
+            states: dict[str, dict[str, str]] = {}
+            for line in out.splitlines():
+                job_id, _, state = line.strip().partition("|")
+                try:
+                    parts = read_job_id(job_id)
+                except ValueError:
+                    continue
+                for main_id, *array in parts:
+                    ids = [f"{main_id}_{i}" for i in range(int(array[0]), int(array[-1]) + 1)] if array else [main_id]
+                    states.update({i: {"State": state.split()[0]} for i in ids})
+            for job_id in to_check:
+                self._info_dict[job_id] = states.get(job_id, {"State": "ENDED"})
+            self._last_status_check = time.time()
+            self._finished.update(j for j in to_check if self.is_done(j, mode="cache"))
+
+        def is_done(self, job_id: str, mode: str = "standard") -> bool:
+            return self.get_state(job_id, mode).upper() in FINAL_STATES
+
+    return SqueueWatcher(delay_s=delay_s)
+
+
+def requeue_count(job: Any, seen: dict[str, tuple[float, int]]) -> int:
+    """How often the task's job was requeued: TrainJob.requeues in the submission submitit re-pickles at
+    each requeue (read again only when that file changes)."""
+    from submitit.core.utils import DelayedSubmission
+
+    path = job.paths.submitted_pickle
+    try:
+        mtime = path.stat().st_mtime
+        if job.job_id not in seen or seen[job.job_id][0] != mtime:
+            seen[job.job_id] = (mtime, getattr(DelayedSubmission.load(path).function, "requeues", 0))
+    except Exception:  # noqa: BLE001 - a file being replaced: read it next time
+        pass
+    return seen.get(job.job_id, (0.0, 0))[1]
+
+
+def failure_reason(job: Any, error: BaseException | None) -> str:
+    """One line on why a task ended without finishing its run."""
+    if error is None:
+        result = job.result()
+        step = f" at step {result['step']}" if isinstance(result, dict) and "step" in result else ""
+        return f"stopped{step} before its end (cancelled or signalled); re-run the same command to resume it"
+    text = str(error).strip()
+    if "has not produced any output" in text:  # killed, cancelled or timed out without a result
+        return f"the job ended ({job_state(job)}) before the run finished; log: {job.paths.stdout}"
+    lines = text.splitlines()
+    dashes = [i for i, x in enumerate(lines) if x.startswith("-----")]
+    if len(dashes) >= 2:  # a failed job's message: its traceback between two dashed lines
+        lines = lines[dashes[0] + 1:dashes[1]]
+    line = next((x.strip() for x in reversed(lines) if x.strip()), type(error).__name__)
+    return line.split(": ", 1)[1] if line.startswith("pref_brl.") and ": " in line else line
+
+
+def job_state(job: Any) -> str:
+    """The job's state as last seen (Slurm: PENDING, RUNNING, ...; local: RUNNING, FINISHED, ...)."""
+    try:
+        return str(job.state).upper()
+    except Exception:  # noqa: BLE001 - a state we cannot read is just unknown
+        return "UNKNOWN"
+
+
 def wait_for(jobs: list, todo: list[Run], total: int, status_every: float) -> int:
+    """Follow the array until every task ends: events for finished, failed and requeued runs, then one
+    status line per run."""
     progress = Progress(total, total - len(todo), status_every)
     progress.running = len(jobs)
     pending = dict(zip(jobs, todo))
+    seen: dict[str, tuple[float, int]] = {}
+    requeues = {run.label: 0 for run in todo}
+    outcome: dict[str, str] = {}
     while pending:
+        progress.running = sum(job_state(j) not in ("PENDING", "REQUEUED", "UNKNOWN") for j in pending)
+        for job, run in pending.items():
+            count = requeue_count(job, seen)
+            if count > requeues[run.label]:
+                requeues[run.label] = count
+                progress.event(f"requeued {run.label} at its job's time limit ({count}×); it continues from its "
+                               "checkpoint")
         for job in [j for j in pending if j.done()]:
             run = pending.pop(job)
-            progress.running -= 1
+            progress.running = max(0, progress.running - 1)
             error = job.exception()
+            times = f" (requeued {requeues[run.label]}×)" if requeues[run.label] else ""
             if error is None and run_state(run) == "done":
                 progress.done += 1
-                progress.event(f"finished {run.label}")
+                outcome[run.label] = "done"
+                progress.event(f"finished {run.label}{times}")
             else:
                 progress.failed += 1
-                reason = str(error).strip().splitlines()[-1] if error is not None else "no done.json"
-                progress.event(f"FAILED {run.label} (job {job.job_id}): {reason}")
+                outcome[run.label] = "FAILED"
+                progress.event(f"FAILED {run.label} (job {job.job_id}){times}: {failure_reason(job, error)}")
         progress.tick()
         time.sleep(0.5)
+    for run in todo:
+        times = f"  requeued {requeues[run.label]}×" if requeues[run.label] else ""
+        print(f"{outcome[run.label]:8s} {run.label}{times}", flush=True)
     return 1 if progress.failed else 0
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import itertools
 import json
 import os
+import signal
 import sys
 import typing
 from dataclasses import dataclass
@@ -230,7 +231,13 @@ def _check_writable(folder: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ one job
 def run_job(config: dict[str, Any]) -> str:
-    """Train (or resume) one run from its config dict; the entry point of sweep subprocesses and Slurm jobs."""
+    """Train (or resume) one run from its config dict; the entry point of sweep subprocesses."""
+    trainer = _trainer(config)
+    trainer.train()
+    return str(trainer.run_dir)
+
+
+def _trainer(config: dict[str, Any]):
     from pref_brl.runs import config_from_dict
     from pref_brl.trainer import Trainer
     from pref_brl.validate import validate
@@ -240,8 +247,76 @@ def run_job(config: dict[str, Any]) -> str:
     trainer = Trainer(cfg, progress=True)
     if trainer.step > 0:
         print(f"resuming {trainer.run_dir} from its checkpoint at step {trainer.step}", flush=True)
-    trainer.train()
-    return str(trainer.run_dir)
+    return trainer
+
+
+class RequeueLimitError(RuntimeError):
+    """A run reached its job's time limit more often than the sweep's --max-requeues allows."""
+
+
+def _requeue_signal() -> signal.Signals:
+    """The signal submitit asks Slurm to send before a job's time limit (USR2 unless SUBMITIT_PREEMPT_SIGNAL)."""
+    return signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")]
+
+
+class TrainJob:
+    """What each task of a submitit job array runs: train (or resume) one run, and outlive the job's time limit.
+
+    `pref-brl-sweep --signal-lead S` asks Slurm for submitit's warning signal (USR2) S seconds before the
+    time limit. This callable defers it: training stops at the end of the running episode, after a
+    checkpoint, and only then does submitit's own handler run, which calls `checkpoint()` for the job to
+    resubmit and requeues the job; the requeued job resumes the run exactly from that checkpoint. After
+    `max_requeues` requeues, `checkpoint()` raises RequeueLimitError instead (the checkpoint is kept, so
+    re-running the sweep continues the run). Outside submitit (no handler of its own for the signal) the
+    signal just stops the run after a checkpoint.
+    """
+
+    def __init__(self, max_requeues: int = 3, requeues: int = 0) -> None:
+        self.max_requeues = max_requeues
+        self.requeues = requeues
+        """how many times the run's job was requeued so far"""
+        self.step = 0
+        """the run's step when it last stopped"""
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Train; returns {"run_dir", "step", "done", "requeues"} (a requeued job does not return)."""
+        sig = _requeue_signal()
+        trainer = None
+        stop = ""
+
+        def defer(signum: int, _frame: Any) -> None:
+            nonlocal stop
+            stop = signal.Signals(signum).name
+            print(f"{stop}: the job's time limit is near; saving a checkpoint at the end of this episode, then "
+                  "requeueing the job", flush=True)
+            if trainer is not None:
+                trainer.interrupted = stop
+
+        submitit_handler = signal.signal(sig, defer)
+        try:
+            trainer = _trainer(config)
+            trainer.interrupted = trainer.interrupted or stop
+            trainer.train()
+        finally:
+            signal.signal(sig, submitit_handler)
+        self.step = trainer.step
+        done = (trainer.run_dir / DONE_FILE).exists()
+        if stop and not done and callable(submitit_handler):
+            submitit_handler(sig, None)  # submitit: checkpoint() below, then requeue and exit
+        return {"run_dir": str(trainer.run_dir), "step": trainer.step, "done": done, "requeues": self.requeues}
+
+    def checkpoint(self, config: dict[str, Any]) -> Any:
+        """submitit's hook: the submission that continues this run in the requeued job."""
+        from submitit.helpers import DelayedSubmission
+
+        if self.requeues >= self.max_requeues:
+            raise RequeueLimitError(
+                f"stopped at step {self.step} at the job's time limit after {self.requeues} requeue(s) "
+                f"(--max-requeues {self.max_requeues}); its checkpoint is kept: re-run the same command to "
+                "continue, with a longer --timeout-min or a higher --max-requeues")
+        print(f"requeueing: the run continues from step {self.step} in the requeued job (requeue "
+              f"{self.requeues + 1} of at most {self.max_requeues})", flush=True)
+        return DelayedSubmission(TrainJob(self.max_requeues, self.requeues + 1), config)
 
 
 def main(argv: list[str] | None = None) -> int:
