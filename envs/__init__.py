@@ -93,6 +93,7 @@ def make_env(
     goal_mode: GoalMode = "fresh",
     render_mode: str | None = None,
     max_episode_steps: int | None = None,
+    render_size: tuple[int, int] = (480, 480),
 ) -> gymnasium.Env:
     """Build the environment `name` (one of :data:`KNOWN_ENVS`), seeded with `seed`.
 
@@ -104,6 +105,7 @@ def make_env(
             (MT1's 50 goals).
         render_mode: ``None`` (no rendering) or ``"rgb_array"``.
         max_episode_steps: overrides :func:`episode_length` (for tests and quick runs).
+        render_size: (height, width) of rendered frames.
     """
     if goal_mode not in ("fresh", "preset"):
         raise ValueError(f"goal_mode must be 'fresh' or 'preset', got {goal_mode!r}")
@@ -117,11 +119,13 @@ def make_env(
             goal_mode=goal_mode,
             max_episode_steps=limit,
             render_mode=render_mode,
+            render_size=render_size,
         )
     from envs.dmc import DMCEnv
 
     domain, task = DMC_ENVS[name]
-    return DMCEnv(domain, task, seed, max_episode_steps=limit, render_mode=render_mode)
+    return DMCEnv(domain, task, seed, max_episode_steps=limit, render_mode=render_mode,
+                  render_size=render_size)
 
 
 __all__ = [

@@ -109,8 +109,19 @@ class TrainConfig:
     segment: int = 50
     """segment length H"""
     teacher: str = "oracle"
-    """who labels: a scripted teacher preset (oracle, mistake, noisy, skip, myopic, equal), or
-    module:function for your own teacher, imported at start (docs/library.md)"""
+    """who labels: a scripted teacher preset (oracle, mistake, noisy, skip, myopic, equal), human (you, on a
+    web page the run serves; docs/human.md), or module:function for your own teacher (docs/library.md)"""
+    label_host: str = "127.0.0.1"
+    """--teacher human: the address the labelling page is served on (127.0.0.1: this machine only; 0.0.0.0
+    opens it to every network this machine is on, on purpose)"""
+    label_port: int = 0
+    """--teacher human: the labelling page's port (0: any free port)"""
+    human_async: bool = False
+    """--teacher human: keep training on the current reward while labels come in and take them at the next
+    round (default: each round waits until all its queries are labelled)"""
+    audit_teacher: str = ""
+    """--teacher human: a scripted teacher preset (e.g. oracle) whose label of each human-labelled query is
+    recorded next to it, logged as feedback/human_oracle_agreement (empty: none)"""
     query: str = "disagreement"
     """query strategy: uniform, disagreement, entropy, kcenter, kcenter_disagreement, kcenter_entropy"""
     reset_update: int = 100
@@ -206,7 +217,9 @@ class TrainConfig:
 PREFERENCE_FIELDS: frozenset[str] = frozenset({
     "num_unsup_steps", "max_feedback", "reward_batch", "num_interact", "reward_update", "segment", "teacher",
     "query", "reset_update", "ensemble_size", "reward_lr", "reward_hidden", "reward_depth", "reward_minibatch",
-    "query_episodes", "sobirl_warmup", "reward_model", "preferences"})
+    "query_episodes", "sobirl_warmup", "reward_model", "preferences", "human_async", "audit_teacher"})
+SERVING_FIELDS = frozenset({"label_host", "label_port"})
+"""Where the labelling page is served: never part of what a run is (a resumed run may serve elsewhere)."""
 BILEVEL_FIELDS = frozenset({
     "penalty_weight", "b_updates", "kl_target", "psi_clip", "upper_term", "penalty", "paired_episodes",
     "pair_horizon", "heldout_pairs", "penalty_steps", "snr_min", "estimator", "query_agent", "b_in_replay"})
@@ -216,11 +229,11 @@ MRN_FIELDS = frozenset({"meta_every", "outer_weight", "meta_lr"})
 PREFERENCE_FIELDS = PREFERENCE_FIELDS | BILEVEL_FIELDS | MRN_FIELDS
 """Config fields that only methods learning from preferences read."""
 IGNORED_FIELDS: dict[str, frozenset[str]] = {
-    "sac": PREFERENCE_FIELDS,
-    "pebble": BILEVEL_FIELDS | {"sobirl_warmup"} | MRN_FIELDS,
-    "bilevel": frozenset({"sobirl_warmup"}) | MRN_FIELDS,
-    "sobirl": (BILEVEL_FIELDS - {"penalty_weight"}) | MRN_FIELDS,
-    "mrn": BILEVEL_FIELDS | {"sobirl_warmup"},
+    "sac": PREFERENCE_FIELDS | SERVING_FIELDS,
+    "pebble": BILEVEL_FIELDS | {"sobirl_warmup"} | MRN_FIELDS | SERVING_FIELDS,
+    "bilevel": frozenset({"sobirl_warmup"}) | MRN_FIELDS | SERVING_FIELDS,
+    "sobirl": (BILEVEL_FIELDS - {"penalty_weight"}) | MRN_FIELDS | SERVING_FIELDS,
+    "mrn": BILEVEL_FIELDS | {"sobirl_warmup"} | SERVING_FIELDS,
 }
 """Fields a method does not read: overrides of them do not split its runs, and plots do not show them."""
 

@@ -10,7 +10,9 @@ Stable-Baselines3 integration (pref_brl.sb3); pref_brl.methods picks the learner
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -20,7 +22,7 @@ from agents.replay import ReplayBuffer
 from agents.sac import SAC
 from agents.state_entropy import StateEntropy
 from pref_brl.preferences import Episode, EpisodeStore, PreferenceBuffer, SegmentPairs
-from pref_brl.protocols import Queries, check_labels, make_reward_model, make_teacher
+from pref_brl.protocols import HUMAN, Queries, check_labels, make_reward_model, make_teacher
 from pref_brl.queries import select_queries
 from pref_brl.reward_model import RewardEnsemble, hard_label_accuracy
 from pref_brl.validate import ConfigError
@@ -30,8 +32,13 @@ if TYPE_CHECKING:
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
     from pref_brl.config import TrainConfig
+    from pref_brl.human.session import HumanSession
 
 CORR_EPISODES = 10
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class Collaborators:
     """true returns of A's last complete episodes (the teacher's thresholds read their mean)"""
     ep_len: int
     """episode length"""
+    stopping: Callable[[], bool] = _never
+    """whether a signal asked the run to stop (a round waiting for human labels gives up then)"""
 
 
 class EpisodePlan(NamedTuple):
@@ -72,7 +81,12 @@ class PreferenceLearner:
         self.prefs = PreferenceBuffer()
         self.seeded_teachers = seed_preferences(self.prefs, cfg.preferences, obs_dim, act_dim, cfg.segment)
         self.teacher_rng = np.random.default_rng([cfg.seed, 21])
-        self.teacher = make_teacher(cfg.teacher, self.teacher_rng)
+        self.teacher = None if cfg.teacher == HUMAN else make_teacher(cfg.teacher, self.teacher_rng)
+        self.audit_rng = np.random.default_rng([cfg.seed, 24])
+        self.audit = make_teacher(cfg.audit_teacher, self.audit_rng) if cfg.audit_teacher else None
+        self.human: HumanSession | None = None
+        self.folded: set[str] = set()  # the human-labelled queries the reward model has been given
+        self.round_metrics: dict[str, float] = {}
         self.query_rng = np.random.default_rng([cfg.seed, 22])
         self.reward_rng = np.random.default_rng([cfg.seed, 23])
         self.entropy = StateEntropy(k=5)
@@ -158,7 +172,7 @@ class PreferenceLearner:
         trains on them, `after_reward_update(step)` runs at the end; both are hooks for other methods.
         """
         new = self.collect_labels()
-        metrics = {**self.heldout_accuracy(new), **self.before_reward_update(new)}
+        metrics = {**self.heldout_accuracy(new), **self.before_reward_update(new), **self.round_metrics}
         if len(self.prefs) > 0:
             metrics.update(self.train_reward())
         self.relabel_replay()
@@ -204,6 +218,8 @@ class PreferenceLearner:
         strategy = "uniform" if self.rounds == 0 else cfg.query
         pairs = select_queries(strategy, self.store, self.reward_model, n, cfg.segment, self.query_rng,
                                self.query_agent(), prefs=self.prefs)
+        if self.human is not None:
+            return self.collect_human(pairs, n)
         labels = self.label(pairs)
         keep = ~np.isnan(labels)
         if bool(keep.any()):
@@ -212,12 +228,47 @@ class PreferenceLearner:
         self.labeled += int(keep.sum())
         return slice(first, len(self.prefs))
 
-    def label(self, pairs: SegmentPairs) -> np.ndarray:
-        """The teacher's labels [B] of `pairs` (NaN: skipped), checked."""
+    def label(self, pairs: SegmentPairs, teacher: Any = None) -> np.ndarray:
+        """The teacher's (or `teacher`'s: the audit teacher) labels [B] of `pairs` (NaN: skipped), checked."""
+        if teacher is None and self.teacher is None:
+            raise ConfigError(f"teacher {HUMAN!r} labels on the page of a run folder (pref-brl-train, pref_brl.train); "
+                              "this loop has none")
         returns = self.loop.returns
         mean_return = float(np.mean(returns)) if returns else 0.0
-        queries = Queries.of(pairs, mean_return, self.loop.ep_len, self.teacher_rng)
-        return check_labels(self.teacher(queries), len(pairs), self.cfg.teacher)
+        rng = self.teacher_rng if teacher is None else self.audit_rng
+        queries = Queries.of(pairs, mean_return, self.loop.ep_len, rng)
+        name = self.cfg.teacher if teacher is None else self.cfg.audit_teacher
+        return check_labels((teacher or self.teacher)(queries), len(pairs), name)
+
+    # ------------------------------------------------------------------------------------------ by hand
+    def open_run_dir(self, run_dir: Path) -> None:
+        """Start labelling by hand in `run_dir` (teacher human): database, clips, server (after a resume)."""
+        if self.cfg.teacher == HUMAN and self.human is None:
+            from pref_brl.human.session import HumanSession
+
+            self.human = HumanSession(self.cfg, run_dir, self.folded)
+
+    def collect_human(self, pairs: SegmentPairs, n: int) -> slice:
+        """Offer the round's pairs on the labelling page; take every label given so far (and, unless
+        `human_async`, wait until this round's queries are all labelled)."""
+        first = len(self.prefs)
+        self.human.offer(self.rounds, pairs, self.store, None if self.audit is None else self.label(pairs, self.audit))
+        if not self.cfg.human_async:
+            self.human.wait(self.rounds, self.loop.stopping)
+        self.total += n
+        taken, labels, _ = self.human.take()
+        keep = ~np.isnan(labels)
+        if taken is not None and bool(keep.any()):
+            self.prefs.add(taken.select(keep), torch.from_numpy(labels[keep]))
+        self.labeled += int(keep.sum())
+        self.round_metrics = self.human.agreement()
+        return slice(first, len(self.prefs))
+
+    def close(self) -> None:
+        """Stop the labelling server (if any)."""
+        if self.human is not None:
+            self.human.close()
+            self.human = None
 
     def train_reward(self, extra_loss=None) -> dict[str, float]:
         """One reward-model round on every label so far; `extra_loss` is a method's per-member term."""
@@ -258,7 +309,9 @@ class PreferenceLearner:
                 "seeded_teachers": list(self.seeded_teachers),
                 "query_rng": self.query_rng.bit_generator.state, "reward_rng": self.reward_rng.bit_generator.state,
                 "entropy": self.entropy.state_dict(), "counters": (self.total, self.labeled, self.rounds,
-                                                                  self.next_round)}
+                                                                  self.next_round),
+                **({"human": {"folded": sorted(self.folded), "audit_rng": self.audit_rng.bit_generator.state}}
+                   if self.cfg.teacher == HUMAN else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reward_model.load_full_state(state["ensemble"])
@@ -270,6 +323,10 @@ class PreferenceLearner:
         self.reward_rng.bit_generator.state = state["reward_rng"]
         self.entropy.load_state_dict(state["entropy"])
         self.total, self.labeled, self.rounds, self.next_round = state["counters"]
+        if "human" in state:
+            self.folded.clear()
+            self.folded.update(state["human"]["folded"])
+            self.audit_rng.bit_generator.state = state["human"]["audit_rng"]
 
 
 

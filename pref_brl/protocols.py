@@ -32,6 +32,8 @@ EQUAL = 0.5
 """the label of two equally preferable segments"""
 SKIP = float("nan")
 """the label of a skipped query"""
+HUMAN = "human"
+"""`teacher` of labelling by hand (pref_brl.human; docs/human.md)"""
 ENSEMBLE = "ensemble"
 """`reward_model` of PEBBLE's reward ensemble"""
 

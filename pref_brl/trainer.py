@@ -27,6 +27,7 @@ from pref_brl.checkpoint import load_checkpoint, save_checkpoint
 from pref_brl.config import TrainConfig
 from pref_brl.episodes import EpisodeRecorder
 from pref_brl.feedback import Collaborators
+from pref_brl.human.session import LabellingInterrupted
 from pref_brl.logger import Logger, Progress
 from pref_brl.methods import make_learner
 from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir
@@ -66,7 +67,8 @@ class Trainer:
         self.sample_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 11)
         self.returns: deque[float] = deque(maxlen=10)
         self.learner = make_learner(cfg, obs_dim, act_dim, Collaborators(
-            self.agents["A"], self.replay, self.sample_generator, self.returns, self.ep_len))
+            self.agents["A"], self.replay, self.sample_generator, self.returns, self.ep_len,
+            stopping=lambda: bool(self.interrupted)))
         # the folder comes after everything that can refuse the config (a user's reward model, a preference file)
         self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
         self.lock = RunLock(self.run_dir)
@@ -81,6 +83,13 @@ class Trainer:
         self._last_checkpoint_step = 0
         self.interrupted = ""  # the signal that asked the run to stop, if any
         self.logger = self.open(resuming)
+        if self.learner is not None:
+            try:
+                self.learner.open_run_dir(self.run_dir)  # labelling by hand: its database and page
+            except BaseException:
+                self.logger.close()
+                self.lock.release()
+                raise
         self.progress = Progress(cfg.steps, self.step, cfg.log_frequency, enabled=progress)
         self._clock = (time.time(), self.step)
 
@@ -133,7 +142,12 @@ class Trainer:
                 self.update_agents()
             self.step += 1
             if self.learner is not None and self.learner.feedback_due(self.step):
-                self.announce("feedback", self.log(self.learner.feedback_round(self.step)))
+                try:
+                    self.announce("feedback", self.log(self.learner.feedback_round(self.step)))
+                except LabellingInterrupted as exc:  # the labels given so far are in the run's database
+                    print(f"{exc}; the last checkpoint in {self.run_dir} is kept; run the same command again "
+                          "to resume (given labels are kept)", flush=True)
+                    return
             if self.eval_due():
                 self.announce("eval", self.log(self.evaluate()))
             if self.log_due():
@@ -315,6 +329,8 @@ class Trainer:
     def close(self) -> None:
         """Flush and release everything (also after an error or a signal)."""
         self.progress.close()
+        if self.learner is not None:
+            self.learner.close()
         if self.videos is not None:
             self.videos.close()
         if not self.logger.file.closed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from pref_brl.config import CUSTOM_PRESET, PRESETS, TrainConfig, carried_preset
 
@@ -49,6 +50,7 @@ def validate(cfg: TrainConfig) -> None:
     need(0 <= cfg.penalty_weight < float("inf"),
          f"--penalty-weight must be a finite number >= 0, got {cfg.penalty_weight}")
     need(cfg.paired_episodes >= 1, f"--paired-episodes must be >= 1, got {cfg.paired_episodes}")
+    validate_human(cfg, need)
     if cfg.method == "bilevel":
         validate_bilevel(cfg, need)
     if cfg.method == "mrn":
@@ -84,12 +86,12 @@ def validate_agent(cfg: TrainConfig, need) -> None:
 
 def validate_plugins(cfg: TrainConfig, need) -> None:
     """The teacher, the reward model and the preference file, where they are the user's."""
-    from pref_brl.protocols import ENSEMBLE, resolve
+    from pref_brl.protocols import ENSEMBLE, HUMAN, resolve
     from pref_brl.teacher import TEACHER_PRESETS
 
-    if cfg.teacher not in TEACHER_PRESETS:
-        need(":" in cfg.teacher, f"unknown teacher {cfg.teacher!r}; known: {', '.join(TEACHER_PRESETS)}, or "
-                                 "module:function for your own")
+    if cfg.teacher not in TEACHER_PRESETS and cfg.teacher != HUMAN:
+        need(":" in cfg.teacher, f"unknown teacher {cfg.teacher!r}; known: {', '.join(TEACHER_PRESETS)}, "
+                                 f"{HUMAN}, or module:function for your own")
         _resolves(resolve, cfg.teacher, "teacher", need)
     if cfg.reward_model != ENSEMBLE:
         need(":" in cfg.reward_model, f"unknown reward model {cfg.reward_model!r}; known: {ENSEMBLE}, or "
@@ -107,6 +109,32 @@ def validate_plugins(cfg: TrainConfig, need) -> None:
         need(data.obs0.shape[1] == cfg.segment, f"--preferences: the file's segments are {data.obs0.shape[1]} steps "
                                                 f"long and --segment is {cfg.segment}; set --segment "
                                                 f"{data.obs0.shape[1]}")
+
+
+def validate_human(cfg: TrainConfig, need) -> None:
+    """Labelling by hand: where the page is served, the audit teacher, and what it needs installed."""
+    from importlib.util import find_spec
+
+    from pref_brl.protocols import HUMAN
+    from pref_brl.teacher import TEACHER_PRESETS
+
+    human = cfg.teacher == HUMAN
+    need(human or not (cfg.human_async or cfg.audit_teacher),
+         f"--human-async and --audit-teacher go with --teacher {HUMAN} (the teacher is {cfg.teacher!r})")
+    if not human:
+        return
+    need(0 <= cfg.label_port <= 65535, f"--label-port must be in [0, 65535] (0: any free port), got {cfg.label_port}")
+    need(_HOST.fullmatch(cfg.label_host) is not None,
+         f"--label-host {cfg.label_host!r} is not an address or host name (127.0.0.1: this machine; 0.0.0.0: every "
+         "network)")
+    need(cfg.audit_teacher in ("", *TEACHER_PRESETS),
+         f"unknown audit teacher {cfg.audit_teacher!r}; known: {', '.join(TEACHER_PRESETS)} (empty: none)")
+    need(cfg.agent == "sac", f"--teacher {HUMAN} runs with our agent (--agent sac), not {cfg.agent}")
+    need(find_spec("imageio_ffmpeg") is not None,
+         f"--teacher {HUMAN} renders clips with imageio-ffmpeg: install the [human] extra (pip install -e '.[human]')")
+
+
+_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
 
 
 def _resolves(resolve, spec: str, what: str, need) -> None:

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from experiments.bench import main as bench_main
+from experiments.label import main as label_main
 from experiments.plot import main as plot_main
 from experiments.sweep import main as sweep_main
 from experiments.train import main as train_main
 
-PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main, "bench": bench_main}
+PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main, "bench": bench_main, "label": label_main}
 PEBBLE = ["--method", "pebble"]
+HUMAN = [*PEBBLE, "--teacher", "human"]
 
 # (program, arguments ({tmp} is a scratch folder), a fragment the error line must contain)
 BAD_INPUTS = [
@@ -79,6 +81,19 @@ BAD_INPUTS = [
     ("bench", ["--threads", "two"], "invalid int value: 'two'"),
     ("bench", ["--json", "{tmp}/a_file/bench.json"], "is not a writable folder"),
     ("bench", ["--quik"], "unrecognized arguments: --quik"),
+    ("train", [*HUMAN, "--label-port", "-1"], "--label-port must be in [0, 65535]"),
+    ("train", [*HUMAN, "--label-port", "70000"], "--label-port must be in [0, 65535]"),
+    ("train", [*HUMAN, "--label-port", "any"], "Error parsing --label-port"),
+    ("train", [*HUMAN, "--label-host", "my host"], "--label-host 'my host' is not an address or host name"),
+    ("train", [*HUMAN, "--audit-teacher", "sloppy"], "unknown audit teacher 'sloppy'; known: oracle"),
+    ("train", [*PEBBLE, "--audit-teacher", "oracle"], "--human-async and --audit-teacher go with --teacher human"),
+    ("train", [*PEBBLE, "--human-async"], "--human-async and --audit-teacher go with --teacher human"),
+    ("train", [*HUMAN, "--agent", "sb3-sac"], "--teacher human runs with our agent"),
+    ("label", ["{tmp}/missing"], "is not a folder"),
+    ("label", ["{tmp}/foreign"], "has no label database"),
+    ("label", ["{tmp}/foreign", "--label-port", "-3"], "--label-port must be in [0, 65535]"),
+    ("label", ["{tmp}/foreign", "--label-port", "x"], "invalid int value: 'x'"),
+    ("label", [], "the following arguments are required: run_dir"),
 ]
 
 
