@@ -28,7 +28,7 @@ demo: $(STAMP)
 	@echo "Figures and tables: runs/demo/plots/   TensorBoard: $(BIN)/tensorboard --logdir runs/demo"
 
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -rs
 
 test-all: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m ''
