@@ -31,6 +31,7 @@ Options given on the command line win over the file. See docs/studies.md.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import os
 import signal
@@ -39,6 +40,7 @@ import sys
 import time
 import tomllib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -208,7 +210,42 @@ def launch(run: Run, gpu: int | None) -> subprocess.Popen:
     with log:
         # Own session: a terminal's Ctrl-C reaches the sweep only, which then stops each run exactly once.
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env(run, gpu),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn that has Linux send the child SIGTERM when the sweep dies (even by SIGKILL), so that no
+    run goes on training as an orphan: the run checkpoints at the end of its episode and exits, and a re-run
+    of the sweep resumes it. None elsewhere (no such signal there)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:  # runs in the child between fork and exec
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the sweep died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def next_free(queue: list[Run], waiting: set[str], progress: Progress) -> Run | None:
+    """Take the first queued run whose folder no other process holds (a run of a killed sweep may still be
+    saving its checkpoint); the runs it waits for are named once."""
+    from pref_brl.runs import folder_holder
+
+    for run in queue:
+        holder = folder_holder(run.run_dir)
+        if holder is None:
+            queue.remove(run)
+            return run
+        if run.label not in waiting:
+            waiting.add(run.label)
+            progress.event(f"waiting for {run.label}: its folder is in use by process {holder}")
+    return None
 
 
 def last_line(path: Path) -> str:
@@ -272,10 +309,13 @@ def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: f
     progress.summary()
     running: dict[subprocess.Popen, tuple[Run, int | None, float]] = {}
     signal.signal(signal.SIGTERM, _interrupt)  # a killed sweep ends its runs too (they resume next time)
+    waiting: set[str] = set()
     try:
         while queue or running:
             while queue and len(running) < jobs:
-                run = queue.pop(0)
+                run = next_free(queue, waiting, progress)
+                if run is None:
+                    break
                 gpu = pick_gpu(gpus, [g for _, g, _ in running.values()])
                 running[launch(run, gpu)] = (run, gpu, time.time())
                 progress.running += 1

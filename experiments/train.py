@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    from pref_brl.checkpoint import CheckpointError
     from pref_brl.runs import RunFolderError
     from pref_brl.trainer import Trainer
     from pref_brl.validate import ConfigError, validate
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         validate(cfg)
         trainer = Trainer(cfg, progress=not known.quiet, allow_config_change=known.allow_config_change)
         trainer.train()
-    except (ConfigError, RunFolderError, FloatingPointError) as exc:
+    except (ConfigError, RunFolderError, CheckpointError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if trainer.interrupted:

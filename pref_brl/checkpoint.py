@@ -16,14 +16,28 @@ LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or read; the message says why and what to do."""
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
-    """Write `state` as the newest checkpoint; the former newest becomes the fallback."""
+    """Write `state` as the newest checkpoint; the former newest becomes the fallback.
+
+    A failed write (a full disk, say) removes its temporary file, keeps the existing checkpoints as they were
+    and raises CheckpointError.
+    """
     path, prev = run_dir / LATEST, run_dir / PREVIOUS
     tmp = run_dir / (LATEST + ".tmp")
-    with tmp.open("wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with tmp.open("wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write a checkpoint in {run_dir} ({exc.strerror or exc}); the previous "
+                              "checkpoints are kept: free disk space and run the same command again to resume "
+                              "from them") from None
     if path.exists():
         os.replace(path, prev)
     os.replace(tmp, path)
@@ -44,21 +58,26 @@ def fsync_folder(folder: Path) -> None:
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The newest readable checkpoint in `run_dir`, falling back to the previous one; None if none."""
-    candidates = [run_dir / LATEST, run_dir / PREVIOUS]
+    """The newest readable checkpoint in `run_dir`, falling back to the previous one; None if none.
+
+    CheckpointError when checkpoints exist but none can be read (the files are left as they are)."""
+    candidates = [p for p in (run_dir / LATEST, run_dir / PREVIOUS) if p.exists()]
+    problems = []
     for i, path in enumerate(candidates):
-        if not path.exists():
-            continue
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file falls back to the previous one
             unsafe = isinstance(exc, pickle.UnpicklingError)
-            warnings.warn(f"checkpoint {path} is {'not plain data (refused, not executed)' if unsafe else 'unreadable'}"
-                          f" ({exc.__class__.__name__}); falling back to the previous one", stacklevel=2)
+            problems.append(f"{path.name} is {'not plain data (refused, not executed)' if unsafe else 'unreadable'}"
+                            f" ({exc.__class__.__name__})")
+            if i + 1 < len(candidates):
+                warnings.warn(f"checkpoint {path}: {problems[-1].split(' ', 2)[2]}; falling back to the previous "
+                              "one", stacklevel=2)
             continue
         if i > 0:
             warnings.warn(f"resuming from the previous checkpoint {path}", stacklevel=2)
         return state
-    if any(p.exists() for p in candidates):
-        raise RuntimeError(f"no readable checkpoint in {run_dir}: delete the folder or pick another --run-dir")
+    if candidates:
+        raise CheckpointError(f"no readable checkpoint in {run_dir} ({'; '.join(problems)}): delete the folder "
+                              "or pick another --run-dir")
     return None

@@ -37,8 +37,13 @@ class Logger:
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+        try:
+            lines = read_lines(self.path)
+        except ValueError as exc:
+            from pref_brl.runs import RunFolderError
+
+            raise RunFolderError(f"{exc}: the run's log is damaged; restore or delete the run folder") from None
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         tmp.replace(self.path)
@@ -80,10 +85,25 @@ class Logger:
             self.writer.close()
 
 
+def read_lines(path: Path) -> list[str]:
+    """The JSON record lines of a JSONL mirror, without a torn (partly written, not JSON) last line.
+
+    A line that is not JSON anywhere else is damage, not a crash: ValueError names the file and line.
+    """
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    for number, line in enumerate(lines, 1):
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{path}:{number} is not a JSON record") from None
+            return lines[:-1]
+    return lines
+
+
 def read_scalars(run_dir: Path) -> list[dict[str, float]]:
-    """Every record of a run folder's JSONL mirror."""
-    path = Path(run_dir) / "scalars.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Every record of a run folder's JSONL mirror (a torn last line is left out)."""
+    return [json.loads(line) for line in read_lines(Path(run_dir) / "scalars.jsonl")]
 
 
 class Progress:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,10 +100,29 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return sorted(set(found))
 
 
+REQUIRED_KEYS = ("env", "method", "seed", "max_feedback")
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A run folder's config.json; ResultsError when it is unreadable, not a JSON object or lacks a key."""
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
+        raise ResultsError(f"{path / CONFIG_FILE} is unreadable ({reason})") from None
+    missing = [k for k in REQUIRED_KEYS if k not in config] if isinstance(config, dict) else ["(not an object)"]
+    if missing:
+        raise ResultsError(f"{path / CONFIG_FILE} is not a run config (missing {', '.join(missing)})")
+    return config
+
+
 def load_run(path: Path) -> RunData:
-    config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = read_run_config(path)
     scalars = path / "scalars.jsonl"
-    lines = scalars.read_text(encoding="utf-8").splitlines() if scalars.exists() else []
+    try:
+        lines = scalars.read_text(encoding="utf-8").splitlines() if scalars.exists() else []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{scalars} is unreadable ({getattr(exc, 'strerror', None) or exc})") from None
     records = []
     for number, line in enumerate(lines, 1):
         try:
@@ -152,10 +173,28 @@ def select_metric(runs: list[RunData], metric: str | None) -> tuple[list[RunData
     return kept, metrics
 
 
-def load(paths: list[str | Path], metric: str | None = None, envs: tuple[str, ...] = ()
-         ) -> tuple[list[RunData], dict[str, str]]:
-    """Runs under `paths` (optionally of the given envs), grouped, with the metric of each env."""
-    runs = [load_run(p) for p in find_runs(paths)]
+def warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_readable(paths: list[Path], warn: Callable[[str], None]) -> list[RunData]:
+    """The runs that can be read; each broken one (bad config.json, unreadable scalars) is named to `warn`."""
+    runs = []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except ResultsError as exc:
+            warn(f"skipping the broken run {path}: {exc}")
+    if not runs:
+        raise ResultsError(f"none of the {len(paths)} run folders can be read (see the warnings above)")
+    return runs
+
+
+def load(paths: list[str | Path], metric: str | None = None, envs: tuple[str, ...] = (),
+         warn: Callable[[str], None] = warn_stderr) -> tuple[list[RunData], dict[str, str]]:
+    """Runs under `paths` (optionally of the given envs), grouped, with the metric of each env; a broken run
+    is left out and named to `warn` (a `warning:` line on stderr by default)."""
+    runs = load_readable(find_runs(paths), warn)
     if envs:
         runs = [r for r in runs if r.config["env"] in envs]
         if not runs:

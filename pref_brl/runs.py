@@ -7,6 +7,8 @@ import json
 import os
 import platform
 import subprocess
+import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from pref_brl.config import IGNORED_FIELDS, TrainConfig
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "done.json"
+VERSIONS_FILE = "versions.json"
+HISTORY_FILE = "config.history.json"
 TRACKED_PACKAGES = ("torch", "numpy", "gymnasium", "mujoco", "dm-control", "metaworld", "tyro", "pref-brl")
 
 
@@ -43,18 +47,20 @@ def config_differences(old: dict, new: dict) -> list[str]:
 def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False) -> tuple[Path, bool]:
     """Create the run folder, or check that an existing one belongs to this config (then resume).
 
-    Returns (run_dir, resuming). Never deletes or overwrites anything.
+    Returns (run_dir, resuming). Never deletes anything; a config replaced by `allow_config_change` is kept
+    in config.history.json. The caller records a resume (`record_resume`) once it holds the folder's lock.
     """
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     config_path = run_dir / CONFIG_FILE
     if config_path.exists():
-        old = json.loads(config_path.read_text(encoding="utf-8"))
+        old = read_config(config_path)
         new = json.loads(cfg.to_json())
         diffs = config_differences(old, new)
         if diffs and not allow_config_change:
             raise RunFolderError(f"{run_dir} holds a run with a different config ({'; '.join(diffs)}); "
                                  "use another --run-dir, or pass --allow-config-change to resume anyway")
         if diffs:
+            record_config_change(run_dir, old, diffs)
             config_path.write_text(cfg.to_json(), encoding="utf-8")
         return run_dir, True
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -63,11 +69,83 @@ def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False) -> tupl
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
-        (run_dir / "versions.json").write_text(json.dumps(provenance(), indent=2), encoding="utf-8")
+        (run_dir / VERSIONS_FILE).write_text(json.dumps([stamped(provenance())], indent=2), encoding="utf-8")
     except OSError as exc:
         raise RunFolderError(f"cannot create the run folder {run_dir} ({exc.strerror}); choose a writable "
                              "--run-dir") from None
     return run_dir, False
+
+
+def read_config(path: Path) -> dict:
+    """A run folder's config.json as a dict; a RunFolderError when it is unreadable, not JSON or not an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON: {exc}"
+        raise RunFolderError(f"{path} cannot be read ({reason}); it is not a usable pref-brl run folder: "
+                             "choose another --run-dir, or restore or delete the folder") from None
+    if not isinstance(value, dict):
+        raise RunFolderError(f"{path} holds a JSON {type(value).__name__}, not a config object; it is not a "
+                             "usable pref-brl run folder: choose another --run-dir, or restore or delete the folder")
+    return value
+
+
+def stamped(info: dict[str, str]) -> dict[str, str]:
+    """`info` with the current local time first."""
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
+
+
+def _read_list(path: Path) -> list | None:
+    """A JSON list file's entries ([] if absent; an old single-object file as one entry); None if unreadable."""
+    if not path.exists():
+        return []
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, list) else [value] if isinstance(value, dict) else None
+
+
+def record_resume(run_dir: Path) -> None:
+    """Append this start's provenance to versions.json; one warning line if the versions differ from the first."""
+    path = run_dir / VERSIONS_FILE
+    entries = _read_list(path)
+    if entries is None:
+        print(f"warning: {path} is unreadable; this resume's package versions are not recorded", file=sys.stderr)
+        return
+    current = stamped(provenance())
+    if entries and isinstance(entries[0], dict):
+        changed = version_changes(entries[0], current)
+        if changed:
+            print(f"warning: package versions differ from the run's first start ({'; '.join(changed)}); "
+                  f"see {path}", file=sys.stderr)
+    _write_json(path, [*entries, current])
+
+
+def version_changes(first: dict, now: dict) -> list[str]:
+    """`name: old -> new` for Python and each tracked package whose version changed."""
+    keys = ("python", *TRACKED_PACKAGES)
+    return [f"{k} {first.get(k)} -> {now.get(k)}" for k in keys if k in first and first.get(k) != now.get(k)]
+
+
+def record_config_change(run_dir: Path, old: dict, diffs: list[str]) -> None:
+    """Keep the config that --allow-config-change replaces: appended to config.history.json."""
+    path = run_dir / HISTORY_FILE
+    entries = _read_list(path)
+    if entries is None:
+        raise RunFolderError(f"{path} is unreadable; restore or move it before changing this run's config")
+    _write_json(path, [*entries, {**stamped({}), "changes": diffs, "config": old}])
+
+
+def _write_json(path: Path, value: object) -> None:
+    """Replace `path` atomically with `value` as JSON (a failed write leaves the old file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunFolderError(f"cannot write {path} ({exc.strerror}); free disk space or fix permissions") from None
 
 
 class RunLock:
@@ -94,6 +172,21 @@ class RunLock:
     def release(self) -> None:
         if not self.file.closed:
             self.file.close()
+
+
+def folder_holder(run_dir: Path) -> str | None:
+    """The pid (as written in its lock file) of the process that holds `run_dir`'s lock; None if free."""
+    import fcntl
+
+    path = run_dir / "lock"
+    if not path.exists():
+        return None
+    with path.open("r", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "unknown"
+    return None
 
 
 def provenance() -> dict[str, str]:

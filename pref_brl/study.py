@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pref_brl.config import IGNORED_FIELDS, PRESETS, TrainConfig, preset_config
-from pref_brl.runs import CONFIG_FILE, DONE_FILE, config_differences
+from pref_brl.runs import CONFIG_FILE, DONE_FILE, RunFolderError, config_differences, read_config
 
 RunState = Literal["new", "partial", "done"]
 
@@ -211,7 +211,10 @@ def _check_folder(run: Run) -> None:
         raise StudyError(f"{path} exists and is not a folder; remove it or choose another --root/--name")
     config_path = path / CONFIG_FILE
     if config_path.exists():
-        old = json.loads(config_path.read_text(encoding="utf-8"))
+        try:
+            old = read_config(config_path)
+        except RunFolderError as exc:
+            raise StudyError(str(exc)) from None
         diffs = config_differences(old, json.loads(run.config.to_json()))
         if diffs:
             raise StudyError(f"{path} holds a run with a different config ({'; '.join(diffs)}); use a new "
@@ -321,13 +324,14 @@ class TrainJob:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m pref_brl.study '<config json>'`: one sweep job; an error is one line on stderr."""
+    from pref_brl.checkpoint import CheckpointError
     from pref_brl.runs import RunFolderError
     from pref_brl.validate import ConfigError
 
     args = sys.argv[1:] if argv is None else argv
     try:
         print(f"run folder: {run_job(json.loads(args[0]))}", flush=True)
-    except (ConfigError, RunFolderError, FloatingPointError) as exc:
+    except (ConfigError, RunFolderError, CheckpointError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

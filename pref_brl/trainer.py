@@ -30,7 +30,7 @@ from pref_brl.feedback import Collaborators
 from pref_brl.human.session import LabellingInterrupted
 from pref_brl.logger import Logger, Progress
 from pref_brl.methods import make_learner
-from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir
+from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir, record_resume
 from pref_brl.video import make_eval_videos
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -82,7 +82,15 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self._last_checkpoint_step = 0
         self.interrupted = ""  # the signal that asked the run to stop, if any
-        self.logger = self.open(resuming)
+        try:
+            self.logger = self.open(resuming)
+            if resuming:
+                record_resume(self.run_dir)  # after the checkpoint loaded: a refused resume changes nothing
+        except BaseException:
+            if hasattr(self, "logger"):
+                self.logger.close()
+            self.lock.release()
+            raise
         if self.learner is not None:
             try:
                 self.learner.open_run_dir(self.run_dir)  # labelling by hand: its database and page
@@ -99,7 +107,8 @@ class Trainer:
         state = load_checkpoint(self.run_dir) if resuming else None
         if state is not None:
             self.load_state_dict(state)
-        logger = Logger(self.run_dir, resume_step=self.step if state is not None else None)
+        # a resumed run drops what its killed session logged after the checkpoint (everything, when there is none)
+        logger = Logger(self.run_dir, resume_step=self.step if resuming else None)
         if state is None:
             logger.text("config", f"```\n{cfg.to_json()}\n```")
             tags = ("eval/mean_reward", "eval/success_rate") if is_metaworld(cfg.env) else ("eval/mean_reward",)

@@ -171,3 +171,28 @@ def test_a_moved_run_folder_resumes_where_it_is(tiny, tmp_path) -> None:
     assert resumed.step == 400
     resumed.train()
     assert scalars_without_time(moved) == scalars_without_time(straight.run_dir)
+
+
+def tensorboard_scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of every TensorBoard scalar as TensorBoard shows it (purged events left out)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(run_dir) / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+            if not tag.startswith("time/")}
+
+
+def test_kill_before_the_first_checkpoint_then_rerun_logs_each_record_once(tiny) -> None:
+    straight, killed = tiny("straight", steps=400), tiny("killed", steps=400)
+    Trainer(straight, progress=False).train()
+    run_until_killed(killed, kill_at=150)  # the first checkpoint is due at step 200
+    assert not (Path(killed.run_dir) / "checkpoint.pt").exists() and scalars_without_time(killed.run_dir)
+    Trainer(killed, progress=False).train()
+    records = scalars_without_time(killed.run_dir)
+    keys = [(r["step"], k) for r in records for k in r if k != "step"]
+    assert len(keys) == len(set(keys))  # no duplicate (step, key) record
+    assert records == scalars_without_time(straight.run_dir)
+    tb = tensorboard_scalars(killed.run_dir)
+    assert all(len({s for s, _ in points}) == len(points) for points in tb.values())
+    assert tb == tensorboard_scalars(straight.run_dir)

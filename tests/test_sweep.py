@@ -198,3 +198,52 @@ def test_submitit_job_array_with_the_local_executor(tmp_path: Path, capsys) -> N
         assert (tmp_path / f"study/walker_walk/sac/seed{seed}/done.json").exists()
     assert (tmp_path / "study/.submitit").is_dir()
     assert main(argv) == 0 and "2 of 2 runs already finished" in capsys.readouterr().out
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] not in "ZX"
+    except (OSError, IndexError):
+        return False
+
+
+def _logged(run_dir: Path) -> bool:
+    path = run_dir / "scalars.jsonl"
+    return path.exists() and path.stat().st_size > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="parent-death signal: Linux only")
+def test_sigkilled_sweep_leaves_no_orphans_and_a_rerun_completes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root_dir = Path(__file__).resolve().parents[1]
+    argv = ["--root", str(tmp_path), "--methods", "sac", "--seeds", "0", "1", "--jobs", "2", *TINY_FLAGS,
+            "--set", "steps=500", "--set", "threads=1"]
+    command = [sys.executable, "-m", "experiments.sweep", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root_dir)}
+    sweep = subprocess.Popen(command, cwd=root_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    runs = expand(grid(tmp_path, methods=("sac",), seeds=(0, 1), overrides=grid(tmp_path).overrides + (
+        ("steps", (500,)), ("threads", (1,)))))
+    deadline = time.time() + 60
+    while not all(_logged(r.run_dir) for r in runs):  # both runs are training
+        assert time.time() < deadline and sweep.poll() is None, "the runs did not start"
+        time.sleep(0.05)
+    pids = [int((r.run_dir / "lock").read_text()) for r in runs]
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    deadline = time.time() + 30
+    while any(_alive(pid) for pid in pids):
+        assert time.time() < deadline, "runs of the killed sweep go on training as orphans"
+        time.sleep(0.05)
+    for run in runs:
+        assert "stopped by SIGTERM" in (run.run_dir / "train.log").read_text()
+        assert run_state(run) == "partial"
+    rerun = subprocess.run(command, cwd=root_dir, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0 and "FAILED" not in rerun.stdout, rerun.stdout + rerun.stderr
+    assert "2/2 done (0 skipped), 0 running, 0 failed" in rerun.stdout
+    assert all(run_state(r) == "done" for r in runs)

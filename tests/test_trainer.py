@@ -45,7 +45,7 @@ def test_sac_run_logs_the_spec_scalars(tiny) -> None:
     keys = set().union(*scalars_without_time(cfg.run_dir))
     assert {"eval/mean_reward", "rollout/ep_rew_mean", "train/actor_loss", "train/critic_loss",
             "train/ent_coef"} <= keys
-    assert json.loads(open(f"{cfg.run_dir}/versions.json").read())["torch"].startswith("2.")
+    assert json.loads(open(f"{cfg.run_dir}/versions.json").read())[0]["torch"].startswith("2.")
 
 
 def test_same_seed_same_scalars(tiny) -> None:
