@@ -4,6 +4,7 @@ training loop that waits for (or, async, folds in) human labels and survives a k
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -25,6 +26,7 @@ from pref_brl.preferences import Episode, EpisodeStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "docs" / "figures" / "labelling_page.png"
+"""Rewritten by the browser test only with PREF_BRL_UPDATE_SCREENSHOT=1 (tests leave tracked files alone)."""
 
 
 def can_render() -> bool:
@@ -352,7 +354,9 @@ def test_the_page_in_a_browser(tmp_path: Path) -> None:
         assert driver.find_element(By.ID, "task").text == "walker_walk"
         time.sleep(0.6)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(SCREENSHOT))
+        shot = SCREENSHOT if os.environ.get("PREF_BRL_UPDATE_SCREENSHOT") == "1" else tmp_path / "page.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000  # a rendered page, not an empty image
         body = driver.find_element(By.TAG_NAME, "body")
         body.send_keys(Keys.ARROW_RIGHT)
         wait_for(lambda: db.labels().get("0-0") == 1.0, 10, "→ to label right")
