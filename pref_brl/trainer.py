@@ -86,18 +86,13 @@ class Trainer:
             self.logger = self.open(resuming)
             if resuming:
                 record_resume(self.run_dir)  # after the checkpoint loaded: a refused resume changes nothing
+            if self.learner is not None:
+                self.learner.open_run_dir(self.run_dir)  # labelling by hand: its database and page
         except BaseException:
             if hasattr(self, "logger"):
                 self.logger.close()
             self.lock.release()
             raise
-        if self.learner is not None:
-            try:
-                self.learner.open_run_dir(self.run_dir)  # labelling by hand: its database and page
-            except BaseException:
-                self.logger.close()
-                self.lock.release()
-                raise
         self.progress = Progress(cfg.steps, self.step, cfg.log_frequency, enabled=progress)
         self._clock = (time.time(), self.step)
 

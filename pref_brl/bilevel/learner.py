@@ -234,9 +234,7 @@ class BilevelLearner(PreferenceLearner):
         fit, heldout = pairs[: len(pairs) - held], pairs[len(pairs) - held:]
         with torch.no_grad():
             states = self.loop.replay.recent_obs(SHARED_STATES, agent=0)
-            noise = torch.randn((len(states), self.loop.agent.act_dim), generator=self.b_generator,
-                                device=states.device)
-            actions, _ = squashed_sample(*self.loop.agent.actor(states), noise)
+            actions = self._actions(self.loop.agent.actor, states, self._noise(states))
             before = ens.mean_reward(states, actions)
         metrics: dict[str, Any] = {"bilevel/lambda": self.lam, **self._gap(heldout, "before")}
         extra, snr = self._penalty_closure(fit)
@@ -282,10 +280,16 @@ class BilevelLearner(PreferenceLearner):
     @torch.no_grad()
     def _shared_states(self) -> tuple[Tensor, Tensor, Tensor]:
         obs = self.loop.replay.recent_obs(SHARED_STATES, agent=0)
-        noise = torch.randn((len(obs), self.loop.agent.act_dim), generator=self.b_generator, device=obs.device)
-        act_a, _ = squashed_sample(*self.anchor(obs), noise)  # one noise draw for both: common random numbers
-        act_b, _ = squashed_sample(*self.b_actor(obs), noise)
-        return obs, act_a, act_b
+        noise = self._noise(obs)  # one noise draw for both: common random numbers
+        return obs, self._actions(self.anchor, obs, noise), self._actions(self.b_actor, obs, noise)
+
+    def _noise(self, obs: Tensor) -> Tensor:
+        """Standard-normal action noise for `obs`, from B's generator (A's sampling stream is left alone)."""
+        return torch.randn((len(obs), self.loop.agent.act_dim), generator=self.b_generator, device=obs.device)
+
+    @staticmethod
+    def _actions(actor: Actor, obs: Tensor, noise: Tensor) -> Tensor:
+        return squashed_sample(*actor(obs), noise)[0]
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
