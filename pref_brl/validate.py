@@ -161,7 +161,8 @@ def validate_bilevel(cfg: TrainConfig, need) -> None:
     need(0 < cfg.kl_target < float("inf"), f"--kl-target must be a positive number, got {cfg.kl_target}")
     need(0 < cfg.psi_clip < 1, f"--psi-clip must be in (0, 1), got {cfg.psi_clip}")
     need(cfg.penalty_steps >= 1, f"--penalty-steps must be >= 1, got {cfg.penalty_steps}")
-    need(cfg.snr_min >= 0, f"--snr-min must be >= 0 (0: never skip), got {cfg.snr_min}")
+    need(0 <= cfg.snr_min < float("inf"),
+         f"--snr-min must be a finite number >= 0 (0: never skip; --no-penalty: always), got {cfg.snr_min}")
     need(0 <= cfg.heldout_pairs < cfg.paired_episodes,
          f"--heldout-pairs must be in [0, --paired-episodes), got {cfg.heldout_pairs} of {cfg.paired_episodes}")
     length = cfg.max_episode_steps or episode_length(cfg.env)
