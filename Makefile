@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/pref-brl-sweep --name demo --methods sac pebble bilevel --budgets 20 --seeds 0 --jobs 2 \
-		--set steps=20000 --set num_unsup_steps=4000 --set num_interact=4000 --set reward_batch=5 \
+		--set steps=20000 --set num_unsup_steps=4000 --set num_interact=4000 --set reward_batch=5 --set paired_episodes=4 \
 		--set eval_frequency=2500 --set num_eval_episodes=2 --set checkpoint_frequency=5000
 	$(BIN)/pref-brl-plot runs/demo --min-runs 1
 	@echo "Figures and tables: runs/demo/plots/   TensorBoard: $(BIN)/tensorboard --logdir runs/demo"
