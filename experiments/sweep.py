@@ -66,7 +66,9 @@ class SweepArgs:
     envs: tuple[str, ...] = ("walker_walk",)
     """environments"""
     methods: tuple[str, ...] = ("pebble", "bilevel")
-    """methods (sac, pebble, bilevel, sobirl); sac uses no labels, so it runs once per env and seed"""
+    """methods (sac, pebble, bilevel, sobirl, mrn); sac uses no labels, so it runs once per env and seed. A
+    variant method+key=value[+key=value] sets fields for that method alone and is its own folder and curve,
+    e.g. bilevel+penalty=false (B on, λ-term off)"""
     budgets: tuple[int, ...] = ()
     """label budgets (max_feedback); none given: each env's preset budget"""
     teachers: tuple[str, ...] = ("oracle",)

@@ -10,6 +10,11 @@ one more grid axis and its value is appended to the method part of the name (onl
 field: `penalty_weight` splits `bilevel` runs, not `pebble` ones); single-valued overrides are study-wide
 settings and do not appear in names (changing one later is refused on the existing folders).
 
+A method can also be given as a variant, `<method>+<key>=<value>[+<key>=<value>...]`, e.g.
+`bilevel+penalty=false` (the control with B on and the λ-term off): those fields are set for that method
+alone, and the variant is its own folder, `<env>/bilevel+penalty=false/budget<B>/<teacher>/seed<S>`, beside
+the plain `bilevel` runs of the same study.
+
 The same folder names make TensorBoard show one run per (env, method, budget, teacher, seed), grouped by
 path, when it is pointed at the study folder.
 """
@@ -140,6 +145,30 @@ def _value_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """`bilevel+penalty=false+b_in_replay=false` as ("bilevel", {"penalty": False, "b_in_replay": False}).
+
+    Each field must be one the method reads, set once, and not one the grid's own axes set.
+    """
+    base, *parts = spec.split("+")
+    _check_methods((base,))
+    variant: dict[str, Any] = {}
+    for part in parts:
+        key, sep, raw = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not raw.strip():
+            raise StudyError(f"method variant {spec!r}: {part!r} is not key=value (e.g. bilevel+penalty=false)")
+        if key in OWNED_FIELDS:
+            raise StudyError(f"method variant {spec!r}: {key} is set by the study's own axes, not by a variant")
+        if key in variant:
+            raise StudyError(f"method variant {spec!r} sets {key} twice")
+        if key in IGNORED_FIELDS.get(base, frozenset()):
+            raise StudyError(f"method variant {spec!r}: method {base} does not read {key}, so the variant would "
+                             f"train exactly like {base}")
+        variant[key] = coerce(key, raw.strip())
+    return base, variant
+
+
 def run_label(cfg: TrainConfig, axis_overrides: dict[str, Any]) -> str:
     """The run's folder name inside the study folder (see the module docstring)."""
     method = cfg.method + "".join(f"+{k}={_value_text(v)}" for k, v in axis_overrides.items())
@@ -159,19 +188,24 @@ def expand(grid: Grid) -> list[Run]:
         raise StudyError(f"empty grid: no values for {', '.join('--' + n for n in empty)}")
     if grid.preset not in PRESETS:
         raise StudyError(f"unknown preset {grid.preset!r}; known presets: {', '.join(PRESETS)}")
-    _check_methods(grid.methods)
+    methods = {spec: parse_method(spec) for spec in grid.methods}
     fixed = {k: v[0] for k, v in grid.overrides if len(v) == 1}
     fixed.setdefault("threads", 1)
     swept = [(k, v) for k, v in grid.overrides if len(v) > 1]
+    for spec, (_, variant) in methods.items():
+        both = sorted(set(variant) & {k for k, _ in swept})
+        if both:
+            raise StudyError(f"method variant {spec!r} sets {both[0]}, which --set also sweeps; drop one of them")
     runs: dict[str, Run] = {}
-    for seed, env, budget, teacher, method, *values in itertools.product(
+    for seed, env, budget, teacher, spec, *values in itertools.product(
             grid.seeds, grid.envs, grid.budgets or (None,), grid.teachers, grid.methods, *(v for _, v in swept)):
+        method, variant = methods[spec]
         ignored = IGNORED_FIELDS.get(method, frozenset())
         axis = {k: v for k, v in zip((k for k, _ in swept), values) if k not in ignored}
         point = dict(fixed, teacher=teacher, **({} if budget is None else {"max_feedback": budget}))
-        point = {k: v for k, v in point.items() if k not in ignored and k not in axis}
-        cfg = preset_config(grid.preset, env, method=method, seed=seed, **point, **axis)
-        label = run_label(cfg, axis)
+        point = {k: v for k, v in point.items() if k not in ignored and k not in axis and k not in variant}
+        cfg = preset_config(grid.preset, env, method=method, seed=seed, **point, **variant, **axis)
+        label = run_label(cfg, {**variant, **axis})
         if label not in runs:
             runs[label] = Run(label, dataclasses.replace(cfg, run_dir=str(grid.folder / label)))
     return list(runs.values())

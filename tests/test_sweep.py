@@ -66,6 +66,41 @@ def test_overrides_fixed_and_swept(tmp_path: Path) -> None:
                                                                                (50, 1.)}
 
 
+def test_method_variants_are_their_own_folders_and_set_only_their_fields(tmp_path: Path) -> None:
+    runs = expand(grid(tmp_path, methods=("pebble", "bilevel", "bilevel+penalty=false",
+                                          "bilevel+penalty=false+b_in_replay=false"),
+                       overrides=(("steps", (5000,)), ("penalty_weight", (0.5, 1.0)))))
+    by_label = {r.label: r.config for r in runs}
+    assert list(by_label) == ["walker_walk/pebble/budget8/oracle/seed0"] + [
+        f"walker_walk/{m}+penalty_weight={w}/budget8/oracle/seed0"
+        for m in ("bilevel", "bilevel+penalty=false", "bilevel+penalty=false+b_in_replay=false") for w in (0.5, 1.0)]
+    plain = by_label["walker_walk/bilevel+penalty_weight=0.5/budget8/oracle/seed0"]
+    control = by_label["walker_walk/bilevel+penalty=false+penalty_weight=0.5/budget8/oracle/seed0"]
+    replay = by_label["walker_walk/bilevel+penalty=false+b_in_replay=false+penalty_weight=0.5/budget8/oracle/seed0"]
+    assert (plain.penalty, plain.b_in_replay) == (True, True)
+    assert (control.penalty, control.b_in_replay) == (False, True)
+    assert (replay.penalty, replay.b_in_replay) == (False, False)
+    # apart from the variant's fields, a variant is configured exactly like its method
+    assert dataclasses.replace(control, penalty=True, run_dir=plain.run_dir) == plain
+    assert all(c.steps == 5000 for c in by_label.values())
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("pebble+penalty=false", "method pebble does not read penalty"),
+    ("bilevel+penalty", "is not key=value"),
+    ("bilevel+penalty=maybe", "must be true or false"),
+    ("bilevel+seed=3", "set by the study's own axes"),
+    ("bilevel+penalty=false+penalty=true", "sets penalty twice"),
+    ("bilevel+stepz=3", "unknown config field"),
+    ("dagger+penalty=false", "unknown method 'dagger'"),
+])
+def test_bad_method_variants_are_refused(tmp_path: Path, spec: str, message: str) -> None:
+    with pytest.raises(StudyError, match=message):
+        expand(grid(tmp_path, methods=(spec,)))
+    with pytest.raises(StudyError, match="also sweeps"):
+        expand(grid(tmp_path, methods=("bilevel+penalty=false",), overrides=(("penalty", (True, False)),)))
+
+
 def test_default_budget_is_each_envs_preset(tmp_path: Path) -> None:
     runs = expand(grid(tmp_path, envs=("walker_walk", "metaworld_door-open-v3"), budgets=(), overrides=()))
     assert [(r.label, r.config.max_feedback) for r in runs] == [
