@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
+from pref_brl import diagnostics
 from pref_brl.cli import parse
 from pref_brl.results import (
     MIN_SEEDS_FOR_CI,
@@ -62,13 +63,17 @@ class PlotArgs:
     final_window: int = 1
     """final performance of a run: mean of its last this many evaluations"""
     compare: tuple[str, ...] = ("bilevel:pebble",)
-    """method:baseline pairs whose probability of improvement the table reports"""
+    """method:baseline pairs whose probability of improvement the table reports; either side may be a method
+    variant as the table names it (bilevel:bilevel+penalty=false)"""
     reps: int = 5000
     """bootstrap resamples"""
     out: str = ""
     """output folder (default: <first folder>/plots)"""
     formats: tuple[str, ...] = ("png", "svg")
     """figure file formats"""
+    diagnostics: str = ""
+    """also pool every scalar whose tag starts with this prefix (e.g. bilevel/) over all rounds of all seeds of
+    each group, into diagnostics.md: runs, rounds, mean, median, range, share of rounds below zero"""
 
 
 def colors_for(groups: list[Group]) -> dict[str, str]:
@@ -77,7 +82,7 @@ def colors_for(groups: list[Group]) -> dict[str, str]:
     spare = iter(SPARE_COLORS * 10)
     for group in groups:
         if group.label not in colors:
-            plain = group.extras == () and group.method in COLORS
+            plain = group.variant == () and group.method in COLORS
             colors[group.label] = COLORS[group.method] if plain else next(spare)
     return colors
 
@@ -171,8 +176,14 @@ def make_plots(args: PlotArgs) -> list[Path]:
     (out / "final.md").write_text(markdown, encoding="utf-8")
     (out / "final.csv").write_text(to_csv(rows, args.aggregate), encoding="utf-8")
     print(markdown)
+    written += [out / "final.md", out / "final.csv"]
+    if args.diagnostics:
+        pooled = diagnostics.to_markdown(diagnostics.pooled_diagnostics(runs, args.diagnostics))
+        (out / "diagnostics.md").write_text(pooled, encoding="utf-8")
+        print(pooled)
+        written.append(out / "diagnostics.md")
     warn_unfinished(rows)
-    return written + [out / "final.md", out / "final.csv"]
+    return written
 
 
 def warn_unfinished(rows: list) -> None:

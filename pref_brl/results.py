@@ -21,6 +21,7 @@ import numpy as np
 from pref_brl import stats
 from pref_brl.config import IGNORED_FIELDS
 from pref_brl.runs import CONFIG_FILE, DONE_FILE
+from pref_brl.study import value_text
 
 LABELS_TAG = "feedback/total"
 NOT_GROUPING = frozenset({"seed", "run_dir", "device", "threads", "env", "method", "max_feedback"})
@@ -52,13 +53,28 @@ class Group:
     method: str
     budget: int | None
     extras: tuple[tuple[str, Any], ...] = ()
+    """the settings that vary between the plotted runs, as this group has them"""
+    variant: tuple[tuple[str, Any], ...] = ()
+    """those of `extras` whose value is not the preset's: what the group's name shows"""
+
+    @property
+    def name(self) -> str:
+        """The method, and the settings that differ from its preset, as pref-brl-sweep names a method
+        variant: `bilevel`, `bilevel+penalty=false`; what `--compare` refers to."""
+        return self.method + "".join(f"+{k}={value_text(v)}" for k, v in self.variant)
 
     @property
     def label(self) -> str:
-        text = self.method if self.budget is not None else f"{self.method} (true reward)"
-        if self.extras:
-            text += " (" + ", ".join(f"{k}={v}" for k, v in self.extras) + ")"
-        return text
+        return self.name if self.budget is not None else f"{self.name} (true reward)"
+
+
+def preset_value(config: dict[str, Any], key: str) -> Any:
+    """The value field `key` takes in the preset a run's config names (TrainConfig's default for a custom one)."""
+    from pref_brl.config import PRESETS, TrainConfig, preset_config
+
+    preset = config.get("preset", "cpu")
+    cfg = preset_config(preset, config["env"]) if preset in PRESETS else TrainConfig(env=config["env"])
+    return json.loads(json.dumps(getattr(cfg, key, None)))
 
 
 @dataclass
@@ -144,7 +160,8 @@ def assign_groups(runs: list[RunData]) -> None:
     for run, config in zip(runs, relevant):
         budget = run.config["max_feedback"] if uses_labels(run.config) else None
         extras = tuple((k, config[k]) for k in varying if k in config)
-        run.group = Group(run.config["env"], run.config["method"], budget, extras)
+        variant = tuple((k, v) for k, v in extras if v != preset_value(run.config, k))
+        run.group = Group(run.config["env"], run.config["method"], budget, extras, variant)
         key = (run.group, run.config["seed"])
         if key in seen:
             raise ResultsError(f"{seen[key]} and {run.path} are the same config and seed; they would count as "
@@ -269,7 +286,8 @@ def curves(runs: list[RunData], metric: str, axis: str = "steps", aggregate: str
 
 def sort_key(group: Group) -> tuple:
     order = {"sac": 0, "pebble": 1, "mrn": 2, "bilevel": 3, "sobirl": 4}
-    return (group.env, group.budget or 0, order.get(group.method, 9), group.method, str(group.extras))
+    return (group.env, group.budget or 0, order.get(group.method, 9), group.method, len(group.variant),
+            str(group.extras))
 
 
 # ------------------------------------------------------------------------------------------ final table
@@ -312,8 +330,10 @@ def final_table(runs: list[RunData], metrics: dict[str, str], aggregate: str = "
                                                            rng=np.random.default_rng(seed))
         rows.append(row)
     for method, baseline in compare:
-        for row in (r for r in rows if r.group.method == method):
+        for row in named_rows(rows, method):
             other = matching_row(rows, row.group, baseline)
+            if other is row:
+                continue
             if other is not None and min(len(row.scores), len(other.scores)) < MIN_SEEDS_FOR_CI:
                 row.poi[f"{method} > {baseline}"] = (np.nan, np.nan, np.nan)
             elif other is not None:
@@ -324,14 +344,22 @@ def final_table(runs: list[RunData], metrics: dict[str, str], aggregate: str = "
     return rows
 
 
-def matching_row(rows: list[Row], group: Group, method: str) -> Row | None:
-    """The `method` row at the same env, budget and settings; else the only one at the same env and budget."""
-    same_budget = [r for r in rows if r.group.method == method and r.group.env == group.env
-                   and r.group.budget == group.budget]
-    exact = [r for r in same_budget if r.group.extras == group.extras]
+def named_rows(rows: list[Row], name: str) -> list[Row]:
+    """The rows a `--compare` side names: the groups of that name (`bilevel`, `bilevel+penalty=false`); a plain
+    method name that no group has as its name (every one of its groups differs from the preset, as in a
+    `penalty_weight` sweep) names all of that method's groups."""
+    exact = [r for r in rows if r.group.name == name]
+    return exact or [r for r in rows if r.group.method == name]
+
+
+def matching_row(rows: list[Row], group: Group, name: str) -> Row | None:
+    """The row called `name` at the same env and budget: the one with the same settings if there is one, else
+    the only one."""
+    candidates = [r for r in named_rows(rows, name) if r.group.env == group.env and r.group.budget == group.budget]
+    exact = [r for r in candidates if r.group.extras == group.extras]
     if exact:
         return exact[0]
-    return same_budget[0] if len(same_budget) == 1 else None
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _fmt(x: float) -> str:

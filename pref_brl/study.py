@@ -141,7 +141,8 @@ def normalise_overrides(items: dict[str, Any]) -> tuple[tuple[str, tuple[Any, ..
 
 
 # ------------------------------------------------------------------------------------------ expansion
-def _value_text(value: Any) -> str:
+def value_text(value: Any) -> str:
+    """A setting's value as a folder or group name shows it (booleans lower-case, as on the command line)."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -171,7 +172,7 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
 
 def run_label(cfg: TrainConfig, axis_overrides: dict[str, Any]) -> str:
     """The run's folder name inside the study folder (see the module docstring)."""
-    method = cfg.method + "".join(f"+{k}={_value_text(v)}" for k, v in axis_overrides.items())
+    method = cfg.method + "".join(f"+{k}={value_text(v)}" for k, v in axis_overrides.items())
     if not cfg.uses_preferences:
         return f"{cfg.env}/{method}/seed{cfg.seed}"
     return f"{cfg.env}/{method}/budget{cfg.max_feedback}/{cfg.teacher}/seed{cfg.seed}"

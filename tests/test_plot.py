@@ -12,7 +12,7 @@ import pytest
 from experiments.plot import main
 from pref_brl import stats
 from pref_brl.config import preset_config
-from pref_brl.results import ResultsError, curves, final_table, load, to_markdown
+from pref_brl.results import ResultsError, assign_groups, curves, final_table, load, to_markdown
 
 
 def make_run(root: Path, method: str, seed: int, evals: list[tuple[int, float]], budget: int = 100,
@@ -163,8 +163,39 @@ def test_runs_differing_in_a_setting_are_separate_lines(tmp_path: Path) -> None:
     runs, metrics = load([tmp_path])
     rows = final_table(runs, metrics, "mean", reps=100)
     labels = [r.group.label for r in rows]
-    assert labels == ["pebble", "bilevel (penalty_weight=0.5)", "bilevel (penalty_weight=1.0)"]
+    # a group is named by its settings that differ from the preset (penalty_weight 1 is the preset's)
+    assert labels == ["pebble", "bilevel", "bilevel+penalty_weight=0.5"]
+    assert rows[1].poi["bilevel > pebble"][0] == 1.0
+    assert "bilevel > pebble" not in rows[2].poi  # `bilevel` names the preset's group alone when it exists
+    named = final_table(runs, metrics, "mean", (("bilevel+penalty_weight=0.5", "pebble"),), reps=100)
+    assert named[2].poi["bilevel+penalty_weight=0.5 > pebble"][0] == 0.0 and named[1].poi == {}
+    for run in runs:  # without a group at the preset's settings, `bilevel` names every bilevel group
+        run.config["penalty_weight"] = {1.0: 2.0}.get(run.config["penalty_weight"], run.config["penalty_weight"])
+    assign_groups(runs)
+    rows = final_table(runs, metrics, "mean", reps=100)
     assert [r.poi["bilevel > pebble"][0] for r in rows[1:]] == [0.0, 1.0]
+
+
+def test_method_variants_are_named_like_the_sweep_names_them_and_compared_by_name(tmp_path: Path) -> None:
+    finals = {"pebble": 2.0, "bilevel": 4.0, "control": 3.0, "replay": 1.0, "mrn": 5.0}
+    for seed in range(3):
+        make_run(tmp_path / "p", "pebble", seed, [(100, finals["pebble"] + seed / 10)])
+        make_run(tmp_path / "m", "mrn", seed, [(100, finals["mrn"] + seed / 10)])
+        make_run(tmp_path / "b", "bilevel", seed, [(100, finals["bilevel"] + seed / 10)])
+        make_run(tmp_path / "c", "bilevel", seed, [(100, finals["control"] + seed / 10)], penalty=False)
+        make_run(tmp_path / "r", "bilevel", seed, [(100, finals["replay"] + seed / 10)], penalty=False,
+                 b_in_replay=False)
+    runs, metrics = load([tmp_path])
+    compare = (("bilevel", "pebble"), ("mrn", "pebble"), ("bilevel", "bilevel+penalty=false"),
+               ("bilevel+penalty=false", "bilevel+b_in_replay=false+penalty=false"))
+    rows = {r.group.label: r for r in final_table(runs, metrics, "mean", compare, reps=100)}
+    assert list(rows) == ["pebble", "mrn", "bilevel", "bilevel+penalty=false", "bilevel+b_in_replay=false+penalty=false"]
+    assert rows["bilevel"].poi == {"bilevel > pebble": (1.0, 1.0, 1.0), "bilevel > bilevel+penalty=false": (1.0, 1.0, 1.0)}
+    assert rows["mrn"].poi == {"mrn > pebble": (1.0, 1.0, 1.0)}
+    assert rows["bilevel+penalty=false"].poi == {
+        "bilevel+penalty=false > bilevel+b_in_replay=false+penalty=false": (1.0, 1.0, 1.0)}
+    assert rows["bilevel+b_in_replay=false+penalty=false"].poi == {}
+    assert rows["bilevel+penalty=false"].point == pytest.approx(3.1)
 
 
 def test_fewer_than_three_seeds_get_no_interval_and_no_probability_of_improvement(tmp_path: Path) -> None:

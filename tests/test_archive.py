@@ -1,0 +1,80 @@
+"""pref-brl-archive keeps finished runs' small files (no checkpoints) so that plots of the archive equal plots of
+the study; pooled per-round diagnostics have known values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.archive import main as archive_main
+from pref_brl.diagnostics import pooled_diagnostics
+from pref_brl.results import final_table, load, to_markdown
+from tests.test_plot import make_run
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    """3 finished seeds of pebble and bilevel (with checkpoints, logs and TensorBoard events), an unfinished run."""
+    root = tmp_path / "runs" / "study"
+    for seed in range(3):
+        for method, final in (("pebble", 2.0), ("bilevel", 3.0)):
+            folder = make_run(root, method, seed, [(100, final / 2), (200, final + seed)])
+            (folder / "tb").mkdir()
+            (folder / "tb" / "events.out.tfevents.1").write_bytes(b"events")
+            for name in ("checkpoint.pt", "checkpoint.prev.pt", "train.log", "lock"):
+                (folder / name).write_text("x", encoding="utf-8")
+            (folder / "versions.json").write_text("[]", encoding="utf-8")
+            if method == "bilevel":
+                with (folder / "scalars.jsonl").open("a", encoding="utf-8") as out:
+                    for step, snr, gap in ((120, 1.0 + seed, -1.0), (180, 0.5, 2.0 + seed)):
+                        out.write(json.dumps({"step": step, "bilevel/penalty_snr": snr, "bilevel/gap": gap}) + "\n")
+    make_run(root, "pebble", 3, [(100, 9.0)], done=False)
+    return root
+
+
+def test_archive_keeps_the_small_files_and_replots_identically(study: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "repo" / "results" / "study"
+    assert archive_main([str(study), "--out", str(out)]) == 0
+    assert "archived 6 finished run(s)" in capsys.readouterr().out
+    archived = out / "walker_walk/bilevel/budget100/oracle/seed1"
+    assert sorted(p.name for p in archived.iterdir()) == ["config.json", "done.json", "scalars.jsonl", "tb",
+                                                         "versions.json"]
+    assert (archived / "tb" / "events.out.tfevents.1").read_bytes() == b"events"
+    assert not (out / "walker_walk/pebble/budget100/oracle/seed3").exists()  # unfinished: left out
+    # no path of the training machine: run_dir is the run's place inside the archive
+    assert json.loads((archived / "config.json").read_text())["run_dir"] == "walker_walk/bilevel/budget100/oracle/seed1"
+    tables = []
+    for folder in (study, out):
+        runs, metrics = load([folder])
+        runs = [r for r in runs if r.finished]
+        tables.append(to_markdown(final_table(runs, metrics, "iqm", reps=200), "iqm"))
+    assert tables[0] == tables[1] and "bilevel" in tables[0]
+    # a second archive refreshes in place
+    assert archive_main([str(study), "--out", str(out)]) == 0
+
+
+def test_bad_archive_targets_create_nothing(study: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "a_file").write_text("x", encoding="utf-8")
+    for argv in ([str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+                 [str(study), "--out", str(tmp_path / "a_file" / "o")],
+                 [str(study), "--out", str(study)]):
+        assert archive_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+    assert sorted(p.name for p in (study / "walker_walk/pebble/budget100/oracle/seed0").iterdir()) == [
+        "checkpoint.prev.pt", "checkpoint.pt", "config.json", "done.json", "lock", "scalars.jsonl", "tb", "train.log",
+        "versions.json"]
+
+
+def test_pooled_diagnostics_have_known_values(study: Path) -> None:
+    runs, _ = load([study])
+    pooled = {(p.group.label, p.tag): p for p in pooled_diagnostics(runs, "bilevel/")}
+    assert set(pooled) == {("bilevel", "bilevel/gap"), ("bilevel", "bilevel/penalty_snr")}
+    snr = pooled[("bilevel", "bilevel/penalty_snr")]
+    assert snr.runs == 3 and sorted(snr.values) == [0.5, 0.5, 0.5, 1.0, 2.0, 3.0]
+    gap = pooled[("bilevel", "bilevel/gap")]
+    assert gap.below_zero == pytest.approx(0.5) and np.mean(gap.values) == pytest.approx((-3 + 2 + 3 + 4) / 6)
