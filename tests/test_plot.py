@@ -189,8 +189,10 @@ def test_method_variants_are_named_like_the_sweep_names_them_and_compared_by_nam
     compare = (("bilevel", "pebble"), ("mrn", "pebble"), ("bilevel", "bilevel+penalty=false"),
                ("bilevel+penalty=false", "bilevel+b_in_replay=false+penalty=false"))
     rows = {r.group.label: r for r in final_table(runs, metrics, "mean", compare, reps=100)}
-    assert list(rows) == ["pebble", "mrn", "bilevel", "bilevel+penalty=false", "bilevel+b_in_replay=false+penalty=false"]
-    assert rows["bilevel"].poi == {"bilevel > pebble": (1.0, 1.0, 1.0), "bilevel > bilevel+penalty=false": (1.0, 1.0, 1.0)}
+    assert list(rows) == ["pebble", "mrn", "bilevel", "bilevel+penalty=false",
+                          "bilevel+b_in_replay=false+penalty=false"]
+    assert rows["bilevel"].poi == {"bilevel > pebble": (1.0, 1.0, 1.0),
+                                   "bilevel > bilevel+penalty=false": (1.0, 1.0, 1.0)}
     assert rows["mrn"].poi == {"mrn > pebble": (1.0, 1.0, 1.0)}
     assert rows["bilevel+penalty=false"].poi == {
         "bilevel+penalty=false > bilevel+b_in_replay=false+penalty=false": (1.0, 1.0, 1.0)}
