@@ -31,6 +31,7 @@ from pref_brl.results import (
     Group,
     ResultsError,
     Row,
+    RunData,
     curves,
     final_table,
     load,
@@ -165,8 +166,7 @@ def make_plots(args: PlotArgs) -> list[Path]:
             if items:
                 base = out / f"{env}_{metric.replace('/', '-')}_vs_{axis}"
                 written += draw(items, env, metric, axis, args.aggregate, base, args.formats)
-    pairs = tuple(tuple(p.split(":", 1)) for p in args.compare if ":" in p)
-    rows = final_table(runs, metrics, args.aggregate, pairs, args.final_window, args.reps)  # type: ignore[arg-type]
+    rows, pooled = tables(args, runs, metrics)
     for env, metric in metrics.items():
         env_rows = [r for r in rows if r.group.env == env]
         if len({r.group.budget for r in env_rows if r.group.budget is not None}) > 1:
@@ -177,13 +177,22 @@ def make_plots(args: PlotArgs) -> list[Path]:
     (out / "final.csv").write_text(to_csv(rows, args.aggregate), encoding="utf-8")
     print(markdown)
     written += [out / "final.md", out / "final.csv"]
-    if args.diagnostics:
-        pooled = diagnostics.to_markdown(diagnostics.pooled_diagnostics(runs, args.diagnostics))
+    if pooled is not None:
         (out / "diagnostics.md").write_text(pooled, encoding="utf-8")
         print(pooled)
         written.append(out / "diagnostics.md")
     warn_unfinished(rows)
     return written
+
+
+def tables(args: PlotArgs, runs: list[RunData], metrics: dict[str, str]) -> tuple[list[Row], str | None]:
+    """The final-performance rows and, with --diagnostics, the pooled diagnostics as Markdown: what final.md
+    and diagnostics.md hold (the docs' result tables are checked against this)."""
+    pairs = tuple(tuple(p.split(":", 1)) for p in args.compare if ":" in p)
+    rows = final_table(runs, metrics, args.aggregate, pairs, args.final_window, args.reps)  # type: ignore[arg-type]
+    if not args.diagnostics:
+        return rows, None
+    return rows, diagnostics.to_markdown(diagnostics.pooled_diagnostics(runs, args.diagnostics))
 
 
 def warn_unfinished(rows: list) -> None:

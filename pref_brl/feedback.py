@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from pref_brl.human.session import HumanSession
 
 CORR_EPISODES = 10
+UNIFORM_PAIRS = 256
+"""segment pairs drawn uniformly at each evaluation for `reward/uniform_accuracy` and `reward/segment_corr`"""
 
 
 def _never() -> bool:
@@ -89,6 +91,7 @@ class PreferenceLearner:
         self.round_metrics: dict[str, float] = {}
         self.query_rng = np.random.default_rng([cfg.seed, 22])
         self.reward_rng = np.random.default_rng([cfg.seed, 23])
+        self.diagnostic_rng = np.random.default_rng([cfg.seed, 25])  # draws only the diagnostic pairs
         self.entropy = StateEntropy(k=5)
         self.total = self.labeled = self.rounds = 0
         self.next_round = cfg.feedback_starts
@@ -297,10 +300,34 @@ class PreferenceLearner:
         obs = torch.as_tensor(np.concatenate([e.obs for e in episodes]), device=self.cfg.device)
         act = torch.as_tensor(np.concatenate([e.act for e in episodes]), device=self.cfg.device)
         true = torch.as_tensor(np.concatenate([e.true_reward for e in episodes]), device=self.cfg.device)
+        out = self.uniform_pair_metrics()
         if not hasattr(self.reward_model, "mean_std_reward"):
-            return {"reward/true_corr": _corr(self.reward_model.mean_reward(obs, act), true)}
+            return {**out, "reward/true_corr": _corr(self.reward_model.mean_reward(obs, act), true)}
         mean, std = self.reward_model.mean_std_reward(obs, act)
-        return {"reward/true_corr": _corr(mean, true), "reward/ensemble_std": float(std.mean())}
+        return {**out, "reward/true_corr": _corr(mean, true), "reward/ensemble_std": float(std.mean())}
+
+    @torch.no_grad()
+    def uniform_pair_metrics(self) -> dict[str, float]:
+        """The reward model on UNIFORM_PAIRS segment pairs drawn uniformly from the recent episodes of the
+        query agent and never trained on: `reward/uniform_accuracy`, the share whose true-return order (the
+        rational oracle's label) the learned segment returns predict, and `reward/segment_corr`, the Pearson r
+        of learned and true segment returns — what preference labels constrain. Unlike
+        `reward/heldout_accuracy`, whose pairs are the round's hardest (picked for disagreement), these tell a
+        weak reward from hard queries."""
+        try:
+            pairs = self.store.sample_pairs(UNIFORM_PAIRS, self.cfg.segment, self.diagnostic_rng, self.query_agent())
+        except ValueError:  # no stored episode of a segment's length yet
+            return {}
+        pairs = pairs.to(self.cfg.device)
+        learned = [self.reward_model.mean_reward(o.flatten(0, 1), a.flatten(0, 1)).reshape(o.shape[:2]).sum(1)
+                   for o, a in ((pairs.obs0, pairs.act0), (pairs.obs1, pairs.act1))]
+        true = [pairs.rew0.sum(1), pairs.rew1.sum(1)]
+        hard = true[0] != true[1]
+        correct = ((learned[1] - learned[0]) > 0) == (true[1] > true[0])
+        out = {"reward/segment_corr": _corr(torch.cat(learned), torch.cat(true).to(learned[0].dtype))}
+        if bool(hard.any()):
+            out["reward/uniform_accuracy"] = float(correct[hard].double().mean())
+        return out
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -308,6 +335,7 @@ class PreferenceLearner:
                 "prefs": self.prefs.state_dict(), "teacher": {"rng": self.teacher_rng.bit_generator.state},
                 "seeded_teachers": list(self.seeded_teachers),
                 "query_rng": self.query_rng.bit_generator.state, "reward_rng": self.reward_rng.bit_generator.state,
+                "diagnostic_rng": self.diagnostic_rng.bit_generator.state,
                 "entropy": self.entropy.state_dict(), "counters": (self.total, self.labeled, self.rounds,
                                                                   self.next_round),
                 **({"human": {"folded": sorted(self.folded), "audit_rng": self.audit_rng.bit_generator.state}}
@@ -321,6 +349,8 @@ class PreferenceLearner:
         self.teacher_rng.bit_generator.state = state["teacher"]["rng"]
         self.query_rng.bit_generator.state = state["query_rng"]
         self.reward_rng.bit_generator.state = state["reward_rng"]
+        if "diagnostic_rng" in state:  # checkpoints written before the uniform-pair diagnostics have none
+            self.diagnostic_rng.bit_generator.state = state["diagnostic_rng"]
         self.entropy.load_state_dict(state["entropy"])
         self.total, self.labeled, self.rounds, self.next_round = state["counters"]
         if "human" in state:

@@ -94,3 +94,28 @@ def test_heldout_accuracy_scores_the_new_labels_before_the_model_trains_on_them(
     trainer.train()
     logged = [r["reward/heldout_accuracy"] for r in records(cfg.run_dir) if "reward/heldout_accuracy" in r]
     assert len(expected) >= 2 and logged == pytest.approx(expected)
+
+
+def test_uniform_pair_diagnostics_tell_a_true_reward_from_a_reversed_one(tiny) -> None:
+    """reward/uniform_accuracy and reward/segment_corr score uniformly drawn pairs against the true returns: a
+    reward model that is the true reward gets 1 and 1, its negation 0 and -1, whatever the queries were."""
+    cfg = tiny("uniform", method="pebble", steps=700)
+    trainer = Trainer(cfg, progress=False)
+    trainer.train()
+    learner = trainer.learner
+    logged = [r for r in scalars_without_time(cfg.run_dir) if "reward/uniform_accuracy" in r]
+    assert logged and all(0.0 <= r["reward/uniform_accuracy"] <= 1.0 and -1 <= r["reward/segment_corr"] <= 1
+                          for r in logged)
+    episodes = {id(e): e for e in learner.store.episodes()}
+
+    def true_reward(obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Each stored (obs, act)'s true reward, looked up (a reward model that knows the task exactly)."""
+        table = {(o.tobytes(), a.tobytes()): r for e in episodes.values()
+                 for o, a, r in zip(e.obs, e.act, e.true_reward)}
+        return torch.tensor([table[(o.numpy().tobytes(), a.numpy().tobytes())] for o, a in zip(obs, act)])
+
+    for sign, accuracy, corr in ((1.0, 1.0, 1.0), (-1.0, 0.0, -1.0)):
+        learner.reward_model.mean_reward = lambda o, a, s=sign: s * true_reward(o, a)
+        out = learner.uniform_pair_metrics()
+        assert out["reward/uniform_accuracy"] == accuracy
+        assert out["reward/segment_corr"] == pytest.approx(corr, abs=1e-5)

@@ -1,0 +1,56 @@
+"""Every results table in the docs is what `pref-brl-plot` computes from the runs kept in the repository.
+
+A documented table sits between two markers that name the command that makes it:
+
+    <!-- final.md of: pref-brl-plot docs/results/walker-v2 --compare bilevel:pebble -->
+    | env | method | ... |
+    <!-- end -->
+
+(`diagnostics.md of:` for a `--diagnostics` table). Each one is recomputed here from the archived run folders
+(paths relative to the repository root) and must match the docs character for character, so a number in the
+docs cannot drift from the data behind it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from experiments.plot import PlotArgs, tables
+from pref_brl.cli import parse
+from pref_brl.results import load, to_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"<!-- (final|diagnostics)\.md of: pref-brl-plot (.+?) -->\n(.*?)<!-- end -->", re.S)
+
+
+def documented_tables() -> list[tuple[str, str, str, str]]:
+    """(doc file, kind, plot arguments, documented table) for every marked table in README.md and docs/."""
+    found = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for kind, argv, body in BLOCK.findall(doc.read_text(encoding="utf-8")):
+            found.append((doc.name, kind, argv, body))
+    return found
+
+
+def test_the_walker_study_is_documented_from_its_archive() -> None:
+    blocks = [(doc, kind, argv) for doc, kind, argv, _ in documented_tables() if doc == "bilevel.md"]
+    assert {kind for _, kind, _ in blocks} == {"final", "diagnostics"}, "docs/bilevel.md lost its study tables"
+    assert all(argv.split()[0] == "docs/results/walker-v2" for _, _, argv in blocks)
+
+
+@pytest.mark.parametrize("doc, kind, argv, body", documented_tables(),
+                         ids=lambda value: value if isinstance(value, str) and len(value) < 40 else None)
+def test_documented_table_equals_the_recomputed_one(doc: str, kind: str, argv: str, body: str,
+                                                    monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    args = parse(PlotArgs, "pref-brl-plot", args=shlex.split(argv))
+    runs, metrics = load(list(args.folders), args.metric or None, args.env)
+    rows, pooled = tables(args, runs, metrics)
+    computed = to_markdown(rows, args.aggregate) if kind == "final" else pooled
+    assert computed is not None, f"{doc}: a diagnostics table needs --diagnostics in its command"
+    assert body.strip() == computed.strip(), (
+        f"{doc}: the {kind} table differs from `pref-brl-plot {argv}`; re-run it and paste its {kind}.md")
