@@ -108,6 +108,11 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._env.physics
 
     @property
+    def mj_model(self) -> Any:
+        """The ``mujoco.MjModel`` being simulated (its visual settings change how frames are rendered)."""
+        return self._env.physics.model.ptr
+
+    @property
     def dm_env(self) -> Any:
         """The wrapped ``dm_control.rl.control.Environment``."""
         return self._env

@@ -99,6 +99,11 @@ class MetaWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._sim
 
     @property
+    def mj_model(self) -> Any:
+        """The ``mujoco.MjModel`` being simulated (its visual settings change how frames are rendered)."""
+        return self._sim.model
+
+    @property
     def goal(self) -> np.ndarray:
         """The current episode's goal position (3,), whether or not the observation shows it."""
         return np.array(self._sim._target_pos, dtype=np.float64)

@@ -10,7 +10,8 @@ Rows: SAC training throughput on walker_walk (2x256/batch 256 and 2x1024/batch 1
 Stable-Baselines3's SAC with identical networks, timed in this process; one SAC update against the compute
 limit (its matrix-product FLOPs at the best fp32 matmul rate measured here); the Meta-World agent (3x256,
 batch 512) on door-open; one reward-ensemble training step; relabelling 1M transitions; a k-NN
-state-entropy step; `pebble`, `bilevel` and `mrn` end to end. Ours and the peer alternate in rounds, so a slow
+state-entropy step; `pebble`, `bilevel` and `mrn` end to end; the clips of a labelling round (`--teacher
+human`) against a plain renderer. Ours and the peer alternate in rounds, so a slow
 spell on a shared machine hits both; cells are medians over rounds, ratios the median of per-round ratios.
 Compiled-update warm-up (first call of each graph: compilation, or loading it from the inductor cache)
 is reported on its own and excluded from the rates.
@@ -121,10 +122,11 @@ class Scale:
     matmul: int  # n of the n x n peak matmul
     small: tuple[int, int] = (256, 256)  # hidden width, batch of the cpu-preset walker agent
     big: tuple[int, int] = (1024, 1024)  # hidden width, batch of the paper-scale walker agent
+    clip_queries: int = 10  # pairs per labelling round in the clips section (two clips each)
 
 
 QUICK = Scale(rounds=3, sac_steps=100, big_steps=2, door_steps=30, updates=30, reward_steps=2,
-              relabel=1_000_000, knn=(1024, 10_000), e2e_steps=1000, matmul=2048)
+              relabel=1_000_000, knn=(1024, 10_000), e2e_steps=1000, matmul=2048, clip_queries=4)
 FULL = Scale(rounds=7, sac_steps=400, big_steps=6, door_steps=200, updates=100, reward_steps=5,
              relabel=1_000_000, knn=(1024, 10_000), e2e_steps=4000, matmul=2048)
 
@@ -319,7 +321,14 @@ def door_rows(scale: Scale, compile_: bool, workdir: Path) -> list[Row]:
     return [sac_throughput(DOOR, 256, 3, 512, scale.door_steps, scale.rounds, compile_, workdir)]
 
 
-SECTIONS = ("sac", "update", "door", "reward", "relabel", "knn", "e2e")
+def clip_rows(scale: Scale) -> list[Row]:
+    """A labelling round's clips (--teacher human) against each clip rendered alone with default settings."""
+    from experiments.bench_clips import clip_rows as rows
+
+    return rows(scale.clip_queries, max(1, scale.rounds // 3))
+
+
+SECTIONS = ("sac", "update", "door", "reward", "relabel", "knn", "e2e", "clips")
 
 
 def run(scale: Scale, only: tuple[str, ...] = SECTIONS, compile_: bool = True) -> list[Row]:
@@ -338,6 +347,7 @@ def run(scale: Scale, only: tuple[str, ...] = SECTIONS, compile_: bool = True) -
             "relabel": lambda: relabel_rows(scale, peak),
             "knn": lambda: knn_rows(scale),
             "e2e": lambda: e2e_rows(scale, compile_, workdir),
+            "clips": lambda: clip_rows(scale),
         }
         for name in only:
             start = time.perf_counter()

@@ -60,6 +60,20 @@ def test_tiny_table_renders_every_row(capsys) -> None:
     assert all(r.ours > 0 and r.peer > 0 and r.ratio > 0 for r in rows)
 
 
+def test_clip_section_times_a_round_against_the_plain_renderer(monkeypatch) -> None:
+    from experiments import bench_clips
+    from tests.test_human import can_render
+
+    if not can_render():
+        pytest.skip("MuJoCo cannot render here (MUJOCO_GL=osmesa and libosmesa6, or egl)")
+    monkeypatch.setattr(bench_clips, "EPISODES", 2)
+    monkeypatch.setattr(bench_clips, "EPISODE_STEPS", 40)
+    monkeypatch.setattr(bench_clips, "SEGMENT", 5)
+    [row] = bench_clips.clip_rows(queries=2, rounds=1)
+    assert row.unit == "s" and row.ours > 0 and row.peer > 0 and row.ratio == pytest.approx(row.peer / row.ours)
+    assert "2 pairs = 4 clips of 5 frames" in row.component
+
+
 def test_help_and_bad_section(capsys) -> None:
     with pytest.raises(SystemExit) as exit_help:
         bench.main(["--help"])

@@ -181,6 +181,33 @@ def test_replay_reproduces_a_segment_and_catches_divergence(tmp_path: Path) -> N
         renderer.close()
 
 
+@needs_rendering
+def test_a_round_renders_each_episode_once_and_in_worker_processes_like_clip_by_clip(tmp_path: Path) -> None:
+    import imageio.v2 as imageio
+
+    from pref_brl.human.clips import ClipJob
+
+    episodes = [random_episode(steps=40, seed=s) for s in (5, 6)]
+    renderer = ClipRenderer("walker_walk", "fresh", 40, size=64, workers=2)
+    try:
+        assert renderer.env.unwrapped.mj_model.light_castshadow.sum() == 0  # cheap rendering settings
+        alone = [renderer.frames(SegmentRef("A", e.reset_seed, start, e), 10) for e in episodes for start in (3, 8, 25)]
+        together = [f for e in episodes for f in renderer.episode_frames(e, e.reset_seed, [3, 8, 25], 10)]
+        assert all(len(f) == 10 for f in together)
+        assert all(np.array_equal(a, b)
+                   for x, y in zip(alone, together, strict=True) for a, b in zip(x, y, strict=True))
+        segments = [(SegmentRef("A", e.reset_seed, start, e), tmp_path / f"e{e.reset_seed}_{start}.mp4")
+                    for e in episodes for start in (3, 8, 25)]
+        assert renderer.write_round(segments, 10) == 60  # two episodes: the worker processes render them
+        for _, path in segments:
+            with imageio.get_reader(path) as reader:
+                assert reader.count_frames() == 10
+        job = ClipJob(episodes[0], 5, ((3, tmp_path / "one.mp4"),), 10)
+        assert renderer.write_job(job) == 10 and (tmp_path / "one.mp4").stat().st_size > 0
+    finally:
+        renderer.close()
+
+
 # ------------------------------------------------------------------------------------------------ training
 def oracle_choice(run: Path, qid: str) -> str:
     """What the scripted oracle would say about query `qid` (the larger true return wins)."""

@@ -63,17 +63,18 @@ class HumanSession:
         arrays = {k: getattr(pairs, k).detach().cpu().numpy() for k in PAIR_KEYS}
         (self.dir / folder).mkdir(parents=True, exist_ok=True)
         np.savez(self.dir / folder / "pairs.npz", **arrays)
-        rows, refs = [], []
+        rows, refs, segments = [], [], []
         t0 = time.time()
         for i in range(len(pairs)):
             ref = []
             for side in (0, 1):
                 seg = locate(store, arrays[f"obs{side}"][i])
-                self.renderer.write(seg, pairs.segment, self.dir / folder / f"q{i:03d}_{side}.mp4")
+                segments.append((seg, self.dir / folder / f"q{i:03d}_{side}.mp4"))
                 ref += [seg.agent, seg.reset_seed, seg.start]
             rows.append(QueryRow(f"{round_}-{i}", round_, i, f"{folder}/pairs.npz", f"{folder}/q{i:03d}_0.mp4",
                                  f"{folder}/q{i:03d}_1.mp4"))
             refs.append(tuple(ref))
+        self.renderer.write_round(segments, pairs.segment)
         self.render_seconds += time.time() - t0
         self.clips_rendered += 2 * len(pairs)
         audit_list = [None] * len(rows) if audit is None else [None if np.isnan(a) else float(a) for a in audit]
