@@ -181,6 +181,9 @@ def make_plots(args: PlotArgs) -> list[Path]:
         (out / "diagnostics.md").write_text(pooled, encoding="utf-8")
         print(pooled)
         written.append(out / "diagnostics.md")
+    times = diagnostics.run_times_markdown(runs)
+    (out / "runtimes.md").write_text(times, encoding="utf-8")
+    written.append(out / "runtimes.md")
     warn_unfinished(rows)
     return written
 

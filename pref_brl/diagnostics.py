@@ -57,5 +57,33 @@ def to_markdown(rows: list[Pooled]) -> str:
     return "\n".join(lines) + "\n"
 
 
+FPS_TAG = "time/fps"
+
+
+def run_seconds(run: RunData) -> float:
+    """A run's training time from its logged throughput: the sum over log intervals of steps / (steps/s)
+    (a resumed run's stopped time is not counted; time spent waiting for human labels is)."""
+    steps, fps = run.series(FPS_TAG)
+    gaps = np.diff(np.r_[0.0, steps])
+    ok = fps > 0
+    return float((gaps[ok] / fps[ok]).sum())
+
+
+def run_times_markdown(runs: list[RunData]) -> str:
+    """One line per group: runs, last step, hours per run (median, min – max) and env steps/s."""
+    lines = ["| env | group | runs | steps | hours per run, median (min – max) | env steps/s |",
+             "|---|---|---|---|---|---|"]
+    for group in sorted({r.group for r in runs if r.group is not None}, key=sort_key):
+        members = [r for r in runs if r.group == group and len(r.series(FPS_TAG)[0])]
+        if not members:
+            continue
+        seconds = np.array([run_seconds(r) for r in members])
+        steps = np.array([r.series(FPS_TAG)[0][-1] for r in members])
+        hours = seconds / 3600
+        lines.append(f"| {group.env} | {group.label} | {len(members)} | {int(steps.max())} | {_fmt(np.median(hours))} "
+                     f"({_fmt(hours.min())} – {_fmt(hours.max())}) | {_fmt(steps.sum() / seconds.sum())} |")
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(x: float) -> str:
     return f"{x:.3g}"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.archive import main as archive_main
-from pref_brl.diagnostics import pooled_diagnostics
+from pref_brl.diagnostics import pooled_diagnostics, run_seconds, run_times_markdown
 from pref_brl.results import final_table, load, to_markdown
 from tests.test_plot import make_run
 
@@ -78,3 +78,14 @@ def test_pooled_diagnostics_have_known_values(study: Path) -> None:
     assert snr.runs == 3 and sorted(snr.values) == [0.5, 0.5, 0.5, 1.0, 2.0, 3.0]
     gap = pooled[("bilevel", "bilevel/gap")]
     assert gap.below_zero == pytest.approx(0.5) and np.mean(gap.values) == pytest.approx((-3 + 2 + 3 + 4) / 6)
+
+
+def test_run_time_is_the_sum_of_log_intervals_over_their_throughput(tmp_path: Path) -> None:
+    folder = make_run(tmp_path, "pebble", 0, [(3000, 1.0)])
+    with (folder / "scalars.jsonl").open("a", encoding="utf-8") as out:
+        for step, fps in ((1000, 10.0), (2000, 20.0), (3000, 0.0), (4000, 40.0)):  # 0: no interval measured
+            out.write(json.dumps({"step": step, "time/fps": fps}) + "\n")
+    runs, _ = load([tmp_path])
+    assert run_seconds(runs[0]) == pytest.approx(100 + 50 + 25)
+    table = run_times_markdown(runs)
+    assert "| walker_walk | pebble | 1 | 4000 | 0.0486 (0.0486 – 0.0486) | 22.9 |" in table
