@@ -30,7 +30,7 @@ from pref_brl.feedback import Collaborators
 from pref_brl.human.session import LabellingInterrupted
 from pref_brl.logger import Logger, Progress
 from pref_brl.methods import make_learner
-from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir, record_resume
+from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir, record_resume, run_dir_of, write_run_files
 from pref_brl.video import make_eval_videos
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -69,10 +69,15 @@ class Trainer:
         self.learner = make_learner(cfg, obs_dim, act_dim, Collaborators(
             self.agents["A"], self.replay, self.sample_generator, self.returns, self.ep_len,
             stopping=lambda: bool(self.interrupted)))
+        self.videos = make_eval_videos(cfg, run_dir_of(cfg), EVAL_SEED_OFFSET + 1000 * cfg.seed)
         # the folder comes after everything that can refuse the config (a user's reward model, a preference file)
-        self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
-        self.lock = RunLock(self.run_dir)
-        self.videos = make_eval_videos(cfg, self.run_dir, EVAL_SEED_OFFSET + 1000 * cfg.seed)
+        try:
+            self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
+            self.lock = RunLock(self.run_dir)
+        except BaseException:
+            if self.videos is not None:
+                self.videos.close()
+            raise
         self.recorder = EpisodeRecorder(self.ep_len, obs_dim, act_dim)
         self.step = 0
         self.learned_returns: deque[float] = deque(maxlen=10)
@@ -83,6 +88,7 @@ class Trainer:
         self._last_checkpoint_step = 0
         self.interrupted = ""  # the signal that asked the run to stop, if any
         try:
+            write_run_files(cfg, self.run_dir, resuming)  # under the lock: one writer per folder
             self.logger = self.open(resuming)
             if resuming:
                 record_resume(self.run_dir)  # after the checkpoint loaded: a refused resume changes nothing
@@ -91,6 +97,8 @@ class Trainer:
         except BaseException:
             if hasattr(self, "logger"):
                 self.logger.close()
+            if self.videos is not None:
+                self.videos.close()
             self.lock.release()
             raise
         self.progress = Progress(cfg.steps, self.step, cfg.log_frequency, enabled=progress)
