@@ -26,7 +26,7 @@ from envs import episode_length, is_metaworld, make_env
 from pref_brl.checkpoint import load_checkpoint, save_checkpoint
 from pref_brl.config import TrainConfig
 from pref_brl.episodes import EpisodeRecorder
-from pref_brl.feedback import Collaborators
+from pref_brl.feedback import LABEL_WAIT_TAG, Collaborators
 from pref_brl.human.session import LabellingInterrupted
 from pref_brl.logger import Logger, Progress
 from pref_brl.methods import make_learner
@@ -155,11 +155,13 @@ class Trainer:
             self.step += 1
             if self.learner is not None and self.learner.feedback_due(self.step):
                 try:
-                    self.announce("feedback", self.log(self.learner.feedback_round(self.step)))
+                    values = self.log(self.learner.feedback_round(self.step))
                 except LabellingInterrupted as exc:  # the labels given so far are in the run's database
                     print(f"{exc}; the last checkpoint in {self.run_dir} is kept; run the same command again "
                           "to resume (given labels are kept)", flush=True)
                     return
+                self.progress.exclude(values.get(LABEL_WAIT_TAG, 0.0))  # waiting for a person is not training
+                self.announce("feedback", values)
             if self.eval_due():
                 self.announce("eval", self.log(self.evaluate()))
             if self.log_due():
