@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# torch==2.13.0 first: these machines hold a local CPU wheel of it, and a later unpinned resolution would
+# torch==2.13.0 first: where a local CPU wheel of it is available, that is taken, where a later resolution would
 # otherwise pull gigabytes of CUDA packages.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -47,6 +47,12 @@ METAWORLD_ENVS: tuple[str, ...] = tuple(
 KNOWN_ENVS: tuple[str, ...] = tuple(DMC_ENVS) + METAWORLD_ENVS
 """Every name :func:`make_env` accepts."""
 
+ENV_SIZES: dict[str, tuple[int, int]] = {
+    "walker_walk": (24, 6), "cheetah_run": (17, 6), "quadruped_walk": (78, 12),
+    **{name: (39, 4) for name in METAWORLD_ENVS},
+}
+"""Our name -> (state size, action size), known without building the environment (tests/test_envs.py checks it)."""
+
 DMC_EPISODE_LENGTH = 1000
 METAWORLD_EPISODE_LENGTH = 500
 

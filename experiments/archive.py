@@ -65,6 +65,9 @@ def plan(folders: tuple[str, ...], out: Path) -> tuple[list[tuple[Path, Path, st
     anything is copied."""
     finished, unfinished = [], []
     for folder in map(Path, folders):
+        if folder.is_dir() and (out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents):
+            raise ResultsError(f"--out {out} is inside {folder}, which is archived: the archive would be found as "
+                               "runs of the study; choose a folder outside it")
         for run in find_runs([folder]):
             if not (run / DONE_FILE).exists():
                 unfinished.append(run)

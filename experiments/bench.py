@@ -43,8 +43,10 @@ from agents.networks import product  # noqa: E402
 from agents.replay import Batch, ReplayBuffer  # noqa: E402
 from agents.sac import SAC, SACConfig  # noqa: E402
 from agents.state_entropy import StateEntropy, knn_distance  # noqa: E402
-from pref_brl.cli import OneLineParser, writable_file  # noqa: E402
+from pref_brl.cli import OneLineParser  # noqa: E402
+from pref_brl.inputs import output_file_problem  # noqa: E402
 from pref_brl.reward_model import RewardEnsemble  # noqa: E402
+from pref_brl.validate import MAX_THREADS  # noqa: E402
 
 WALKER = ("walker_walk", 24, 6)
 DOOR = ("metaworld_door-open-v3", 39, 4)
@@ -396,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="pref-brl-bench", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short rounds: about a minute (warm cache)")
-    parser.add_argument("--json", type=writable_file, help="also write the rows (and warm-up) as JSON here")
+    parser.add_argument("--json", help="also write the rows (and warm-up) as JSON here")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads for everything; 0 (default): every core on an idle machine, 1 when "
                              "other processes already keep the cores busy (load average >= cores)")
@@ -405,12 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true",
                         help="our agents take the plain update path (the compiled-vs-plain rows still run)")
     args = parser.parse_args(argv)
-    only = tuple(s for s in args.only.split(",") if s)
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip())
     unknown = [s for s in only if s not in SECTIONS]
-    if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
-    if args.threads < 0:
-        parser.error(f"--threads must be >= 0 (0: automatic), got {args.threads}")
+    if unknown or not only:
+        parser.error(f"unknown section(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(SECTIONS)}")
+    if not 0 <= args.threads <= MAX_THREADS:
+        parser.error(f"--threads must be in [0, {MAX_THREADS}] (0: automatic), got {args.threads}")
+    problem = args.json and output_file_problem(args.json, "--json")
+    if problem:
+        parser.error(problem)
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0]
     threads = args.threads or (1 if load >= cores else cores)

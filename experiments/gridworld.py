@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tyro
 
 from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
 from pref_brl.bilevel.tabular.methods import PAPER_METHODS, run_method, run_reference
@@ -36,6 +35,7 @@ from pref_brl.bilevel.tabular.report import (
     summarise,
 )
 from pref_brl.bilevel.tabular.resync_study import StudyAxes, resync_report
+from pref_brl.cli import parse
 
 HELP = (
     "Tabular bilevel study (docs/tabular.md): every method (penalty, sobirl, regularized_ac, partial; exact and sampled"
@@ -149,10 +149,36 @@ def penalty_bias(problem: BilevelProblem, lams: Sequence[float]) -> tuple[np.nda
     return lam_array, errors, slope
 
 
-def _prepare_output(config: StudyConfig, report: str = "results.md") -> None:
+class StudyConfigError(ValueError):
+    """An option of the study is unusable; the message names it and says what to do."""
+
+
+def check_config(config: StudyConfig) -> None:
+    """Every option, and the output folder, before anything runs or is written."""
+    from pref_brl.inputs import folder_problem
+
+    unknown = sorted(set(config.benchmarks) - set(BENCHMARKS))
+    if unknown or not config.benchmarks:
+        raise StudyConfigError(f"unknown benchmark(s) {unknown or 'none given'}; choose from {sorted(BENCHMARKS)}")
+    if not config.seeds or min(config.seeds) < 0:
+        raise StudyConfigError(f"--seeds must be one or more integers >= 0, got {list(config.seeds)}")
+    if config.iterations < 1:
+        raise StudyConfigError(f"--iterations must be >= 1, got {config.iterations}")
+    if not 0 < config.tolerance <= 1:
+        raise StudyConfigError(f"--tolerance must be in (0, 1] (a share of the way from F(phi0) to F_ref), got "
+                               f"{config.tolerance}")
+    problem = folder_problem(config.out, "--out")
+    report = "resync.md" if config.resync else "results.md"
+    if problem is None and (config.out / report).exists() and not config.overwrite:
+        problem = f"{config.out} already holds {report}; pass --overwrite or choose another --out"
+    if problem:
+        raise StudyConfigError(problem)
+    if config.resync:
+        _check_resync_axes(resync_axes(replace(config, quick=False)))  # the values given, even under --quick
+
+
+def _prepare_output(config: StudyConfig) -> None:
     config.out.mkdir(parents=True, exist_ok=True)
-    if (config.out / report).exists() and not config.overwrite:
-        raise SystemExit(f"error: {config.out} already holds {report}; pass --overwrite or choose another --out")
 
 
 def resync_axes(config: StudyConfig) -> StudyAxes:
@@ -166,16 +192,17 @@ def resync_axes(config: StudyConfig) -> StudyAxes:
 def _check_resync_axes(axes: StudyAxes) -> None:
     positive = axes.kl_targets + axes.weights + axes.clips
     if not (axes.b_steps and axes.kl_targets and axes.weights and axes.clips):
-        raise SystemExit("error: --resync needs at least one value of K_B, δ, λ̃ and ε")
-    if min(axes.b_steps) < 0 or min(positive) <= 0 or min(axes.n_pairs, axes.repetitions) < 1:
-        raise SystemExit("error: --resync needs K_B >= 0, positive δ, λ̃ and ε, and at least one pair and round")
+        raise StudyConfigError("--resync needs at least one value of K_B, δ, λ̃ and ε")
+    finite = all(math.isfinite(x) for x in axes.kl_targets + axes.weights)
+    if min(axes.b_steps) < 0 or not min(positive) > 0 or not finite or min(axes.n_pairs, axes.repetitions) < 1:
+        raise StudyConfigError("--resync needs K_B >= 0, positive finite δ and λ̃, positive ε (inf: no clip), and "
+                               "at least one pair and round")
 
 
 def run_resync_study(config: StudyConfig, argv: Sequence[str]) -> None:
     """``--resync``: the twin's bias tables on the chosen benchmarks, printed and written to resync.md."""
     axes = resync_axes(config)
-    _check_resync_axes(axes)
-    _prepare_output(config, "resync.md")
+    _prepare_output(config)
     started = time.perf_counter()
     body = resync_report({name: BENCHMARKS[name]() for name in config.benchmarks}, axes)
     elapsed = time.perf_counter() - started
@@ -186,17 +213,26 @@ def run_resync_study(config: StudyConfig, argv: Sequence[str]) -> None:
     print(f"wrote resync.md to {config.out} in {elapsed:.1f} s")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``pref-brl-gridworld`` / ``python -m experiments.gridworld``."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pref-brl-gridworld`` / ``python -m experiments.gridworld``; 2 after one `error:` line."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    config = tyro.cli(StudyConfig, args=argv, prog="pref-brl-gridworld", description=HELP)
+    config = parse(StudyConfig, "pref-brl-gridworld", args=argv, description=HELP)
+    try:
+        check_config(config)  # the values given, before --quick shortens them
+    except StudyConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if config.quick:
         config = replace(config, iterations=40, seeds=config.seeds[:1])
-    unknown = sorted(set(config.benchmarks) - set(BENCHMARKS))
-    if unknown:
-        raise SystemExit(f"error: unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
     if config.resync:
-        return run_resync_study(config, argv)
+        run_resync_study(config, argv)
+        return 0
+    run_study(config, argv)
+    return 0
+
+
+def run_study(config: StudyConfig, argv: Sequence[str]) -> None:
+    """Every method on every chosen benchmark, the penalty bias, the plots and results.md."""
     _prepare_output(config)
     started = time.perf_counter()
     sections, plots = [], []
@@ -233,4 +269,4 @@ def _report(config: StudyConfig, argv: Sequence[str], sections: list[str], bias:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

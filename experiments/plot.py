@@ -124,10 +124,20 @@ def draw(items: list[Curve], env: str, metric: str, axis: str, aggregate: str, b
             ax.fill_between(curve.x, curve.lo, curve.hi, color=colors[curve.group.label], alpha=0.2, lw=0)
         ax.set_title(env if budget is None else f"{env}, budget {budget} labels")
         ax.set_xlabel(AXIS_LABELS[axis])
+        if axis == "labels":
+            whole_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel(f"{metric} ({aggregate.upper()}, 95% CI)")
+    banded = any(np.isfinite(c.lo).any() for c in items)
+    axes[0][0].set_ylabel(f"{metric} ({aggregate.upper()}{', 95% CI' if banded else ''})")
     return save(fig, base, formats)
+
+
+def whole_ticks(axis) -> None:
+    """Ticks at whole numbers only (labels and budgets are counts)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def draw_budgets(rows: list[Row], env: str, aggregate: str, base: Path, formats: tuple[str, ...]) -> list[Path]:
@@ -146,16 +156,59 @@ def draw_budgets(rows: list[Row], env: str, aggregate: str, base: Path, formats:
         err = np.array([[r.point - r.lo for r in line], [r.hi - r.point for r in line]])
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colors[label], label=label)
     ax.set_xlabel("label budget")
-    ax.set_ylabel(f"final {rows[0].metric} ({aggregate.upper()}, 95% CI)")
+    whole_ticks(ax.xaxis)
+    banded = any(np.isfinite(r.lo) for r in rows)
+    ax.set_ylabel(f"final {rows[0].metric} ({aggregate.upper()}{', 95% CI' if banded else ''})")
     ax.set_title(f"{env}: final performance per label budget")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save(fig, base, formats)
 
 
+def out_folder(args: PlotArgs) -> Path:
+    return Path(args.out) if args.out else Path(args.folders[0]) / "plots"
+
+
+def check_args(args: PlotArgs) -> None:
+    """Options that no run folder can make right, and an output folder that can be written; before loading."""
+    from importlib.util import find_spec
+
+    from pref_brl.inputs import folder_problem
+
+    bad = [p for p in args.compare if ":" not in p]
+    if bad:
+        raise ResultsError(f"bad options: --compare takes method:baseline (got {', '.join(bad)}); "
+                           "--final-window and --reps must be >= 1")
+    known = set(COLORS)
+    unknown = sorted({m for p in args.compare for m in p.split(":", 1) if m not in known})
+    if unknown:
+        raise ResultsError(f"--compare: unknown method(s) {', '.join(unknown)}; known: {', '.join(COLORS)}")
+    if args.final_window < 1 or args.reps < 1:
+        raise ResultsError("--final-window and --reps must be >= 1")
+    if args.min_runs < 0:
+        raise ResultsError(f"--min-runs must be >= 0 (0: every seed of a line), got {args.min_runs}")
+    if not args.folders:
+        raise ResultsError("no folders given; pass a study folder or run folders")
+    for folder in map(Path, args.folders):
+        if not folder.is_dir():
+            raise ResultsError(f"{folder} is not a folder; pass a study folder or run folders")
+    if find_spec("matplotlib") is None:
+        raise ResultsError("pref-brl-plot draws with matplotlib: install the [plot] extra (pip install -e '.[plot]')")
+    from matplotlib.figure import Figure
+
+    supported = Figure().canvas.get_supported_filetypes()
+    wrong = [f for f in args.formats if f not in supported]
+    if wrong or not args.formats:
+        raise ResultsError(f"--formats: {', '.join(wrong) or 'none given'}; matplotlib writes "
+                           f"{', '.join(sorted(supported))}")
+    problem = folder_problem(out_folder(args), "--out")
+    if problem:
+        raise ResultsError(problem)
+
+
 def make_plots(args: PlotArgs) -> list[Path]:
     runs, metrics = load(list(args.folders), args.metric or None, args.env)
-    out = Path(args.out) if args.out else Path(args.folders[0]) / "plots"
+    out = out_folder(args)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     axes = ("steps", "labels") if args.x == "both" else (args.x,)
@@ -211,12 +264,8 @@ def warn_unfinished(rows: list) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(PlotArgs, "pref-brl-plot", args=sys.argv[1:] if argv is None else argv, description=__doc__)
-    bad = [p for p in args.compare if ":" not in p]
     try:
-        if bad or args.final_window < 1 or args.reps < 1:
-            raise ResultsError(f"bad options: --compare takes method:baseline (got {', '.join(bad)}); "
-                               "--final-window and --reps must be >= 1" if bad else
-                               "--final-window and --reps must be >= 1")
+        check_args(args)
         written = make_plots(args)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)

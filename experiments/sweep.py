@@ -30,10 +30,11 @@ Options given on the command line win over the file. See docs/studies.md.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import dataclasses
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,7 +48,8 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from pref_brl.cli import parse
+from pref_brl.cli import OneLineParser, parse
+from pref_brl.logger import format_duration
 from pref_brl.study import Grid, Run, StudyError, check_runs, expand, normalise_overrides, parse_override, run_state
 
 
@@ -103,10 +105,13 @@ class SweepArgs:
 
 def load_toml(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(options, overrides) from a study file; unknown keys are errors."""
+    from pref_brl.inputs import text_file_problem
+
+    problem = text_file_problem(path, "--config", "study file")
+    if problem:
+        raise StudyError(problem)
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise StudyError(f"cannot read study file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise StudyError(f"study file {path} is not valid TOML: {exc}") from None
     overrides = data.pop("set", {})
@@ -137,7 +142,7 @@ def _option(path: str, key: str, value: Any) -> Any:
 
 
 def parse_args(argv: list[str]) -> tuple[SweepArgs, Grid]:
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = OneLineParser(prog="pref-brl-sweep", add_help=False)
     pre.add_argument("--config", default="")
     known, _ = pre.parse_known_args(argv)
     options, file_overrides = load_toml(known.config) if known.config else ({}, {})
@@ -157,6 +162,17 @@ def parse_args(argv: list[str]) -> tuple[SweepArgs, Grid]:
 
 def check_args(args: SweepArgs) -> None:
     """Option values that no grid can make right."""
+    name = args.name
+    if not name or name in (".", "..") or "/" in name or "\0" in name or len(name.encode()) > 255:
+        raise StudyError(f"--name {name!r} must be one folder name (not empty, no '/', not . or .., at most 255 "
+                         "bytes): the study folder is <root>/<name>")
+    if args.jobs < 0:
+        raise StudyError(f"--jobs must be >= 0 (0: as many as the cores or GPUs allow), got {args.jobs}")
+    if not (math.isfinite(args.status_every) and args.status_every > 0):
+        raise StudyError(f"--status-every must be a positive number of seconds, got {args.status_every}")
+    if not (math.isfinite(args.mem_gb) and args.mem_gb >= 0):
+        raise StudyError(f"--mem-gb must be a finite number >= 0 (0: the cluster's default), got {args.mem_gb}")
+    check_executor(args.executor)
     if args.timeout_min < 1:
         raise StudyError(f"--timeout-min must be >= 1 (got {args.timeout_min})")
     for option, value in (("--signal-lead", args.signal_lead), ("--max-requeues", args.max_requeues)):
@@ -165,6 +181,32 @@ def check_args(args: SweepArgs) -> None:
     if args.signal_lead >= args.timeout_min * 60:
         raise StudyError(f"--signal-lead {args.signal_lead} s must be shorter than the job time limit "
                          f"(--timeout-min {args.timeout_min} = {args.timeout_min * 60} s)")
+
+
+def check_executor(executor: str) -> None:
+    """The executor can run here: submitit installed, and Slurm's sbatch on the PATH for --executor slurm."""
+    from importlib.util import find_spec
+
+    if executor == "local":
+        return
+    if find_spec("submitit") is None:
+        raise StudyError(f"--executor {executor} needs submitit: pip install -e '.[sweep]'")
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise StudyError("--executor slurm needs Slurm's sbatch on the PATH, and it is not there; on a single "
+                         "machine use --executor local")
+
+
+def check_gpus(gpus: tuple[int, ...], runs: list[Run]) -> None:
+    """--gpus names GPUs that are visible here, for runs that use one."""
+    if not gpus:
+        return
+    if not any(r.config.device.startswith("cuda") for r in runs):
+        raise StudyError("--gpus spreads runs over GPUs; it goes with --set device=cuda")
+    visible = default_gpus(runs)
+    missing = [g for g in gpus if g not in visible]
+    if missing:
+        raise StudyError(f"--gpus {' '.join(map(str, missing))}: not a visible GPU here (visible: "
+                         f"{' '.join(map(str, visible)) or 'none'})")
 
 
 def print_grid(grid: Grid, runs: list[Run]) -> None:
@@ -256,12 +298,39 @@ def last_line(path: Path) -> str:
 
 
 class Progress:
-    """Counts and one-line summaries of a sweep."""
+    """Counts and one-line summaries of a sweep; with `jobs`, an ETA once a run has finished."""
 
-    def __init__(self, total: int, skipped: int, status_every: float) -> None:
-        self.total, self.skipped, self.status_every = total, skipped, status_every
+    def __init__(self, total: int, skipped: int, status_every: float, jobs: int = 0) -> None:
+        self.total, self.skipped, self.status_every, self.jobs = total, skipped, status_every, jobs
         self.done, self.failed, self.running = skipped, 0, 0
         self.t0 = self.last = time.time()
+        self.started: dict[str, float] = {}
+        """label -> start time of each running run"""
+        self.durations: list[float] = []
+        """seconds of each run that finished in this sweep"""
+
+    def start(self, label: str) -> None:
+        self.started[label] = time.time()
+        self.running += 1
+
+    def end(self, label: str, finished: bool) -> float:
+        """Seconds the run took; a finished one counts towards the ETA."""
+        seconds = time.time() - self.started.pop(label, time.time())
+        self.running -= 1
+        if finished:
+            self.durations.append(seconds)
+        return seconds
+
+    def eta(self) -> str:
+        """`, ETA 1h05m` from the mean finished run: what the running runs have left and the queued runs, spread
+        over `jobs` at once; empty before a run has finished."""
+        if not self.durations or not self.jobs:
+            return ""
+        mean = sum(self.durations) / len(self.durations)
+        queued = self.total - self.done - self.failed - self.running
+        now = time.time()
+        left = sum(max(0.0, mean - (now - t)) for t in self.started.values()) + queued * mean
+        return f", ETA {format_duration(left / self.jobs)} (mean run {mean / 60:.1f} min)"
 
     def event(self, message: str) -> None:
         print(f"[{self.clock()}] {message}", flush=True)
@@ -270,7 +339,7 @@ class Progress:
     def summary(self) -> None:
         queued = self.total - self.done - self.failed - self.running
         print(f"[{self.clock()}] {self.done}/{self.total} done ({self.skipped} skipped), {self.running} running, "
-              f"{self.failed} failed, {queued} queued", flush=True)
+              f"{self.failed} failed, {queued} queued{self.eta()}", flush=True)
         self.last = time.time()
 
     def tick(self) -> None:
@@ -307,7 +376,7 @@ def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: f
     gpus = gpus or default_gpus(runs)
     jobs = jobs or len(gpus) or max(1, (os.cpu_count() or 1) // max(1, runs[0].config.threads))
     queue = [r for r in runs if run_state(r) != "done"]
-    progress = Progress(len(runs), len(runs) - len(queue), status_every)
+    progress = Progress(len(runs), len(runs) - len(queue), status_every, jobs)
     progress.summary()
     running: dict[subprocess.Popen, tuple[Run, int | None, float]] = {}
     signal.signal(signal.SIGTERM, _interrupt)  # a killed sweep ends its runs too (they resume next time)
@@ -320,12 +389,11 @@ def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: f
                     break
                 gpu = pick_gpu(gpus, [g for _, g, _ in running.values()])
                 running[launch(run, gpu)] = (run, gpu, time.time())
-                progress.running += 1
+                progress.start(run.label)
                 progress.event(f"started {run.label}" + (f" on GPU {gpu}" if gpu is not None else ""))
             for proc in [p for p in running if p.poll() is not None]:
-                run, _, t0 = running.pop(proc)
-                progress.running -= 1
-                finish(run, proc.returncode, time.time() - t0, progress)
+                run, _, _ = running.pop(proc)
+                finish(run, proc.returncode, progress)
             progress.tick()
             time.sleep(0.2)
     except KeyboardInterrupt:
@@ -334,8 +402,10 @@ def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: f
     return 1 if progress.failed else 0
 
 
-def finish(run: Run, returncode: int, seconds: float, progress: Progress) -> None:
-    if returncode == 0 and run_state(run) == "done":
+def finish(run: Run, returncode: int, progress: Progress) -> None:
+    finished = returncode == 0 and run_state(run) == "done"
+    seconds = progress.end(run.label, finished)
+    if finished:
         progress.done += 1
         progress.event(f"finished {run.label} ({seconds / 60:.1f} min)")
         return
@@ -531,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         args, grid = parse_args(argv)
         runs = expand(grid)
         check_runs(grid, runs)
+        check_gpus(args.gpus, runs)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,8 @@ _EXPORTS: dict[str, str] = {
     "Policy": "pref_brl.api",
     "load_policy": "pref_brl.api",
     "TrainConfig": "pref_brl.config",
+    "ConfigError": "pref_brl.validate",
+    "validate": "pref_brl.validate",
     "preset_config": "pref_brl.config",
     "make_env": "envs",
     "Teacher": "pref_brl.protocols",
@@ -35,9 +37,9 @@ _EXPORTS: dict[str, str] = {
 }
 """public name -> the module that defines it"""
 
-__all__ = ["EQUAL", "SKIP", "Policy", "PreferenceData", "Queries", "RewardEnsemble", "RewardModel", "RunResult",
-           "Teacher", "TrainConfig", "__version__", "export_preferences", "load_policy", "load_preferences",
-           "make_env", "preset_config", "save_preferences", "train"]
+__all__ = ["EQUAL", "SKIP", "ConfigError", "Policy", "PreferenceData", "Queries", "RewardEnsemble", "RewardModel",
+           "RunResult", "Teacher", "TrainConfig", "__version__", "export_preferences", "load_policy",
+           "load_preferences", "make_env", "preset_config", "save_preferences", "train", "validate"]
 
 if TYPE_CHECKING:
     from envs import make_env
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from pref_brl.datasets import PreferenceData, export_preferences, load_preferences, save_preferences
     from pref_brl.protocols import EQUAL, SKIP, Queries, RewardModel, Teacher
     from pref_brl.reward_model import RewardEnsemble
+    from pref_brl.validate import ConfigError, validate
 
 
 def __getattr__(name: str) -> Any:

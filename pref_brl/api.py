@@ -61,7 +61,8 @@ class RunResult:
 
 
 def train(config: TrainConfig, *, progress: bool = True, allow_config_change: bool = False) -> RunResult:
-    """Train (or resume) the run `config` describes, after checking it (a ValueError names a bad value)."""
+    """Train (or resume) the run `config` describes, after checking it: every input it refuses raises
+    :class:`pref_brl.validate.ConfigError` (a ValueError) with the line `pref-brl-train` prints after `error:`."""
     from pref_brl.trainer import Trainer
     from pref_brl.validate import validate
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import re
 import sys
 from typing import Any, TypeVar
@@ -67,10 +66,3 @@ class OneLineParser(argparse.ArgumentParser):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
-
-def writable_file(path: str) -> str:
-    """argparse type for an output file: its folder must exist and be writable."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not a writable folder")
-    return path

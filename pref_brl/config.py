@@ -29,7 +29,9 @@ class TrainConfig:
     """Everything that defines a training run."""
 
     env: str = "walker_walk"
-    """environment name (see envs.KNOWN_ENVS)"""
+    """environment: walker_walk, cheetah_run, quadruped_walk (DeepMind Control); metaworld_door-open-v3,
+    metaworld_button-press-v3, metaworld_sweep-into-v3, metaworld_drawer-open-v3, metaworld_window-open-v3
+    (Meta-World)"""
     method: Method = "sac"
     """sac: true reward (upper bound); pebble: PEBBLE; bilevel: PEBBLE with the bilevel penalty reward
     update; sobirl: PEBBLE with SoBiRL's model-free hypergradient term; mrn: PEBBLE with Meta-Reward-Net's
@@ -212,6 +214,38 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string right below it in the class body, as `--help` shows it), read from the
+    source; {} when the source is not available."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+    except (OSError, TypeError):
+        return {}
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _document_fields(cls: type) -> None:
+    """Append every field (type, default, its `--help` text) to the class docstring, so help(cls) lists them."""
+    docs = field_docs(cls)
+    if not docs:
+        return
+    lines = [f"    {f.name} ({getattr(f.type, '__name__', f.type)} = {f.default!r}): {docs.get(f.name, '')}"
+             for f in dataclasses.fields(cls)]
+    cls.__doc__ = f"{cls.__doc__}\n\nFields (the text of `pref-brl-train --help`):\n\n" + "\n".join(lines)
+
+
+_document_fields(TrainConfig)
 
 
 PREFERENCE_FIELDS: frozenset[str] = frozenset({

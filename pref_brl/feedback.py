@@ -9,6 +9,7 @@ Stable-Baselines3 integration (pref_brl.sb3); pref_brl.methods picks the learner
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from pref_brl.config import TrainConfig
     from pref_brl.human.session import HumanSession
 
+LABEL_WAIT_TAG = "feedback/label_wait_s"
+"""seconds a round taught by hand waited for its labels (the progress line's rate and ETA leave them out)"""
 CORR_EPISODES = 10
 UNIFORM_PAIRS = 256
 """segment pairs drawn uniformly at each evaluation for `reward/uniform_accuracy` and `reward/segment_corr`"""
@@ -256,15 +259,17 @@ class PreferenceLearner:
         `human_async`, wait until this round's queries are all labelled)."""
         first = len(self.prefs)
         self.human.offer(self.rounds, pairs, self.store, None if self.audit is None else self.label(pairs, self.audit))
+        started = time.time()
         if not self.cfg.human_async:
             self.human.wait(self.rounds, self.loop.stopping)
+        waited = time.time() - started
         self.total += n
         taken, labels, _ = self.human.take()
         keep = ~np.isnan(labels)
         if taken is not None and bool(keep.any()):
             self.prefs.add(taken.select(keep), torch.from_numpy(labels[keep]))
         self.labeled += int(keep.sum())
-        self.round_metrics = self.human.agreement()
+        self.round_metrics = {**self.human.agreement(), LABEL_WAIT_TAG: waited}
         return slice(first, len(self.prefs))
 
     def close(self) -> None:

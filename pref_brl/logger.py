@@ -135,6 +135,12 @@ class Progress:
         eta = (self.total - step) / fps if fps > 0 else float("inf")
         return f"[{step:>8d}/{self.total}] {fps:6.1f} steps/s ETA {format_duration(eta)}"
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (waiting for a person's labels) out of the rate and the ETA, on the bar too."""
+        self.t0 += seconds
+        if self.bar is not None:
+            self.bar.start_t += seconds
+
     def event(self, step: int, text: str) -> None:
         """One line for something that happened (an evaluation, a feedback round), on a terminal or not."""
         if not self.enabled:

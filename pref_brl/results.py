@@ -116,7 +116,8 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return sorted(set(found))
 
 
-REQUIRED_KEYS = ("env", "method", "seed", "max_feedback")
+REQUIRED_KEYS: dict[str, type] = {"env": str, "method": str, "seed": int, "max_feedback": int}
+"""The config keys the plotter reads, and their types."""
 
 
 def read_run_config(path: Path) -> dict[str, Any]:
@@ -129,7 +130,23 @@ def read_run_config(path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in config] if isinstance(config, dict) else ["(not an object)"]
     if missing:
         raise ResultsError(f"{path / CONFIG_FILE} is not a run config (missing {', '.join(missing)})")
+    wrong = [f"{k}={config[k]!r}" for k, kind in REQUIRED_KEYS.items()
+             if not isinstance(config[k], kind) or isinstance(config[k], bool)]
+    if wrong:
+        raise ResultsError(f"{path / CONFIG_FILE} is not a run config (wrong type: {', '.join(wrong)})")
     return config
+
+
+def _record_problem(record: object) -> str | None:
+    """Why a parsed scalars line is not a record: {"step": int, tag: finite number, ...}; None if it is one."""
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int) or isinstance(record["step"], bool):
+        return "is not a record with an integer step"
+    for key, value in record.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"has a value that is not a number ({key}={value!r})"
+        if not np.isfinite(value):
+            return f"has a non-finite value ({key}={value}; training stops before it logs one)"
+    return None
 
 
 def load_run(path: Path) -> RunData:
@@ -147,6 +164,10 @@ def load_run(path: Path) -> RunData:
         except json.JSONDecodeError:
             if number < len(lines):  # a torn last line of a running job is expected, anything else is not
                 raise ResultsError(f"{scalars}:{number} is not a JSON record") from None
+            continue
+        problem = _record_problem(records[-1]) if line.strip() else None
+        if problem:
+            raise ResultsError(f"{scalars}:{number} {problem}")
     return RunData(path, config, (path / DONE_FILE).exists(), records)
 
 
@@ -172,6 +193,11 @@ def assign_groups(runs: list[RunData]) -> None:
 def select_metric(runs: list[RunData], metric: str | None) -> tuple[list[RunData], dict[str, str]]:
     """Runs that have evaluations, and the metric of each env; explains mixed folders."""
     envs = sorted({r.config["env"] for r in runs})
+    logged = sorted({k for run in runs for r in run.records for k in r} - {"step"})
+    if metric and metric not in logged:
+        evals = [k for k in logged if k.startswith("eval")] or logged
+        raise ResultsError(f"--metric {metric} is logged by no run; logged: {', '.join(evals[:20])}"
+                           + (" (and other scalars; see a run's scalars.jsonl)" if len(evals) < len(logged) else ""))
     metrics = {env: metric or default_metric(env) for env in envs}
     kept = []
     for run in runs:
@@ -195,15 +221,20 @@ def warn_stderr(message: str) -> None:
 
 
 def load_readable(paths: list[Path], warn: Callable[[str], None]) -> list[RunData]:
-    """The runs that can be read; each broken one (bad config.json, unreadable scalars) is named to `warn`."""
-    runs = []
+    """The runs that can be read; each broken one (bad config.json, unreadable scalars) is named to `warn`, unless
+    none can be read: then the one error names them."""
+    runs, broken = [], []
     for path in paths:
         try:
             runs.append(load_run(path))
         except ResultsError as exc:
-            warn(f"skipping the broken run {path}: {exc}")
+            broken.append((path, str(exc)))
     if not runs:
-        raise ResultsError(f"none of the {len(paths)} run folders can be read (see the warnings above)")
+        shown = "; ".join(reason for _, reason in broken[:3])
+        more = f"; and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise ResultsError(f"none of the {len(paths)} run folders can be read: {shown}{more}")
+    for path, reason in broken:
+        warn(f"skipping the broken run {path}: {reason}")
     return runs
 
 
@@ -213,9 +244,11 @@ def load(paths: list[str | Path], metric: str | None = None, envs: tuple[str, ..
     is left out and named to `warn` (a `warning:` line on stderr by default)."""
     runs = load_readable(find_runs(paths), warn)
     if envs:
+        found = sorted({r.config["env"] for r in runs})
         runs = [r for r in runs if r.config["env"] in envs]
         if not runs:
-            raise ResultsError(f"no runs of env {', '.join(envs)} under {', '.join(map(str, paths))}")
+            raise ResultsError(f"no runs of env {', '.join(envs)} under {', '.join(map(str, paths))}; envs found: "
+                               f"{', '.join(found)}")
     assign_groups(runs)
     return select_metric(runs, metric)
 

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from pref_brl.config import IGNORED_FIELDS, TrainConfig
+from pref_brl.validate import ConfigError
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "done.json"
@@ -21,12 +22,18 @@ HISTORY_FILE = "config.history.json"
 TRACKED_PACKAGES = ("torch", "numpy", "gymnasium", "mujoco", "dm-control", "metaworld", "tyro", "pref-brl")
 
 
-class RunFolderError(RuntimeError):
-    """A run folder cannot be used as asked; the message says why and what to do."""
+class RunFolderError(ConfigError):
+    """A run folder cannot be used as asked; the message says why and what to do (a ConfigError: the library's
+    callers catch one ValueError subclass for every input it refuses)."""
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / cfg.env / cfg.method / f"seed{cfg.seed}"
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    """The run's folder: --run-dir, or the default one."""
+    return Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
@@ -44,36 +51,48 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False) -> tuple[Path, bool]:
-    """Create the run folder, or check that an existing one belongs to this config (then resume).
+NOT_RUN_STATE = frozenset({"train.log", "lock"})
+"""Files a folder may hold before its run is written: a sweep's log of the run, the run's lock."""
 
-    Returns (run_dir, resuming). Never deletes anything; a config replaced by `allow_config_change` is kept
-    in config.history.json. The caller records a resume (`record_resume`) once it holds the folder's lock.
+
+def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False) -> tuple[Path, bool]:
+    """Check that the run folder is new, empty, or holds this config's run (then the run resumes), and create it.
+
+    Returns (run_dir, resuming). Writes nothing into the folder: the caller takes its lock (`RunLock`), then
+    `write_run_files` writes the config, and records a resume (`record_resume`) once the checkpoint has loaded.
     """
-    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    run_dir = run_dir_of(cfg)
     config_path = run_dir / CONFIG_FILE
     if config_path.exists():
-        old = read_config(config_path)
-        new = json.loads(cfg.to_json())
-        diffs = config_differences(old, new)
+        diffs = config_differences(read_config(config_path), json.loads(cfg.to_json()))
         if diffs and not allow_config_change:
             raise RunFolderError(f"{run_dir} holds a run with a different config ({'; '.join(diffs)}); "
                                  "use another --run-dir, or pass --allow-config-change to resume anyway")
-        if diffs:
-            record_config_change(run_dir, old, diffs)
-            config_path.write_text(cfg.to_json(), encoding="utf-8")
         return run_dir, True
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name not in NOT_RUN_STATE for p in run_dir.iterdir()):
         raise RunFolderError(f"{run_dir} exists and is not a pref-brl run folder (no {CONFIG_FILE}); "
                              "choose an empty or new --run-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
-        (run_dir / VERSIONS_FILE).write_text(json.dumps([stamped(provenance())], indent=2), encoding="utf-8")
     except OSError as exc:
         raise RunFolderError(f"cannot create the run folder {run_dir} ({exc.strerror}); choose a writable "
                              "--run-dir") from None
     return run_dir, False
+
+
+def write_run_files(cfg: TrainConfig, run_dir: Path, resuming: bool) -> None:
+    """Under the folder's lock: a new run's config.json and versions.json; a resumed run's changed config (the
+    old one kept in config.history.json), if --allow-config-change let it differ."""
+    config_path = run_dir / CONFIG_FILE
+    if resuming:
+        old = read_config(config_path)
+        diffs = config_differences(old, json.loads(cfg.to_json()))
+        if diffs:
+            record_config_change(run_dir, old, diffs)
+            _write_text(config_path, cfg.to_json())
+        return
+    _write_text(config_path, cfg.to_json())
+    _write_json(run_dir / VERSIONS_FILE, [stamped(provenance())])
 
 
 def read_config(path: Path) -> dict:
@@ -139,9 +158,14 @@ def record_config_change(run_dir: Path, old: dict, diffs: list[str]) -> None:
 
 def _write_json(path: Path, value: object) -> None:
     """Replace `path` atomically with `value` as JSON (a failed write leaves the old file)."""
+    _write_text(path, json.dumps(value, indent=2))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace `path` atomically with `text` (a failed write leaves the old file)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -155,7 +179,11 @@ class RunLock:
         import fcntl
 
         self.path = run_dir / "lock"
-        self.file = self.path.open("a+", encoding="utf-8")
+        try:
+            self.file = self.path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise RunFolderError(f"cannot lock the run folder {run_dir} ({exc.strerror}); choose a writable "
+                                 "--run-dir") from None
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pref_brl.config import IGNORED_FIELDS, PRESETS, TrainConfig, preset_config
-from pref_brl.runs import CONFIG_FILE, DONE_FILE, RunFolderError, config_differences, read_config
+from pref_brl.runs import CONFIG_FILE, DONE_FILE, NOT_RUN_STATE, RunFolderError, config_differences, read_config
 
 RunState = Literal["new", "partial", "done"]
 
@@ -228,16 +228,21 @@ def run_state(run: Run) -> RunState:
 
 
 def check_runs(grid: Grid, runs: list[Run]) -> None:
-    """Everything that can be checked before any folder is created: configs, folder conflicts, writability."""
+    """Everything that can be checked before any folder is created: the study folder, unattended teachers, each
+    run's folder and config (validated as pref-brl-train would)."""
+    from pref_brl.protocols import HUMAN
     from pref_brl.validate import ConfigError, validate
 
+    _check_writable(grid.folder)
+    if HUMAN in grid.teachers:
+        raise StudyError(f"--teachers {HUMAN}: a sweep runs unattended, and each run taught by hand waits for a "
+                         f"person at its own labelling page; train such a run with pref-brl-train --teacher {HUMAN}")
     for run in runs:
+        _check_folder(run)
         try:
             validate(run.config)
         except ConfigError as exc:
             raise StudyError(f"{run.label}: {exc}") from None
-        _check_folder(run)
-    _check_writable(grid.folder)
 
 
 def _check_folder(run: Run) -> None:
@@ -254,17 +259,16 @@ def _check_folder(run: Run) -> None:
         if diffs:
             raise StudyError(f"{path} holds a run with a different config ({'; '.join(diffs)}); use a new "
                              "--name for a changed study, or the old settings to resume this one")
-    elif path.exists() and any(path.iterdir()):
+    elif path.exists() and any(p.name not in NOT_RUN_STATE for p in path.iterdir()):
         raise StudyError(f"{path} exists and is not a pref-brl run folder; remove it or choose another --name")
 
 
 def _check_writable(folder: Path) -> None:
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise StudyError(f"cannot create the study folder {folder}: {existing} is not a writable folder; "
-                         "choose another --root")
+    from pref_brl.inputs import folder_problem
+
+    problem = folder_problem(folder, "the study folder (--root/--name)")
+    if problem:
+        raise StudyError(problem)
 
 
 # ------------------------------------------------------------------------------------------ one job

@@ -26,11 +26,11 @@ from envs import episode_length, is_metaworld, make_env
 from pref_brl.checkpoint import load_checkpoint, save_checkpoint
 from pref_brl.config import TrainConfig
 from pref_brl.episodes import EpisodeRecorder
-from pref_brl.feedback import Collaborators
+from pref_brl.feedback import LABEL_WAIT_TAG, Collaborators
 from pref_brl.human.session import LabellingInterrupted
 from pref_brl.logger import Logger, Progress
 from pref_brl.methods import make_learner
-from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir, record_resume
+from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir, record_resume, run_dir_of, write_run_files
 from pref_brl.video import make_eval_videos
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -69,10 +69,15 @@ class Trainer:
         self.learner = make_learner(cfg, obs_dim, act_dim, Collaborators(
             self.agents["A"], self.replay, self.sample_generator, self.returns, self.ep_len,
             stopping=lambda: bool(self.interrupted)))
+        self.videos = make_eval_videos(cfg, run_dir_of(cfg), EVAL_SEED_OFFSET + 1000 * cfg.seed)
         # the folder comes after everything that can refuse the config (a user's reward model, a preference file)
-        self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
-        self.lock = RunLock(self.run_dir)
-        self.videos = make_eval_videos(cfg, self.run_dir, EVAL_SEED_OFFSET + 1000 * cfg.seed)
+        try:
+            self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
+            self.lock = RunLock(self.run_dir)
+        except BaseException:
+            if self.videos is not None:
+                self.videos.close()
+            raise
         self.recorder = EpisodeRecorder(self.ep_len, obs_dim, act_dim)
         self.step = 0
         self.learned_returns: deque[float] = deque(maxlen=10)
@@ -83,6 +88,7 @@ class Trainer:
         self._last_checkpoint_step = 0
         self.interrupted = ""  # the signal that asked the run to stop, if any
         try:
+            write_run_files(cfg, self.run_dir, resuming)  # under the lock: one writer per folder
             self.logger = self.open(resuming)
             if resuming:
                 record_resume(self.run_dir)  # after the checkpoint loaded: a refused resume changes nothing
@@ -91,6 +97,8 @@ class Trainer:
         except BaseException:
             if hasattr(self, "logger"):
                 self.logger.close()
+            if self.videos is not None:
+                self.videos.close()
             self.lock.release()
             raise
         self.progress = Progress(cfg.steps, self.step, cfg.log_frequency, enabled=progress)
@@ -147,11 +155,13 @@ class Trainer:
             self.step += 1
             if self.learner is not None and self.learner.feedback_due(self.step):
                 try:
-                    self.announce("feedback", self.log(self.learner.feedback_round(self.step)))
+                    values = self.log(self.learner.feedback_round(self.step))
                 except LabellingInterrupted as exc:  # the labels given so far are in the run's database
                     print(f"{exc}; the last checkpoint in {self.run_dir} is kept; run the same command again "
                           "to resume (given labels are kept)", flush=True)
                     return
+                self.progress.exclude(values.get(LABEL_WAIT_TAG, 0.0))  # waiting for a person is not training
+                self.announce("feedback", values)
             if self.eval_due():
                 self.announce("eval", self.log(self.evaluate()))
             if self.log_due():

@@ -1,60 +1,146 @@
-"""Up-front checks of a TrainConfig, so bad input fails in one clear line before anything is created."""
+"""Up-front checks of a TrainConfig, so bad input fails in one clear line before anything is created.
+
+`validate(cfg)` is the one validation pass that the command line, every grid point of a sweep (also under
+`--dry-run`) and `pref_brl.train` run before any folder, lock, server or process exists: field types, every
+range of every field the method reads (NaN and inf included), the device, the replay buffer's memory, the run
+folder's path, files that must parse (a preference file) and, where a run renders, a renderer that opens.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
+import typing
 
-from pref_brl.config import CUSTOM_PRESET, PRESETS, TrainConfig, carried_preset
+from pref_brl.config import CUSTOM_PRESET, IGNORED_FIELDS, PRESETS, TrainConfig, carried_preset
 
 
 class ConfigError(ValueError):
     """A configuration value is unusable; the message names it and says what to do."""
 
 
+MAX_SEED = 4_293_966
+"""Largest run seed: its evaluation episodes reset with seed 1,000,003 + 1000 * seed + i, and DeepMind Control
+takes seeds below 2**32."""
+MAX_THREADS = 1024
+MAX_EVAL_EPISODES = 1000
+"""Evaluation episodes per evaluation (the reset seeds of seed s and s + 1 are 1,000 apart)."""
+MAX_LR = 1
+"""Learning rates above this are taken for typos (3e4 for 3e-4), never for a setting."""
+
+
+def option(name: str) -> str:
+    """The command-line spelling of config field `name`."""
+    return "--" + name.replace("_", "-")
+
+
+# (lowest, lowest allowed?, highest, highest allowed?, what it is); checked when the method reads the field
+RANGES: dict[str, tuple[float, bool, float, bool, str]] = {
+    "seed": (0, True, MAX_SEED, True, "the run seed"),
+    "threads": (0, True, MAX_THREADS, True, "0: torch's default"),
+    "max_episode_steps": (0, True, math.inf, False, "0: the environment's own episode length"),
+    "num_seed_steps": (0, True, math.inf, False, "uniform random steps before learning"),
+    "num_unsup_steps": (0, True, math.inf, False, "exploration steps"),
+    "num_eval_episodes": (1, True, MAX_EVAL_EPISODES, True, "episodes per evaluation"),
+    "target_update_every": (1, True, math.inf, False, "updates between target-critic updates"),
+    "lr": (0, False, MAX_LR, True, "the SAC learning rate"),
+    "alpha_lr": (0, False, MAX_LR, True, "the temperature's learning rate"),
+    "reward_lr": (0, False, MAX_LR, True, "the reward model's learning rate"),
+    "init_temperature": (0, False, math.inf, False, "the initial SAC temperature alpha"),
+    "discount": (0, True, 1, False, "gamma"),
+    "tau": (0, False, 1, True, "the target critic's Polyak coefficient"),
+    "reset_update": (0, True, math.inf, False, "SAC updates after the first reward round"),
+    "ensemble_size": (1, True, math.inf, False, "reward-model members"),
+    "reward_hidden": (1, True, math.inf, False, "reward-model width"),
+    "reward_depth": (1, True, math.inf, False, "reward-model hidden layers"),
+    "reward_minibatch": (1, True, math.inf, False, "labelled pairs per reward-model step"),
+    "query_episodes": (1, True, math.inf, False, "recent episodes query candidates come from"),
+    "sobirl_warmup": (0, True, math.inf, False, "feedback rounds before SoBiRL's term"),
+}
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Raise ConfigError for the first problem found."""
+    """Raise ConfigError for the first problem found (cheap checks first, the renderer probe last)."""
     from envs import KNOWN_ENVS
-    from pref_brl.queries import QUERY_STRATEGIES
 
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)
 
+    validate_types(cfg, need)
     need(cfg.env in KNOWN_ENVS, f"unknown env {cfg.env!r}; known: {', '.join(KNOWN_ENVS)}")
+    validate_preset(cfg, need)
+    validate_schedule(cfg, need)
+    validate_ranges(cfg, need)
+    validate_agent(cfg, need)
+    validate_machine(cfg, need)
+    validate_run_dir(cfg)
+    if cfg.uses_preferences:
+        validate_preferences(cfg, need)
+    if cfg.video_every > 0:
+        validate_rendering(cfg, "--video-every", "imageio_ffmpeg", "the [video] extra", need)
+
+
+def validate_types(cfg: TrainConfig, need) -> None:
+    """Every field holds a value of its declared type (Python callers can pass anything)."""
+    import dataclasses
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        kind, value = hints[f.name], getattr(cfg, f.name)
+        if typing.get_origin(kind) is typing.Literal:
+            allowed = typing.get_args(kind)
+            need(value in allowed and isinstance(value, str),
+                 f"{option(f.name)} must be one of {', '.join(allowed)}, got {value!r}")
+            continue
+        ok = {int: isinstance(value, int) and not isinstance(value, bool),
+              float: isinstance(value, int | float) and not isinstance(value, bool),
+              bool: isinstance(value, bool), str: isinstance(value, str)}[kind]
+        name = {int: "an integer", float: "a number", bool: "True or False", str: "a string"}[kind]
+        need(ok, f"{option(f.name)} (TrainConfig.{f.name}) must be {name}, got {value!r} "
+                 f"({type(value).__name__})")
+
+
+def validate_schedule(cfg: TrainConfig, need) -> None:
+    """Sizes, periods and lengths that every method reads, and how they fit together."""
+    from envs import episode_length
+
     need(cfg.steps > 0, f"--steps must be positive, got {cfg.steps}")
     need(cfg.batch_size > 0 and cfg.hidden_dim > 0 and cfg.hidden_depth >= 1,
          "--batch-size, --hidden-dim must be positive and --hidden-depth >= 1")
     need(cfg.eval_frequency > 0 and cfg.log_frequency > 0 and cfg.checkpoint_frequency > 0,
          "--eval-frequency, --log-frequency and --checkpoint-frequency must be positive")
-    need(cfg.num_seed_steps >= 0 and cfg.num_unsup_steps >= 0, "seed and exploration steps must be >= 0")
     need(cfg.replay_capacity >= 0, "--replay-capacity must be >= 0 (0: as many as --steps)")
     need(cfg.video_every >= 0, f"--video-every must be >= 0 (0: no videos), got {cfg.video_every}")
-    validate_preset(cfg, need)
-    validate_agent(cfg, need)
-    if not cfg.uses_preferences:
-        return
-    validate_plugins(cfg, need)
-    need(cfg.query in QUERY_STRATEGIES,
-         f"unknown query strategy {cfg.query!r}; known: {', '.join(QUERY_STRATEGIES)}")
-    need(cfg.max_feedback > 0, f"--max-feedback must be positive, got {cfg.max_feedback}")
-    need(cfg.reward_batch > 0, f"--reward-batch must be positive, got {cfg.reward_batch}")
-    need(cfg.max_feedback >= cfg.reward_batch,
-         f"--max-feedback {cfg.max_feedback} is smaller than one round (--reward-batch {cfg.reward_batch}); "
-         "raise the budget or lower --reward-batch")
-    need(cfg.num_interact > 0 and cfg.reward_update > 0 and cfg.segment > 0,
-         "--num-interact, --reward-update and --segment must be positive")
-    need(cfg.steps > cfg.feedback_starts,
-         f"--steps {cfg.steps} ends before the first feedback round at step {cfg.feedback_starts} "
-         "(--num-seed-steps + --num-unsup-steps); raise --steps or shorten those phases")
-    need(0 <= cfg.penalty_weight < float("inf"),
-         f"--penalty-weight must be a finite number >= 0, got {cfg.penalty_weight}")
-    need(cfg.paired_episodes >= 1, f"--paired-episodes must be >= 1, got {cfg.paired_episodes}")
-    validate_human(cfg, need)
-    if cfg.method == "bilevel":
-        validate_bilevel(cfg, need)
-    if cfg.method == "mrn":
-        validate_mrn(cfg, need)
+    need(cfg.batch_size <= cfg.capacity,
+         f"--batch-size {cfg.batch_size} is larger than the replay buffer ({cfg.capacity} transitions: "
+         "--replay-capacity, or --steps when it is 0); lower --batch-size")
+    length = episode_length(cfg.env)
+    need(cfg.max_episode_steps <= length,
+         f"--max-episode-steps must be in [0, {length}] ({cfg.env}'s own episode length; 0: that length), got "
+         f"{cfg.max_episode_steps}")
+    need(cfg.num_seed_steps < cfg.steps,
+         f"--num-seed-steps {cfg.num_seed_steps} leaves no step to learn in (--steps {cfg.steps}); lower it or "
+         "raise --steps")
+
+
+def validate_ranges(cfg: TrainConfig, need) -> None:
+    """Each field of RANGES that the method reads is inside its range (a NaN is inside none)."""
+    ignored = IGNORED_FIELDS.get(cfg.method, frozenset())
+    for name, (low, low_in, high, high_in, what) in RANGES.items():
+        if name in ignored:
+            continue
+        value = getattr(cfg, name)
+        inside = (value >= low if low_in else value > low) and (value <= high if high_in else value < high)
+        if inside:
+            continue
+        if high == math.inf:
+            bound = f">= {low}" if low_in else "a positive finite number" if low == 0 else f"> {low}"
+        else:
+            bound = f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+        need(False, f"{option(name)} must be {bound} ({what}), got {value}")
 
 
 def validate_preset(cfg: TrainConfig, need) -> None:
@@ -84,6 +170,75 @@ def validate_agent(cfg: TrainConfig, need) -> None:
                                          f"(pip install {package.replace('_', '-')})")
 
 
+def validate_machine(cfg: TrainConfig, need) -> None:
+    """A device this torch can use here, with room for the replay buffer."""
+    from envs import ENV_SIZES
+    from pref_brl.inputs import device_memory, device_problem, format_bytes
+
+    problem = device_problem(cfg.device)
+    need(problem is None, str(problem))
+    obs_dim, act_dim = ENV_SIZES[cfg.env]
+    replay = cfg.capacity * ((2 * obs_dim + act_dim + 2) * 4 + 1)  # float32 s, a, r, s', not_done; uint8 agent
+    memory = device_memory(cfg.device)
+    need(replay <= memory,
+         f"the replay buffer of {cfg.capacity:,} transitions needs {format_bytes(replay)}, more than the "
+         f"{format_bytes(memory)} of memory of {cfg.device} here; lower --replay-capacity (or --steps)")
+
+
+def validate_run_dir(cfg: TrainConfig) -> None:
+    """The run folder can be created or resumed here; its problems are RunFolderErrors, the ConfigError of a run
+    folder. Whose run it holds (another config, or none) is compared when the run opens it, before it writes."""
+    from pref_brl.inputs import folder_problem
+    from pref_brl.runs import CONFIG_FILE, DONE_FILE, RunFolderError, folder_holder, run_dir_of
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise RunFolderError(message)
+
+    run_dir = run_dir_of(cfg)
+    problem = folder_problem(run_dir, "--run-dir")
+    need(problem is None, f"{problem}{'' if cfg.run_dir else ' (the default run folder; choose one with --run-dir)'}")
+    if not (run_dir / CONFIG_FILE).is_file():
+        return
+    holder = folder_holder(run_dir)
+    need(holder is None, f"{run_dir} is in use by another process (pid {holder}); wait for it to end or choose "
+                         "another --run-dir")
+    need(cfg.agent == "sac" or (run_dir / DONE_FILE).exists(),
+         f"{run_dir} holds an unfinished run of a Stable-Baselines3 agent, and those do not resume: delete the "
+         "folder or choose another --run-dir")
+
+
+def validate_preferences(cfg: TrainConfig, need) -> None:
+    """What the preference methods read: plugins, queries, the feedback schedule, and each method's settings."""
+    from envs import episode_length
+    from pref_brl.queries import QUERY_STRATEGIES
+
+    validate_plugins(cfg, need)
+    need(cfg.query in QUERY_STRATEGIES,
+         f"unknown query strategy {cfg.query!r}; known: {', '.join(QUERY_STRATEGIES)}")
+    need(cfg.max_feedback > 0, f"--max-feedback must be positive, got {cfg.max_feedback}")
+    need(cfg.reward_batch > 0, f"--reward-batch must be positive, got {cfg.reward_batch}")
+    need(cfg.max_feedback >= cfg.reward_batch,
+         f"--max-feedback {cfg.max_feedback} is smaller than one round (--reward-batch {cfg.reward_batch}); "
+         "raise the budget or lower --reward-batch")
+    need(cfg.num_interact > 0 and cfg.reward_update > 0 and cfg.segment > 0,
+         "--num-interact, --reward-update and --segment must be positive")
+    length = cfg.max_episode_steps or episode_length(cfg.env)
+    need(cfg.segment <= length, f"--segment {cfg.segment} is longer than an episode ({length} steps); a segment "
+                                "is cut from one episode: lower --segment")
+    need(cfg.steps > cfg.feedback_starts,
+         f"--steps {cfg.steps} ends before the first feedback round at step {cfg.feedback_starts} "
+         "(--num-seed-steps + --num-unsup-steps); raise --steps or shorten those phases")
+    need(0 <= cfg.penalty_weight < float("inf"),
+         f"--penalty-weight must be a finite number >= 0, got {cfg.penalty_weight}")
+    need(cfg.paired_episodes >= 1, f"--paired-episodes must be >= 1, got {cfg.paired_episodes}")
+    validate_human(cfg, need)
+    if cfg.method == "bilevel":
+        validate_bilevel(cfg, need)
+    if cfg.method == "mrn":
+        validate_mrn(cfg, need)
+
+
 def validate_plugins(cfg: TrainConfig, need) -> None:
     """The teacher, the reward model and the preference file, where they are the user's."""
     from pref_brl.protocols import ENSEMBLE, HUMAN, resolve
@@ -100,21 +255,26 @@ def validate_plugins(cfg: TrainConfig, need) -> None:
                                      f"reward model {cfg.reward_model!r} works with method pebble")
         _resolves(resolve, cfg.reward_model, "reward model", need)
     if cfg.preferences:
-        from pref_brl.datasets import load_preferences
+        validate_preference_file(cfg, need)
 
-        try:
-            data = load_preferences(cfg.preferences)
-        except ValueError as exc:
-            need(False, f"--preferences: {exc}")
-        need(data.obs0.shape[1] == cfg.segment, f"--preferences: the file's segments are {data.obs0.shape[1]} steps "
-                                                f"long and --segment is {cfg.segment}; set --segment "
-                                                f"{data.obs0.shape[1]}")
+
+def validate_preference_file(cfg: TrainConfig, need) -> None:
+    """--preferences: an .npz file that parses as a preference file and fits this env and --segment."""
+    from envs import ENV_SIZES
+    from pref_brl.datasets import load_preferences
+    from pref_brl.inputs import npz_problem
+
+    problem = npz_problem(cfg.preferences, "--preferences")
+    need(problem is None, str(problem))
+    try:
+        data = load_preferences(cfg.preferences)
+        data.check_shape(*ENV_SIZES[cfg.env], cfg.segment)
+    except ValueError as exc:
+        need(False, f"--preferences: {exc}")
 
 
 def validate_human(cfg: TrainConfig, need) -> None:
     """Labelling by hand: where the page is served, the audit teacher, and what it needs installed."""
-    from importlib.util import find_spec
-
     from pref_brl.protocols import HUMAN
     from pref_brl.teacher import TEACHER_PRESETS
 
@@ -130,8 +290,42 @@ def validate_human(cfg: TrainConfig, need) -> None:
     need(cfg.audit_teacher in ("", *TEACHER_PRESETS),
          f"unknown audit teacher {cfg.audit_teacher!r}; known: {', '.join(TEACHER_PRESETS)} (empty: none)")
     need(cfg.agent == "sac", f"--teacher {HUMAN} runs with our agent (--agent sac), not {cfg.agent}")
-    need(find_spec("imageio_ffmpeg") is not None,
-         f"--teacher {HUMAN} renders clips with imageio-ffmpeg: install the [human] extra (pip install -e '.[human]')")
+    problem = _serving_problem(cfg.label_host, cfg.label_port)
+    need(problem is None, f"cannot serve the labelling page on {cfg.label_host}:{cfg.label_port} ({problem}); "
+                          "choose another --label-port (0: any free port) or --label-host")
+    validate_rendering(cfg, f"--teacher {HUMAN}", "imageio_ffmpeg", "the [human] extra", need)
+
+
+def validate_rendering(cfg: TrainConfig, purpose: str, module: str, extra: str, need) -> None:
+    """The encoder is installed and MuJoCo renders this env here (tried once per env in a child process)."""
+    from importlib.util import find_spec
+
+    need(find_spec(module) is not None, f"{purpose} encodes video with {module.replace('_', '-')}: install "
+                                        f"{extra} (pip install -e '.[{extra.split('[')[1].split(']')[0]}]')")
+    problem = _renderer_problem(cfg.env, cfg.goal_mode, purpose, os.environ.get("MUJOCO_GL", ""))
+    need(problem is None, str(problem))
+
+
+@functools.lru_cache(maxsize=None)
+def _renderer_problem(env: str, goal_mode: str, purpose: str, backend: str) -> str | None:
+    """inputs.renderer_problem, once per (env, goal mode, purpose, MUJOCO_GL) in a process."""
+    from pref_brl.inputs import renderer_problem
+
+    return renderer_problem(env, goal_mode, purpose)
+
+
+def _serving_problem(host: str, port: int) -> str | None:
+    """Why the labelling page could not listen on host:port (bound and released at once), or None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+            sock.bind(infos[0][4])
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
 
 
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")

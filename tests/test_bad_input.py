@@ -1,22 +1,33 @@
 """The bad-input table: every program answers bad input with one `error:` line on stderr naming the
-problem (and the fix), a non-zero exit, and no partial folder left behind."""
+problem (and the fix), exit code 2, and nothing created or touched (no run folder, lock or plots folder)."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import socket
 from importlib.util import find_spec
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from experiments.archive import main as archive_main
 from experiments.bench import main as bench_main
+from experiments.gridworld import main as gridworld_main
 from experiments.label import main as label_main
 from experiments.plot import main as plot_main
 from experiments.sweep import main as sweep_main
 from experiments.train import main as train_main
 
-PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main, "bench": bench_main, "label": label_main}
+PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main, "bench": bench_main, "label": label_main,
+            "gridworld": gridworld_main, "archive": archive_main}
 PEBBLE = ["--method", "pebble"]
 HUMAN = [*PEBBLE, "--teacher", "human"]
+NO_CUDA = not torch.cuda.is_available()
+BAD_GL = {"MUJOCO_GL": "nonsense"}  # MuJoCo refuses to start with this back-end
+GW = ["--quick", "--out", "{tmp}/gw"]  # --quick shortens a study, but the values given are checked
 
 # (program, arguments ({tmp} is a scratch folder), a fragment the error line must contain)
 BAD_INPUTS = [
@@ -52,19 +63,19 @@ BAD_INPUTS = [
      "works on the members of PEBBLE's reward ensemble"),
     ("train", [*PEBBLE, "--reward-model", "tests.user_plugins:make_linear"], "ranks pairs by the disagreement"),
     ("train", [*PEBBLE, "--preferences", "{tmp}/missing.npz"], "--preferences: cannot read the preference file"),
-    ("train", [*PEBBLE, "--preferences", "{tmp}/a_file"], "--preferences: cannot read the preference file"),
+    ("train", [*PEBBLE, "--preferences", "{tmp}/a_file"], "--preferences: {tmp}/a_file is not an .npz file"),
     ("train", ["--agent", "sb3-dqn"], "invalid choice 'sb3-dqn' for argument '--agent'"),
     ("train", ["--agent", "sb3-sac", "--method", "bilevel"], "--agent sb3-sac runs methods sac and pebble"),
     *([("train", ["--agent", "sb3-tqc"], "--agent sb3-tqc needs the sb3-contrib package")]
       if find_spec("sb3_contrib") is None else []),
-    ("train", ["--run-dir", "{tmp}/a_file/run"], "cannot create the run folder"),
+    ("train", ["--run-dir", "{tmp}/a_file/run"], "lies under"),
     ("train", ["--run-dir", "{tmp}/foreign"], "is not a pref-brl run folder"),
     ("sweep", ["--seeds"], "empty grid: no values for --seeds"),
     ("sweep", ["--methods", "pebble", "dagger"], "unknown method 'dagger'"),
     ("sweep", ["--envs", "walker_run"], "unknown env 'walker_run'"),
     ("sweep", ["--budgets", "3"], "smaller than one round"),
     ("sweep", ["--set", "hidden_dim"], "is not key=value"),
-    ("sweep", ["--root", "{tmp}/a_file/runs"], "is not a writable folder"),
+    ("sweep", ["--root", "{tmp}/a_file/runs"], "the study folder (--root/--name) {tmp}/a_file/runs/study lies under"),
     ("sweep", ["--config", "{tmp}/missing.toml"], "cannot read study file"),
     ("sweep", ["--jobs", "many"], "Error parsing --jobs"),
     ("sweep", ["--signal-lead", "soon"], "Error parsing --signal-lead"),
@@ -78,9 +89,9 @@ BAD_INPUTS = [
     ("plot", ["{tmp}/empty", "--reps", "0"], "--final-window and --reps must be >= 1"),
     ("plot", ["{tmp}/empty", "--aggregate", "median"], "invalid choice 'median'"),
     ("bench", ["--only", "sac,gpu"], "unknown section(s) gpu; known:"),
-    ("bench", ["--threads", "-2"], "--threads must be >= 0"),
+    ("bench", ["--threads", "-2"], "--threads must be in [0, 1024]"),
     ("bench", ["--threads", "two"], "invalid int value: 'two'"),
-    ("bench", ["--json", "{tmp}/a_file/bench.json"], "is not a writable folder"),
+    ("bench", ["--json", "{tmp}/a_file/bench.json"], "{tmp}/a_file is a file, not a folder"),
     ("bench", ["--quik"], "unrecognized arguments: --quik"),
     ("train", [*HUMAN, "--label-port", "-1"], "--label-port must be in [0, 65535]"),
     ("train", [*HUMAN, "--label-port", "70000"], "--label-port must be in [0, 65535]"),
@@ -90,33 +101,154 @@ BAD_INPUTS = [
     ("train", [*PEBBLE, "--audit-teacher", "oracle"], "--human-async and --audit-teacher go with --teacher human"),
     ("train", [*PEBBLE, "--human-async"], "--human-async and --audit-teacher go with --teacher human"),
     ("train", [*HUMAN, "--agent", "sb3-sac"], "--teacher human runs with our agent"),
+    ("archive", ["{tmp}/missing", "--out", "{tmp}/o"], "is not a folder"),
+    ("archive", ["{tmp}/empty", "--out", "{tmp}/o"], "no run folders"),
+    ("archive", ["{tmp}/study", "--out", "{tmp}/a_file/o"], "is not a writable folder"),
+    ("archive", ["{tmp}/study", "--out", "{tmp}/study/archive"], "is inside"),
+    ("archive", ["{tmp}/study"], "--out"),
+    ("archive", ["{tmp}/study", "--out", "{tmp}/o", "--force"], "--force"),
     ("label", ["{tmp}/missing"], "is not a folder"),
     ("label", ["{tmp}/foreign"], "has no label database"),
     ("label", ["{tmp}/foreign", "--label-port", "-3"], "--label-port must be in [0, 65535]"),
     ("label", ["{tmp}/foreign", "--label-port", "x"], "invalid int value: 'x'"),
     ("label", [], "the following arguments are required: run_dir"),
+    # --- measured by hand on main: tracebacks, late or misleading errors, silently accepted input
+    *([("train", ["--device", "cuda"], "--device cuda: this torch is built without CUDA")] if NO_CUDA else []),
+    ("train", ["--run-dir", "{tmp}/a_file"], "--run-dir {tmp}/a_file is a file, not a folder"),
+    ("train", [*PEBBLE, "--preferences", "{tmp}/truncated.npz"], "truncated.npz is not an .npz file"),
+    ("train", [*PEBBLE, "--preferences", "{tmp}/text.npz"], "text.npz is not an .npz file"),
+    ("plot", ["{tmp}/study", "--out", "{tmp}/a_file/plots"], "--out {tmp}/a_file/plots lies under"),
+    ("train", ["--num-eval-episodes", "0"], "--num-eval-episodes must be in [1, 1000]"),
+    ("sweep", ["--jobs", "-1", "--dry-run"], "--jobs must be >= 0"),
+    ("train", HUMAN, "--teacher human: MuJoCo cannot render here (MUJOCO_GL=nonsense", BAD_GL),
+    ("plot", ["{tmp}/study", "--metric", "eval/mean_rewrd"], "is logged by no run; logged: eval/mean_reward"),
+    ("gridworld", ["--benchmarks", "cartpole", *GW], "unknown benchmark(s) ['cartpole']"),
+    ("sweep", ["--teachers", "human", "--dry-run"], "a sweep runs unattended"),
+    *([("sweep", ["--set", "device=cuda", "--dry-run"], "--device cuda: this torch is built without CUDA")]
+      if NO_CUDA else []),
+    # --- ranges of ordinary training fields (NaN and inf included)
+    ("train", ["--lr", "0"], "--lr must be in (0, 1]"),
+    ("train", ["--lr", "nan"], "--lr must be in (0, 1]"),
+    ("train", ["--lr", "3e4"], "--lr must be in (0, 1]"),
+    ("train", ["--alpha-lr", "inf"], "--alpha-lr must be in (0, 1]"),
+    ("train", [*PEBBLE, "--reward-lr", "-0.1"], "--reward-lr must be in (0, 1]"),
+    ("train", ["--discount", "1"], "--discount must be in [0, 1)"),
+    ("train", ["--tau", "1.5"], "--tau must be in (0, 1]"),
+    ("train", ["--init-temperature", "0"], "--init-temperature must be a positive finite number"),
+    ("train", ["--batch-size", "512", "--replay-capacity", "100"], "--batch-size 512 is larger than the replay"),
+    ("train", [*PEBBLE, "--segment", "2000"], "--segment 2000 is longer than an episode (1000 steps)"),
+    ("train", ["--max-episode-steps", "5000"], "--max-episode-steps must be in [0, 1000]"),
+    ("train", ["--target-update-every", "0"], "--target-update-every must be >= 1"),
+    ("train", [*PEBBLE, "--ensemble-size", "0"], "--ensemble-size must be >= 1"),
+    ("train", [*PEBBLE, "--query-episodes", "0"], "--query-episodes must be >= 1"),
+    ("train", ["--method", "sobirl", "--sobirl-warmup", "-1"], "--sobirl-warmup must be >= 0"),
+    ("train", ["--num-seed-steps", "200000"], "--num-seed-steps 200000 leaves no step to learn in"),
+    ("train", ["--seed", "-1"], "--seed must be in [0, 4293966]"),
+    ("train", ["--seed", "5000000000"], "--seed must be in [0, 4293966]"),
+    ("train", ["--threads", "-1"], "--threads must be in [0, 1024]"),
+    ("train", ["--steps", "10000000000000"], "the replay buffer of 10,000,000,000,000 transitions needs"),
+    ("train", ["--device", "gpu"], "--device 'gpu' is not a torch device"),
+    ("train", ["--device", "cuda:99"], "--device cuda:99"),
+    # --- paths: a file where a folder goes, too long, a folder in use
+    ("train", ["--run-dir", "{tmp}/" + "x" * 300], "the path is too long for the file system"),
+    ("train", ["--run-dir", "{tmp}/locked"], "{tmp}/locked is in use by another process"),
+    ("train", ["--video-every", "1"], "--video-every: MuJoCo cannot render here", BAD_GL),
+    ("train", [*HUMAN, "--label-port", "{port}"], "cannot serve the labelling page on 127.0.0.1:{port}"),
+    # --- the sweep: its own options, every --set value as train would check it, executors, study files
+    ("sweep", ["--seeds", "-1", "--dry-run"], "seed-1: --seed must be in [0, 4293966]"),
+    ("sweep", ["--name", "a/b"], "--name 'a/b' must be one folder name"),
+    ("sweep", ["--name", ""], "--name '' must be one folder name"),
+    ("sweep", ["--set", "lr=nan", "--dry-run"], "--lr must be in (0, 1]"),
+    ("sweep", ["--set", "device=cuda:99", "--dry-run"], "--device cuda:99"),
+    ("sweep", ["--status-every", "0"], "--status-every must be a positive number of seconds"),
+    ("sweep", ["--mem-gb", "nan"], "--mem-gb must be a finite number >= 0"),
+    ("sweep", ["--gpus", "0", "--dry-run"], "--gpus spreads runs over GPUs; it goes with --set device=cuda"),
+    ("sweep", ["--executor", "slurm", "--dry-run"], "--executor slurm needs Slurm's sbatch", {"PATH": "{tmp}/empty"}),
+    ("sweep", ["--config", "{tmp}/latin1.toml"], "study file {tmp}/latin1.toml is not UTF-8 text"),
+    ("sweep", ["--config"], "argument --config: expected one argument"),
+    # --- the plotter on damaged input and its own options
+    ("plot", ["{tmp}/plot_json"], "none of the 1 run folders can be read"),
+    ("plot", ["{tmp}/plot_keys"], "is not a run config (missing env, method, max_feedback)"),
+    ("plot", ["{tmp}/plot_types"], "is not a run config (wrong type: env=5)"),
+    ("plot", ["{tmp}/plot_middle"], "scalars.jsonl:2 is not a JSON record"),
+    ("plot", ["{tmp}/plot_record"], "scalars.jsonl:2 is not a record with an integer step"),
+    ("plot", ["{tmp}/plot_nan"], "scalars.jsonl:1 has a non-finite value (eval/mean_reward=nan"),
+    ("plot", ["{tmp}/study", "--min-runs", "-1"], "--min-runs must be >= 0"),
+    ("plot", ["{tmp}/study", "--formats", "pgn"], "--formats: pgn; matplotlib writes"),
+    ("plot", ["{tmp}/study", "--compare", "bilevel:pebbel"], "--compare: unknown method(s) pebbel"),
+    ("plot", ["{tmp}/study", "--env", "cheetah_run"], "envs found: walker_walk"),
+    ("plot", ["{tmp}/a_file"], "{tmp}/a_file is not a folder"),
+    # --- pref-brl-gridworld and pref-brl-bench: every option
+    ("gridworld", ["--iterations", "0", *GW], "--iterations must be >= 1"),
+    ("gridworld", ["--seeds", "-1", *GW], "--seeds must be one or more integers >= 0"),
+    ("gridworld", ["--tolerance", "nan", *GW], "--tolerance must be in (0, 1]"),
+    ("gridworld", ["--quick", "--out", "{tmp}/a_file/gw"], "--out {tmp}/a_file/gw lies under"),
+    ("gridworld", ["--quick", "--out", "{tmp}/gw_done"], "already holds results.md; pass --overwrite"),
+    ("gridworld", ["--resync", "--resync-pairs", "0", *GW], "--resync needs K_B >= 0"),
+    ("gridworld", ["--resync", "--resync-weights", "inf", *GW], "--resync needs K_B >= 0"),
+    ("gridworld", ["--iteratons", "5"], "did you mean --iterations?"),
+    ("bench", ["--json", "{tmp}/empty"], "--json {tmp}/empty is a folder; give a file name"),
+    ("bench", ["--threads", "5000"], "--threads must be in [0, 1024]"),
+    ("bench", ["--only", ","], "unknown section(s) (none given)"),
 ]
 
 
+RUN_CONFIG = {"env": "walker_walk", "method": "pebble", "seed": 0, "max_feedback": 100}
+
+
+def plot_run(folder: Path, config: object = None, scalars: str = "") -> None:
+    """A run folder as the plotter reads it (config.json and scalars.jsonl), damaged where asked."""
+    folder.mkdir(parents=True)
+    text = config if isinstance(config, str) else json.dumps(RUN_CONFIG if config is None else config)
+    (folder / "config.json").write_text(text, encoding="utf-8")
+    good = '{"step": 1000, "eval/mean_reward": 1.5, "feedback/total": 10}\n'
+    (folder / "scalars.jsonl").write_text(scalars or good, encoding="utf-8")
+
+
 @pytest.fixture
-def scratch(tmp_path: Path) -> Path:
+def scratch(tmp_path: Path):
     (tmp_path / "a_file").write_text("not a folder", encoding="utf-8")
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine", encoding="utf-8")
     (tmp_path / "empty").mkdir()
-    return tmp_path
+    np.savez_compressed(tmp_path / "whole.npz", labels=np.zeros(1000))
+    data = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "whole.npz").unlink()
+    (tmp_path / "text.npz").write_text("labels: 1 0 1\n", encoding="utf-8")
+    (tmp_path / "latin1.toml").write_bytes('name = "études"\n'.encode("latin-1"))
+    plot_run(tmp_path / "study" / "run0")
+    plot_run(tmp_path / "plot_json" / "r", '{"env": "walker_walk", "meth')
+    plot_run(tmp_path / "plot_keys" / "r", {"seed": 0})
+    plot_run(tmp_path / "plot_types" / "r", {**RUN_CONFIG, "env": 5})
+    plot_run(tmp_path / "plot_middle" / "r", scalars='{"step": 1, "eval/mean_reward": 1}\n{"step": 2, "ev\n{}\n')
+    plot_run(tmp_path / "plot_record" / "r", scalars='{"step": 1, "eval/mean_reward": 1}\n[1, 2]\n')
+    plot_run(tmp_path / "plot_nan" / "r", scalars='{"step": 1, "eval/mean_reward": NaN}\n')
+    (tmp_path / "gw_done").mkdir()
+    (tmp_path / "gw_done" / "results.md").write_text("an earlier study", encoding="utf-8")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "config.json").write_text("{}", encoding="utf-8")
+    with (tmp_path / "locked" / "lock").open("a+") as lock, socket.socket() as busy:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a training process holds its run folder
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()  # a port another server listens on
+        yield tmp_path, str(busy.getsockname()[1])
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"" for p in sorted(root.rglob("*"))}
 
 
-@pytest.mark.parametrize("program, args, fragment", BAD_INPUTS,
-                         ids=[f"{p}:{' '.join(a)}" for p, a, _ in BAD_INPUTS])
-def test_bad_input_gets_one_clear_line(scratch: Path, monkeypatch, capsys, program, args, fragment) -> None:
-    monkeypatch.chdir(scratch)  # default run folders (runs/...) would land here
-    before = snapshot(scratch)
-    argv = [a.replace("{tmp}", str(scratch)) for a in args]
+@pytest.mark.parametrize("program, args, fragment, env", [(*case, {})[:4] for case in BAD_INPUTS],
+                         ids=[f"{c[0]}:{' '.join(c[1])}"[:120] + (" with " + " ".join(c[3]) if len(c) > 3 else "")
+                              for c in BAD_INPUTS])
+def test_bad_input_gets_one_clear_line(scratch, monkeypatch, capsys, program, args, fragment, env) -> None:
+    tmp, port = scratch
+    monkeypatch.chdir(tmp)  # default run folders (runs/...) would land here
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.replace("{tmp}", str(tmp)))
+    before = snapshot(tmp)
+    argv = [a.replace("{tmp}", str(tmp)).replace("{port}", port) for a in args]
     if program == "train":
         argv += ["--quiet"]
     try:
@@ -125,11 +257,83 @@ def test_bad_input_gets_one_clear_line(scratch: Path, monkeypatch, capsys, progr
         code = exc.code
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code not in (0, None)
+    assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert fragment in lines[0]
-    assert snapshot(scratch) == before  # nothing created, nothing touched
+    assert fragment.replace("{tmp}", str(tmp)).replace("{port}", port) in lines[0]
+    assert snapshot(tmp) == before  # nothing created, nothing touched
 
 
 def test_table_is_large_enough() -> None:
-    assert len(BAD_INPUTS) >= 20 and {p for p, _, _ in BAD_INPUTS} == set(PROGRAMS)
+    assert len(BAD_INPUTS) >= 100 and {p for p, *_ in BAD_INPUTS} == set(PROGRAMS)
+
+
+# ------------------------------------------------------------------------------------------ the library
+def cli_error(capsys, argv: list[str]) -> str:
+    """The message pref-brl-train prints after `error: ` for `argv`."""
+    assert train_main([*argv, "--quiet"]) == 2
+    return capsys.readouterr().err.strip().removeprefix("error: ")
+
+
+@pytest.mark.parametrize("fields, argv", [
+    (dict(run_dir="{tmp}/a_file"), ["--run-dir", "{tmp}/a_file"]),
+    (dict(num_eval_episodes=0), ["--num-eval-episodes", "0"]),
+    (dict(method="pebble", preferences="{tmp}/truncated.npz"), [*PEBBLE, "--preferences", "{tmp}/truncated.npz"]),
+    (dict(lr=float("nan")), ["--lr", "nan"]),
+])
+def test_the_library_raises_one_valueerror_with_the_clis_message(scratch, monkeypatch, capsys, fields, argv) -> None:
+    import pref_brl
+
+    tmp, _ = scratch
+    monkeypatch.chdir(tmp)
+    fields = {k: v.replace("{tmp}", str(tmp)) if isinstance(v, str) else v for k, v in fields.items()}
+    message = cli_error(capsys, [a.replace("{tmp}", str(tmp)) for a in argv])
+    before = snapshot(tmp)
+    with pytest.raises(pref_brl.ConfigError) as info:
+        pref_brl.train(pref_brl.TrainConfig(**fields), progress=False)
+    assert isinstance(info.value, ValueError) and str(info.value) == message
+    assert snapshot(tmp) == before
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(steps="3000"), "--steps (TrainConfig.steps) must be an integer, got '3000' (str)"),
+    (dict(lr="fast"), "--lr (TrainConfig.lr) must be a number, got 'fast' (str)"),
+    (dict(compile=1), "--compile (TrainConfig.compile) must be True or False, got 1 (int)"),
+    (dict(method="dqn"), "--method must be one of sac, pebble, bilevel, sobirl, mrn, got 'dqn'"),
+])
+def test_wrong_types_from_python_are_one_configerror(tmp_path: Path, fields, message) -> None:
+    import pref_brl
+
+    with pytest.raises(pref_brl.ConfigError) as info:
+        pref_brl.train(pref_brl.TrainConfig(run_dir=str(tmp_path / "run"), **fields), progress=False)
+    assert str(info.value) == message and not (tmp_path / "run").exists()
+
+
+def test_resuming_a_run_in_a_read_only_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from pref_brl.validate import ConfigError, validate
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}", encoding="utf-8")
+    real_access = os.access
+    # as root every folder is writable, so the read-only folder is simulated where the check asks
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == run else real_access(path, mode))
+    from pref_brl.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=f"--run-dir {run} is not writable"):
+        validate(TrainConfig(run_dir=str(run)))
+
+
+def test_nothing_is_written_into_a_new_run_folder_before_its_lock(tiny) -> None:
+    from pref_brl.runs import RunFolderError
+    from pref_brl.trainer import Trainer
+
+    cfg = tiny()
+    run = Path(cfg.run_dir)
+    run.mkdir()
+    with (run / "lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process is starting the same new run
+        with pytest.raises(RunFolderError, match="in use by another process"):
+            Trainer(cfg, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == ["lock"]  # no config.json or versions.json of the loser

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from stable_baselines3.common.env_checker import check_env
 
-from envs import KNOWN_ENVS, METAWORLD_ENVS, episode_length, is_metaworld, make_env
+from envs import ENV_SIZES, KNOWN_ENVS, METAWORLD_ENVS, episode_length, is_metaworld, make_env
 from envs.dmc import unit_to_bounds
 
 DOOR = "metaworld_door-open-v3"
@@ -58,6 +58,10 @@ def test_unknown_name_lists_known_names(call) -> None:
         call(*args)
     for name in KNOWN_ENVS:
         assert name in str(error.value)
+
+
+def test_sizes_known_without_building_the_env_are_the_envs_own() -> None:
+    assert ENV_SIZES == DIMS  # DIMS is checked against each built env's spaces below
 
 
 def test_bad_goal_mode_is_rejected() -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from pref_brl.human.clips import ClipRenderer, ReplayError, SegmentRef, locate, write_mp4
 from pref_brl.human.db import LabelDB, QueryRow, db_path
-from pref_brl.human.server import LabelServer
+from pref_brl.human.server import LabelServer, goal_line
 from pref_brl.preferences import Episode, EpisodeStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +123,15 @@ def served(tmp_path: Path):
 
 
 # ------------------------------------------------------------------------------------------------ server
+def test_the_page_says_what_good_behaviour_is_for_each_env_family() -> None:
+    from envs import KNOWN_ENVS
+
+    assert all(goal_line(env) for env in KNOWN_ENVS)
+    assert "moves forward" in goal_line("cheetah_run")
+    assert "door open" in goal_line("metaworld_door-open-v3") and "drawer open" in goal_line("metaworld_drawer-open-v3")
+    assert goal_line("unknown") == ""
+
+
 def test_token_is_required_and_the_page_and_clips_load(served) -> None:
     run, server = served
     client = Client(server.url)
@@ -134,6 +143,7 @@ def test_token_is_required_and_the_page_and_clips_load(served) -> None:
     assert status == 200 and b"undo last" in page and b"http" not in page.replace(b"http-equiv", b"")  # no CDN
     state = client.state()
     assert state["task"] == "walker_walk" and state["round_size"] == 3 and state["query"]["qid"] == "0-0"
+    assert "moves forward" in state["goal"] and "upright" in state["goal"]
     status, clip = client.get(state["query"]["left"])
     assert status == 200 and clip[4:8] == b"ftyp"
     request = urllib.request.Request(f"{client.base}{state['query']['right']}?token={client.token}",
@@ -252,7 +262,19 @@ def test_training_waits_for_its_round_and_goes_on_once_labelled(tiny) -> None:
     assert not thread.is_alive() and trainer.step == 400
     feedback = [r for r in read_scalars(run) if "feedback/total" in r]
     assert feedback[0]["feedback/total"] == 4 and feedback[0]["feedback/human_oracle_agreement"] == 1.0
+    assert feedback[0]["feedback/label_wait_s"] >= 0.5  # it waited at least the half second slept above
     assert len(LabelDB(db_path(run)).labels()) == 4
+
+
+def test_progress_rate_and_eta_leave_out_the_time_spent_waiting_for_labels(monkeypatch) -> None:
+    from pref_brl import logger
+
+    now = [1000.0]
+    monkeypatch.setattr(logger.time, "time", lambda: now[0])
+    progress = logger.Progress(total=1000, start=0, every=100, enabled=False)
+    now[0] += 100.0  # 100 s, of which 50 s waiting for a person
+    progress.exclude(50.0)
+    assert progress.prefix(100) == "[     100/1000]    2.0 steps/s ETA 7m"  # 900 steps at 2 steps/s: 450 s
 
 
 @needs_rendering

@@ -212,3 +212,20 @@ def test_fewer_than_three_seeds_get_no_interval_and_no_probability_of_improvemen
     assert markdown.count("n/a (n < 3)") == 3 and "[" not in markdown.split("\n", 2)[2]
     curve = curves(runs, "eval/mean_reward")[0]
     assert np.isnan(curve.lo).all() and not np.isnan(curve.point).all()
+
+
+def test_axis_label_claims_a_ci_only_where_a_band_is_drawn_and_label_ticks_are_whole(tmp_path, monkeypatch) -> None:
+    from experiments import plot
+    from pref_brl.results import Curve, Group
+
+    figures = []
+    monkeypatch.setattr(plot, "save", lambda fig, base, formats: figures.append(fig) or [])
+    group, x = Group("walker_walk", "pebble", 10), np.array([0.0, 1.0, 2.0, 3.0])
+    no_band = Curve(group, x, x, np.full(4, np.nan), np.full(4, np.nan), 2)  # 2 seeds: no interval
+    banded = Curve(group, x, x, x - 1, x + 1, 3)
+    plot.draw([no_band], "walker_walk", "eval/mean_reward", "labels", "iqm", tmp_path / "a", ("png",))
+    plot.draw([banded], "walker_walk", "eval/mean_reward", "labels", "iqm", tmp_path / "b", ("png",))
+    first, second = (fig.axes[0] for fig in figures)
+    assert first.get_ylabel() == "eval/mean_reward (IQM)"
+    assert second.get_ylabel() == "eval/mean_reward (IQM, 95% CI)"
+    assert all(float(tick).is_integer() for tick in first.get_xticks())  # labels are counted, never 1.5

@@ -63,7 +63,7 @@ def test_bad_files_are_refused_in_one_line(tiny, tmp_path: Path) -> None:
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     pref_brl.save_preferences(synthetic(segment=7), tmp_path / "short.npz")
     pref_brl.save_preferences(synthetic(obs_dim=5), tmp_path / "small.npz")
-    cases = {"missing.npz": "cannot read the preference file", "notes.txt": "cannot read the preference file",
+    cases = {"missing.npz": "cannot read the preference file", "notes.txt": "notes.txt is not an .npz file",
              "other.npz": "is not a pref-brl preference file", "short.npz": "segments are 7 steps long"}
     for name, fragment in cases.items():
         with pytest.raises(ConfigError) as info:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -158,7 +159,7 @@ def test_bad_input_is_one_line_and_creates_nothing(tmp_path: Path, capsys, argv,
 def test_unwritable_root_and_changed_config_are_refused_up_front(tmp_path: Path, capsys) -> None:
     (tmp_path / "a_file").write_text("x", encoding="utf-8")
     assert main(["--root", str(tmp_path / "a_file" / "runs")]) == 2
-    assert "is not a writable folder" in capsys.readouterr().err
+    assert "a_file, which is a file; choose a folder outside it" in capsys.readouterr().err
     run = expand(grid(tmp_path))[0]
     run.run_dir.mkdir(parents=True)
     (run.run_dir / "config.json").write_text(dataclasses.replace(run.config, steps=999).to_json(), "utf-8")
@@ -209,11 +210,27 @@ def test_failed_job_is_reported_with_its_error_line(tmp_path: Path, capsys) -> N
     run.run_dir.mkdir(parents=True)
     (run.run_dir / "train.log").write_text("[ 100/300] ...\nerror: non-finite critic loss at step 120\n", "utf-8")
     progress = Progress(total=3, skipped=1, status_every=60)
-    finish(run, 2, 5.0, progress)  # the runner counts the job out of "running" before finish()
+    progress.start(run.label)
+    finish(run, 2, progress)
     out = capsys.readouterr().out
     assert progress.failed == 1 and "FAILED walker_walk/pebble/budget8/oracle/seed0 (exit 2)" in out
     assert "error: non-finite critic loss at step 120" in out
     assert "1/3 done (1 skipped), 0 running, 1 failed, 1 queued" in out
+
+
+def test_summary_line_has_an_eta_once_a_run_has_finished(capsys) -> None:
+    progress = Progress(total=4, skipped=0, status_every=60, jobs=2)
+    progress.start("a")
+    progress.start("b")
+    progress.summary()
+    assert "ETA" not in capsys.readouterr().out  # nothing finished yet: no estimate
+    now = time.time()
+    progress.started.update(a=now - 600, b=now - 300)
+    assert round(progress.end("a", finished=True)) == 600
+    progress.done += 1
+    progress.summary()
+    # b has about 300 s left, the 2 queued runs 600 s each, 2 at once: (300 + 1200) / 2 s = 12.5 min
+    assert "1/4 done (0 skipped), 1 running, 0 failed, 2 queued, ETA 12m (mean run 10.0 min)" in capsys.readouterr().out
 
 
 def test_one_gpu_per_job() -> None:

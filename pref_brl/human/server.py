@@ -24,6 +24,22 @@ from urllib.parse import parse_qs, urlsplit
 from pref_brl.human.db import LabelConflict, LabelDB
 
 INSTRUCTION = "Which clip shows the better behaviour for the task? Both loop in sync."
+GOALS = {
+    "dmc": "Good behaviour: the body moves forward, fast, and stays upright; falling, lying still or going backwards "
+           "is worse.",
+    "metaworld": "Good behaviour: the arm gets further with the task, {task}: it reaches the object, grasps or "
+                 "pushes it and brings it to the goal; further, and sooner, is better.",
+}
+"""What good behaviour looks like, one line per env family (the page shows it under the task)."""
+
+
+def goal_line(env: str) -> str:
+    """The good-behaviour line of `env`'s family; empty for an env the page does not know."""
+    if env.startswith("metaworld_"):
+        return GOALS["metaworld"].format(task=env.removeprefix("metaworld_").rsplit("-v", 1)[0].replace("-", " "))
+    from envs import DMC_ENVS
+
+    return GOALS["dmc"] if env in DMC_ENVS else ""
 MAX_BODY = 4096
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -66,7 +82,8 @@ class LabelServer(ThreadingHTTPServer):
         row = self.db.next_open(prefer)
         query = None if row is None else {"qid": row.qid, "round": row.round, "idx": row.idx,
                                           "left": f"/clips/{row.clip0}", "right": f"/clips/{row.clip1}"}
-        return {"task": meta.get("env", "?"), "instruction": INSTRUCTION, "budget": int(meta.get("max_feedback", 0)),
+        return {"task": meta.get("env", "?"), "goal": goal_line(meta.get("env", "")), "instruction": INSTRUCTION,
+                "budget": int(meta.get("max_feedback", 0)),
                 "waiting": meta.get("waiting", ""), **progress, "query": query}
 
 

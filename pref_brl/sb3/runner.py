@@ -21,7 +21,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from pref_brl.api import SB3_MODEL_FILE
 from pref_brl.checkpoint import save_checkpoint
 from pref_brl.config import TrainConfig
-from pref_brl.runs import DONE_FILE, RunFolderError, RunLock, prepare_run_dir
+from pref_brl.runs import DONE_FILE, RunFolderError, RunLock, prepare_run_dir, write_run_files
 from pref_brl.sb3.buffer import PreferenceReplayBuffer
 from pref_brl.sb3.pebble import PEBBLE
 
@@ -87,6 +87,11 @@ class SB3Trainer:
             raise RunFolderError(f"{self.run_dir} holds an unfinished run of a Stable-Baselines3 agent, and those do "
                                  "not resume: delete the folder or choose another --run-dir")
         self.lock = RunLock(self.run_dir)
+        try:
+            write_run_files(cfg, self.run_dir, resuming)  # under the lock: one writer per folder
+        except BaseException:
+            self.lock.release()
+            raise
         self.step = 0
         self.interrupted = ""
         """the signal that stopped the run, if any"""
