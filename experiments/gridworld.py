@@ -7,7 +7,9 @@ variants) on every benchmark with fixed seeds, scores each iterate with the exac
 ``penalty_bias_vs_lambda.png`` and ``results.md``.
 
 With ``--resync`` it runs the bias study of the re-sync twin of the deep ``bilevel`` method instead
-(:mod:`pref_brl.bilevel.tabular.resync_study`) and writes ``resync.md``.
+(:mod:`pref_brl.bilevel.tabular.resync_study`) and writes ``resync.md``; with ``--estimators`` the bias and
+signal of the λ-term's estimators (:mod:`pref_brl.bilevel.tabular.estimator_study`), written to
+``estimators.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import tyro
 
 from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
+from pref_brl.bilevel.tabular.estimator_study import estimator_report
 from pref_brl.bilevel.tabular.methods import PAPER_METHODS, run_method, run_reference
 from pref_brl.bilevel.tabular.problem import BilevelProblem, hypergradient
 from pref_brl.bilevel.tabular.proxy import penalty_point
@@ -35,6 +38,7 @@ from pref_brl.bilevel.tabular.report import (
     plot_reward_maps,
     summarise,
 )
+from pref_brl.bilevel.tabular.resync import ResyncConfig
 from pref_brl.bilevel.tabular.resync_study import StudyAxes, resync_report
 
 HELP = (
@@ -44,7 +48,9 @@ HELP = (
     " vs lambda) and results.md (final F, stationarity, cost to reach a tolerance) into --out. With --resync:"
     " the bias study of the re-sync twin of the deep bilevel method instead (cosine and relative error of its"
     " hypergradient estimate against the exact grad F, next to the exact penalty gradient and partial, as"
-    " functions of K_B, delta, lambda~ and the clip epsilon), written to resync.md."
+    " functions of K_B, delta, lambda~ and the clip epsilon), written to resync.md. With --estimators: the bias"
+    " (against the exact lambda-term) and the signal per 1000 transitions of each estimator of the lambda-term"
+    " (paired rollouts, branches, shared states, likelihood ratios), written to estimators.md."
 )
 
 
@@ -80,6 +86,12 @@ class StudyConfig:
     """--resync: paired A/B rollouts per sampled round."""
     resync_repetitions: int = 16
     """--resync: independent sampled rounds per setting of the sampled table."""
+    estimators: bool = False
+    """Run the study of the λ-term's estimators instead; writes estimators.md (seconds)."""
+    estimators_weight: float = 1.0
+    """--estimators: λ̃ of the twin's round that makes B (the deep method's default is 1)."""
+    estimators_units: int = 2000
+    """--estimators: sampled units (pairs, branches, episodes) per setting for the SNR (--quick: 200)."""
 
 
 EXACT_PHI_LR = {"gridworld_goal": 5.0, "preference_gridworld": 5.0, "random_mdp": 1.0}
@@ -186,6 +198,30 @@ def run_resync_study(config: StudyConfig, argv: Sequence[str]) -> None:
     print(f"wrote resync.md to {config.out} in {elapsed:.1f} s")
 
 
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run_estimator_study(config: StudyConfig, argv: Sequence[str]) -> None:
+    """``--estimators``: bias and SNR of each λ-term estimator on the chosen benchmarks, written to estimators.md."""
+    if not (config.estimators_weight > 0 and math.isfinite(config.estimators_weight)):
+        _refuse(f"--estimators-weight must be positive and finite, got {config.estimators_weight}")
+    if config.estimators_units < 2:
+        _refuse(f"--estimators-units must be at least 2 (a variance needs two units), got {config.estimators_units}")
+    _prepare_output(config, "estimators.md")
+    units = 200 if config.quick else config.estimators_units
+    twin = ResyncConfig(penalty_weight=config.estimators_weight, b_steps=100 if config.quick else 1000)
+    started = time.perf_counter()
+    body = estimator_report({name: BENCHMARKS[name]() for name in config.benchmarks}, twin, units)
+    elapsed = time.perf_counter() - started
+    command = "python -m experiments.gridworld " + " ".join(argv)
+    title = "# Estimators of the λ-term: bias against the exact term and signal per transition"
+    (config.out / "estimators.md").write_text(f"{title}\n\nCommand: `{command.strip()}` — {elapsed:.0f} s.\n\n{body}")
+    print(body)
+    print(f"wrote estimators.md to {config.out} in {elapsed:.1f} s")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``pref-brl-gridworld`` / ``python -m experiments.gridworld``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -195,8 +231,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = sorted(set(config.benchmarks) - set(BENCHMARKS))
     if unknown:
         raise SystemExit(f"error: unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
+    if config.resync and config.estimators:
+        _refuse("choose one of --resync and --estimators")
     if config.resync:
         return run_resync_study(config, argv)
+    if config.estimators:
+        return run_estimator_study(config, argv)
     _prepare_output(config)
     started = time.perf_counter()
     sections, plots = [], []
