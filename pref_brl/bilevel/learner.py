@@ -11,6 +11,11 @@ evaluated). At every feedback round after the first, once PEBBLE's cross-entropy
 4. `penalty_steps` reward steps of cross-entropy + λ [R^γ(A) − R^γ(B)] on those pairs (held-out pairs
    excluded and used for `bilevel/gap_before` / `gap_after`), then a relabel. Pairs serve one round only.
 
+Steps 3–4 are the `paired-rollouts` estimator of the λ-term; `--estimator` picks another strategy from
+`ESTIMATORS`: `shared-states` (one action of A and of B at recent replay states) or `likelihood-ratio` (A's
+own recent episodes reweighted by per-decision ratios π_B/π_A). Those two need no rollouts: the penalty
+update follows B's solve at once.
+
 B is kept until the next re-sync (evaluated as `eval_B/*`) and owned by this learner, not the trainer.
 """
 
@@ -24,13 +29,17 @@ from torch import Tensor
 
 from agents.sac import Actor, act_with, squashed_log_prob, squashed_sample
 from pref_brl.bilevel.penalty import (
+    discount_weights,
     discounted_returns,
     gaussian_kl,
+    likelihood_ratio_term,
     penalty_snr,
     penalty_term,
+    per_decision_weights,
     shared_states_term,
     sobirl_term,
     stack_episodes,
+    unit_snr,
     upper_score_surrogate,
 )
 from pref_brl.feedback import Collaborators, EpisodePlan, PreferenceLearner
@@ -62,7 +71,7 @@ class BilevelLearner(PreferenceLearner):
         super().__init__(cfg, obs_dim, act_dim, loop)
         self.lam = (1.0 - cfg.discount) * cfg.penalty_weight
         self.kappa = 1.0 / cfg.penalty_weight if cfg.upper_term else 0.0
-        self.paired = cfg.estimator == "paired-rollouts"
+        self.paired = cfg.estimator in ROLLOUT_ESTIMATORS
         self.anchor: Actor | None = None  # π_A at this round's re-sync, frozen
         self.b_actor: Actor | None = None  # π_B
         self.beta = BETA_INIT
@@ -254,16 +263,15 @@ class BilevelLearner(PreferenceLearner):
         return {k: v for k, v in metrics.items() if v == v}
 
     def _penalty_closure(self, fit: list[tuple[Episode, Episode]]):
-        """(per-member λ-term closure or None, its signal-to-noise ratio)."""
-        if not self.paired:
-            obs, act_a, act_b = self._shared_states()
-            return (lambda ens: shared_states_term(ens, obs, act_a, act_b, self.lam, self.cfg.discount)), float("nan")
-        if not fit:
-            return None, float("nan")
-        sa_a, m_a = stack_episodes([a for a, _ in fit], self.cfg.device)
-        sa_b, m_b = stack_episodes([b for _, b in fit], self.cfg.device)
-        snr = penalty_snr(self.ensemble, sa_a, m_a, sa_b, m_b, self.cfg.discount)
-        return (lambda ens: penalty_term(ens, sa_a, m_a, sa_b, m_b, self.lam, self.cfg.discount)), snr
+        """(per-member λ-term closure or None, its signal-to-noise ratio), by the configured estimator."""
+        return ESTIMATORS[self.cfg.estimator](self, fit)
+
+    @torch.no_grad()
+    def _log_ratios(self, sa: Tensor) -> Tensor:
+        """log π_B(a|s) − log π_A(a|s) at stored steps [N, T], π_A the anchor; computed without a graph."""
+        obs, act = sa[..., : self.ensemble.obs_dim], sa[..., self.ensemble.obs_dim:]
+        log_b = squashed_log_prob(*self.b_actor(obs), act).squeeze(-1)
+        return log_b - squashed_log_prob(*self.anchor(obs), act).squeeze(-1)
 
     @torch.no_grad()
     def _gap(self, pairs: list[tuple[Episode, Episode]], when: str) -> dict[str, float]:
@@ -338,4 +346,54 @@ class SoBiRLLearner(PreferenceLearner):
         return lambda ens: sobirl_term(ens, sa, sa_alt, losses, alpha)
 
 
-__all__ = ["BilevelLearner", "ProbePolicy", "SoBiRLLearner"]
+def paired_estimate(learner: BilevelLearner, fit: list[tuple[Episode, Episode]]):
+    """`paired-rollouts`: λ [mean R^γ(A's halves) − mean R^γ(B's halves)]; SNR per pair."""
+    if not fit:
+        return None, float("nan")
+    cfg = learner.cfg
+    sa_a, m_a = stack_episodes([a for a, _ in fit], cfg.device)
+    sa_b, m_b = stack_episodes([b for _, b in fit], cfg.device)
+    snr = penalty_snr(learner.ensemble, sa_a, m_a, sa_b, m_b, cfg.discount)
+    return (lambda ens: penalty_term(ens, sa_a, m_a, sa_b, m_b, learner.lam, cfg.discount)), snr
+
+
+def shared_states_estimate(learner: BilevelLearner, fit: list[tuple[Episode, Episode]]):
+    """`shared-states`: λ (1 − γ)^{-1} mean [r(s, a_A) − r(s, a_B)] at recent replay states; no SNR."""
+    obs, act_a, act_b = learner._shared_states()
+    return (lambda ens: shared_states_term(ens, obs, act_a, act_b, learner.lam, learner.cfg.discount)), float("nan")
+
+
+def likelihood_ratio_estimate(learner: BilevelLearner, fit: list[tuple[Episode, Episode]]):
+    """`likelihood-ratio`: A's `lr_episodes` most recent episodes, weights W_t of B against A's anchor.
+
+    The episodes were played by A before the re-sync (an earlier A than the anchor); the weights treat
+    them as the anchor's, an approximation whose cost the tabular twin measures (docs/tabular.md).
+    SNR per episode.
+    """
+    cfg = learner.cfg
+    episodes = learner.store.recent("A", cfg.lr_episodes)
+    if not episodes:
+        return None, float("nan")
+    sa, mask = stack_episodes(episodes, cfg.device)
+    weights = per_decision_weights(learner._log_ratios(sa), mask, cfg.lr_window, cfg.lr_clip)
+    coefficients = discount_weights(sa.shape[1], cfg.discount, sa.device) * mask * (1.0 - weights)
+
+    def episode(j: int) -> Tensor:
+        rewards = learner.ensemble.member_rewards(sa[j])  # [M, T]
+        return (rewards * coefficients[j]).sum()
+
+    snr = unit_snr(learner.ensemble, episode, len(episodes))
+    return (lambda ens: likelihood_ratio_term(ens, sa, mask, weights, learner.lam, cfg.discount)), snr
+
+
+ESTIMATORS = {
+    "paired-rollouts": paired_estimate,
+    "shared-states": shared_states_estimate,
+    "likelihood-ratio": likelihood_ratio_estimate,
+}
+"""The λ-term's estimators: name -> (learner, the round's fitted pairs) -> (per-member closure or None, SNR)."""
+ROLLOUT_ESTIMATORS = frozenset({"paired-rollouts"})
+"""Estimators that need A/B rollouts collected after B's solve (the others update at once)."""
+
+
+__all__ = ["ESTIMATORS", "BilevelLearner", "ProbePolicy", "SoBiRLLearner"]
