@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any
 
 import gymnasium as gym
@@ -147,7 +146,7 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
     def get_sim_state(self) -> SimState:
         """A snapshot of the episode: physics, elapsed steps and dm_control's episode flags (see envs.sim_state)."""
         physics = self._env.physics
-        flags = MappingProxyType({"_step_count": self._env._step_count, "_reset_next_step": self._env._reset_next_step})
+        flags = {"_step_count": self._env._step_count, "_reset_next_step": self._env._reset_next_step}
         return SimState(self.env_id, capture_mujoco(physics.model.ptr, physics.data.ptr), self._elapsed, flags)
 
     def set_sim_state(self, state: SimState) -> None:

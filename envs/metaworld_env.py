@@ -32,7 +32,6 @@ plain (numeric) field of the simulator except the adapter's configuration (:data
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -146,7 +145,7 @@ class MetaWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         fields = {name: copy_plain(value) for name, value in vars(self._sim).items()
                   if name not in CONFIG_FIELDS and is_plain(value)}
         mujoco_state = capture_mujoco(self._sim.model, self._sim.data)
-        return SimState(self.env_id, mujoco_state, self._elapsed, MappingProxyType(fields))
+        return SimState(self.env_id, mujoco_state, self._elapsed, fields)
 
     def set_sim_state(self, state: SimState) -> None:
         """Continue from ``state`` (from any adapter of this task and goal mode): the next step is the recorded one."""

@@ -18,9 +18,7 @@ What a snapshot does not hold: the generators that decide the *next* episode's s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import mujoco
@@ -39,15 +37,14 @@ class MujocoState:
     """A MuJoCo simulation's integration state and the poses its task wrote into the model."""
 
     integration: np.ndarray
-    model_poses: Mapping[str, np.ndarray]
+    model_poses: dict[str, np.ndarray]
 
 
 def capture_mujoco(model: mujoco.MjModel, data: mujoco.MjData) -> MujocoState:
     """A copy of (model, data)'s :data:`INTEGRATION` state and :data:`MODEL_POSES`."""
     integration = np.empty(mujoco.mj_stateSize(model, INTEGRATION))
     mujoco.mj_getState(model, data, integration, INTEGRATION)
-    poses = {name: np.array(getattr(model, name)) for name in MODEL_POSES}
-    return MujocoState(integration, MappingProxyType(poses))
+    return MujocoState(integration, {name: np.array(getattr(model, name)) for name in MODEL_POSES})
 
 
 def restore_mujoco(model: mujoco.MjModel, data: mujoco.MjData, state: MujocoState) -> None:
@@ -73,13 +70,14 @@ class SimState:
 
     ``env_id`` names the environment (and goal mode) the snapshot belongs to; ``elapsed`` is the episode's
     step count, which decides the time-limit truncation; ``fields`` holds the simulator's own Python-side
-    episode state (e.g. Meta-World's goal, object start positions and path length).
+    episode state (e.g. Meta-World's goal, object start positions and path length). A snapshot is plain data
+    (numpy arrays, numbers, strings), so it pickles; restoring copies out of it and never changes it.
     """
 
     env_id: str
     mujoco: MujocoState
     elapsed: int
-    fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    fields: dict[str, Any] = field(default_factory=dict)
 
     def check_for(self, env_id: str) -> None:
         """Raise ValueError unless this snapshot belongs to ``env_id``."""
