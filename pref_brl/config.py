@@ -21,7 +21,7 @@ from agents.sac import SACConfig
 
 Method = Literal["sac", "pebble", "bilevel", "sobirl", "mrn"]
 Agent = Literal["sac", "sb3-sac", "sb3-td3", "sb3-tqc"]
-Estimator = Literal["paired-rollouts", "shared-states", "likelihood-ratio"]
+Estimator = Literal["paired-rollouts", "branch", "shared-states", "likelihood-ratio"]
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,9 @@ class TrainConfig:
     snr_min: float = 0.0
     """skip the λ-term in a round whose bilevel/penalty_snr is below this (0: never skip)"""
     estimator: Estimator = "paired-rollouts"
-    """penalty estimator: paired-rollouts (truncated A/B pairs), shared-states (cheaper, biased) or
-    likelihood-ratio (A's own recent episodes reweighted by π_B/π_A; no extra env steps; docs/bilevel.md)"""
+    """penalty estimator: paired-rollouts (truncated A/B pairs), branch (the pairs start from simulator
+    snapshots of A's last episode; simulation only), shared-states (cheaper, biased) or likelihood-ratio
+    (A's own recent episodes reweighted by π_B/π_A; no extra env steps; docs/bilevel.md)"""
     lr_episodes: int = 10
     """likelihood-ratio: A's most recent complete episodes that the estimate reweights"""
     lr_window: int = 100

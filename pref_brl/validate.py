@@ -172,7 +172,11 @@ def validate_bilevel(cfg: TrainConfig, need) -> None:
     need(cfg.lr_window >= 0, f"--lr-window must be >= 0 (0: the whole episode), got {cfg.lr_window}")
     need(cfg.lr_clip == 0 or 1 <= cfg.lr_clip < float("inf"),
          f"--lr-clip must be 0 (no cap) or a finite number >= 1, got {cfg.lr_clip}")
-    if cfg.estimator == "paired-rollouts":
+    if cfg.estimator == "branch":
+        need(cfg.pair_horizon + cfg.paired_episodes <= length,
+             f"--estimator branch starts its {cfg.paired_episodes} branches at distinct steps t < episode length "
+             f"{length} - --pair-horizon {cfg.pair_horizon}: lower --pair-horizon or --paired-episodes")
+    if cfg.estimator in ("paired-rollouts", "branch"):
         block = 2 * cfg.paired_episodes * cfg.pair_horizon
         need(block + length <= cfg.num_interact,
              f"the paired rollouts of a round (2 x --paired-episodes {cfg.paired_episodes} x --pair-horizon "

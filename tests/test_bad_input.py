@@ -47,6 +47,8 @@ BAD_INPUTS = [
     ("train", ["--method", "bilevel", "--query-agent", "C"], "invalid choice 'C'"),
     ("train", ["--method", "bilevel", "--estimator", "branches"], "invalid choice 'branches'"),
     ("train", ["--method", "bilevel", "--lr-episodes", "0"], "--lr-episodes must be >= 1"),
+    ("train", ["--method", "bilevel", "--estimator", "branch", "--pair-horizon", "995"],
+     "--estimator branch starts its 10 branches at distinct steps t < episode length 1000 - --pair-horizon 995"),
     ("train", ["--method", "bilevel", "--lr-window", "-1"], "--lr-window must be >= 0"),
     ("train", ["--method", "bilevel", "--lr-clip", "0.5"], "--lr-clip must be 0 (no cap) or a finite number >= 1"),
     ("train", ["--method", "bilevel", "--lr-clip", "inf"], "--lr-clip must be 0 (no cap) or a finite number >= 1"),

@@ -1,5 +1,6 @@
 """The λ-term's estimators in the deep learner: the likelihood ratio's weights and discounting against plain
-loops, exactly zero when B = A, gradients that reach the reward model only, and a run with no B episodes."""
+loops, exactly zero when B = A, gradients that reach the reward model only, a run with no B episodes; the
+branches' start states, common noise, step budget, exact zero at B = A and exact resume."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pref_brl.config import Estimator
 from pref_brl.trainer import Trainer
 from tests.conftest import advance, scalars_without_time
 from tests.test_bilevel import GAMMA, ensemble, episodes
-from tests.test_bilevel_learner import bilevel_cfg
+from tests.test_bilevel_learner import at_penalty, bilevel_cfg
+from tests.test_trainer import final_params, run_until_killed
 
 
 def test_every_configurable_estimator_has_a_strategy() -> None:
@@ -109,3 +111,80 @@ def test_likelihood_ratio_run_plays_no_b_episode_and_logs_its_snr(tiny) -> None:
     assert trainer.learner.store.episodes("B") == []  # no extra env steps: every step is A's
     rounds = [r for r in scalars_without_time(cfg.run_dir) if "bilevel/penalty_grad_norm" in r]
     assert len(rounds) >= 2 and all(math.isfinite(r["bilevel/penalty_snr"]) for r in rounds)
+
+
+# --- branch ----------------------------------------------------------------------------------------------
+
+
+def test_branch_halves_start_from_a_snapshot_of_a_s_last_episode_with_common_noise(tiny) -> None:
+    from envs import make_env
+
+    trainer = at_penalty(tiny, estimator="branch")
+    learner = trainer.learner
+    assert len(learner.pairs) == 3
+    earlier = [ep for ep in learner.store.episodes("A") if len(ep) == learner.loop.ep_len]
+    env = make_env("walker_walk", seed=5, max_episode_steps=learner.loop.ep_len)
+    for (ep_a, ep_b), start in zip(learner.pairs, learner.branch_pool, strict=True):
+        assert (ep_a.agent, ep_b.agent) == ("A", "B") and ep_a.reset_seed == ep_b.reset_seed
+        assert len(ep_a) == len(ep_b) == 40
+        assert np.array_equal(ep_a.obs[0], start.obs) and np.array_equal(ep_b.obs[0], start.obs)
+        assert any(np.array_equal(ep.obs[start.step], start.obs) for ep in earlier)  # a state A visited
+        env.set_sim_state(start.state)  # the loop restored the snapshot exactly: replay A's first steps
+        for t in range(3):
+            obs = env.step(ep_a.act[t])[0]
+            np.testing.assert_array_equal(obs, ep_a.obs[t + 1])
+
+
+def test_branch_with_b_equal_to_a_gives_identical_halves_and_exactly_zero(tiny) -> None:
+    trainer = at_penalty(tiny, estimator="branch", b_updates=0)
+    learner = trainer.learner
+    for ep_a, ep_b in learner.pairs:
+        assert np.array_equal(ep_a.obs, ep_b.obs) and np.array_equal(ep_a.act, ep_b.act)
+    closure, _ = learner._penalty_closure(learner.pairs[:2])
+    value = closure(learner.ensemble)
+    assert torch.equal(value, torch.zeros_like(value))
+
+
+def test_branch_steps_count_towards_the_step_budget(tiny) -> None:
+    trainer = Trainer(bilevel_cfg(tiny, estimator="branch"), progress=False)
+    learner = trainer.learner
+    advance(trainer, lambda: learner.pairs_open)
+    opened = trainer.step
+    advance(trainer, lambda: learner.penalty_ready)
+    played = sum(len(a) + len(b) for a, b in learner.pairs)
+    assert played == 2 * 3 * 40  # E pairs of two H-step halves, every step through the loop's counter
+    assert played <= trainer.step - opened <= played + learner.loop.ep_len  # after the running episode
+
+
+def test_branch_run_resumes_exactly_from_a_checkpoint_in_the_branch_phase(tiny) -> None:
+    straight, killed = (bilevel_cfg(tiny, name, estimator="branch") for name in ("straight", "killed"))
+    Trainer(straight, progress=False).train()
+    records = scalars_without_time(straight.run_dir)
+    assert any("bilevel/penalty_grad_norm" in r for r in records)
+    run_until_killed(killed, kill_at=850)  # the checkpoint at 800 falls inside the second round's branches
+    Trainer(killed, progress=False).train()
+    assert scalars_without_time(killed.run_dir) == records
+    assert all(torch.equal(x, y) for x, y in zip(final_params(killed), final_params(straight)))
+
+
+@pytest.mark.parametrize("name", ["walker_walk", "metaworld_door-open-v3"])
+def test_a_branch_start_survives_a_weights_only_checkpoint_bit_for_bit(tmp_path, name: str) -> None:
+    from envs import make_env
+    from pref_brl.bilevel.branches import BranchStart, start_from_checkpoint, start_to_checkpoint
+
+    env = make_env(name, seed=0, max_episode_steps=60)
+    obs, _ = env.reset(seed=4)
+    actions = np.random.default_rng(0).uniform(-1, 1, (30, *env.action_space.shape)).astype(np.float32)
+    for action in actions[:10]:
+        obs = env.step(action)[0]
+    start = BranchStart(env.get_sim_state(), obs, 10)
+    torch.save(start_to_checkpoint(start), tmp_path / "start.pt")
+    loaded = start_from_checkpoint(torch.load(tmp_path / "start.pt", weights_only=True))
+    assert np.array_equal(loaded.obs, start.obs) and loaded.step == 10
+    runs = []
+    for snapshot in (start, loaded):
+        env.set_sim_state(snapshot.state)
+        runs.append([env.step(action) for action in actions[10:]])
+    for (obs_1, r_1, *flags_1), (obs_2, r_2, *flags_2) in zip(*runs, strict=True):
+        np.testing.assert_array_equal(obs_1, obs_2)
+        assert r_1 == r_2 and flags_1 == flags_2
