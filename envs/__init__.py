@@ -11,6 +11,9 @@ Meta-World has two goal modes (see :mod:`envs.metaworld_env`):
 - ``"preset"`` (``gym.make("Meta-World/MT1", ...)``'s behaviour): each reset picks one of the 50 preset
   goals of the MT1 benchmark, and the goal is part of the observation.
 
+Both adapters save and restore an episode exactly (``get_sim_state``/``set_sim_state``, see
+:mod:`envs.sim_state`): a simulator-only privilege, used to branch rollouts from recorded states.
+
 Rendering is off unless ``render_mode="rgb_array"`` is asked for. MuJoCo picks its OpenGL backend when it is
 first imported, so this module chooses a default for ``MUJOCO_GL`` before anything imports mujoco, and only
 if the variable is unset: ``egl`` on a GPU machine, ``osmesa`` without a GPU or display (when libOSMesa is

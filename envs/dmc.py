@@ -6,6 +6,9 @@
   ``reset(seed=s)`` re-seeds it, so the initial state and every later step are reproducible.
 - Time limit: dm_control's own limit is disabled and replaced by a step counter; reaching it sets
   ``truncated``. ``terminated`` is only True if the task itself ends the episode (none of ours do).
+- Snapshots: ``get_sim_state``/``set_sim_state`` save and restore an episode exactly (:mod:`envs.sim_state`;
+  a simulator-only privilege). The suite's walker, cheetah and quadruped tasks keep no episode state outside
+  the physics, so the physics, the step counter and dm_control's own episode flags are all there is.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import gymnasium as gym
 import numpy as np
 from dm_control import suite
 from gymnasium import spaces
+
+from envs.sim_state import SimState, capture_mujoco, restore_mujoco
 
 
 class _SensorNameCache(dict):
@@ -101,6 +106,7 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_size = render_size
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self._env.control_timestep())}
         self._elapsed = 0
+        self.env_id = f"{domain}_{task}"
 
     @property
     def physics(self) -> Any:
@@ -141,6 +147,21 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         terminated = time_step.last()  # dm_control's time limit is off, so only a task can end it
         truncated = not terminated and self._elapsed >= self.max_episode_steps
         return self._flatten(time_step.observation), float(time_step.reward), terminated, truncated, {}
+
+    def get_sim_state(self) -> SimState:
+        """A snapshot of the episode: physics, elapsed steps and dm_control's episode flags (see envs.sim_state)."""
+        physics = self._env.physics
+        flags = {"_step_count": self._env._step_count, "_reset_next_step": self._env._reset_next_step}
+        return SimState(self.env_id, capture_mujoco(physics.model.ptr, physics.data.ptr), self._elapsed, flags)
+
+    def set_sim_state(self, state: SimState) -> None:
+        """Continue from ``state`` (from any adapter of this task): the next ``step`` is the recorded one."""
+        state.check_for(self.env_id)
+        physics = self._env.physics
+        restore_mujoco(physics.model.ptr, physics.data.ptr, state.mujoco)
+        for name, value in state.fields.items():
+            setattr(self._env, name, value)
+        self._elapsed = state.elapsed
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         """An RGB frame from camera 0 when ``render_mode="rgb_array"``, else None."""

@@ -21,6 +21,13 @@ Observations are float32 (39 = hand, gripper, objects, the previous frame's copy
 are float32 in [-1, 1]^4. Episodes are cut at ``max_episode_steps`` (500) with ``truncated=True``;
 ``terminated`` is always False (success does not end an episode). ``info["success"]`` is the simulator's
 success flag as a float (0.0 or 1.0); an episode succeeds if it was ever 1.
+
+Snapshots: ``get_sim_state``/``set_sim_state`` save and restore an episode exactly (:mod:`envs.sim_state`; a
+simulator-only privilege). Besides MuJoCo's state, a Meta-World episode lives in the simulator's Python
+fields, which its reward and observation read: the goal (``_target_pos``), the objects' start positions
+(``obj_init_pos``, ``init_tcp``, ...), derived constants such as ``maxPullDist``, the path length that ends the
+episode, and the previous frame that the next observation repeats (``_prev_obs``). A snapshot copies every
+plain (numeric) field of the simulator except the adapter's configuration (:data:`CONFIG_FIELDS`).
 """
 
 from __future__ import annotations
@@ -36,7 +43,12 @@ from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.sawyer_xyz_env import SawyerXYZEnv
 from metaworld.types import Task
 
+from envs.sim_state import SimState, capture_mujoco, copy_plain, is_plain, restore_mujoco
+
 GOAL_MODES = ("fresh", "preset")
+
+CONFIG_FIELDS = frozenset({"max_path_length", "width", "height", "camera_id", "camera_name", "_np_random_seed"})
+"""Plain simulator fields that are the adapter's configuration, not episode state (not in snapshots)."""
 
 
 def _make_simulator(
@@ -92,6 +104,7 @@ class MetaWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         self._np_random, _ = seeding.np_random(seed)
         self._seed_fresh_goals(seed)
         self._elapsed = 0
+        self.env_id = f"{task}/{goal_mode}"
 
     @property
     def simulator(self) -> SawyerXYZEnv:
@@ -131,6 +144,21 @@ class MetaWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         self._elapsed += 1
         info["success"] = float(info["success"])
         return obs.astype(np.float32), float(reward), False, self._elapsed >= self.max_episode_steps, info
+
+    def get_sim_state(self) -> SimState:
+        """A snapshot of the episode: MuJoCo, the simulator's task fields and the elapsed steps (see above)."""
+        fields = {name: copy_plain(value) for name, value in vars(self._sim).items()
+                  if name not in CONFIG_FIELDS and is_plain(value)}
+        mujoco_state = capture_mujoco(self._sim.model, self._sim.data)
+        return SimState(self.env_id, mujoco_state, self._elapsed, fields)
+
+    def set_sim_state(self, state: SimState) -> None:
+        """Continue from ``state`` (from any adapter of this task and goal mode): the next step is the recorded one."""
+        state.check_for(self.env_id)
+        restore_mujoco(self._sim.model, self._sim.data, state.mujoco)
+        for name, value in state.fields.items():
+            setattr(self._sim, name, copy_plain(value))
+        self._elapsed = state.elapsed
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         """An RGB frame when ``render_mode="rgb_array"``, else None."""

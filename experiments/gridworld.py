@@ -7,7 +7,9 @@ variants) on every benchmark with fixed seeds, scores each iterate with the exac
 ``penalty_bias_vs_lambda.png`` and ``results.md``.
 
 With ``--resync`` it runs the bias study of the re-sync twin of the deep ``bilevel`` method instead
-(:mod:`pref_brl.bilevel.tabular.resync_study`) and writes ``resync.md``.
+(:mod:`pref_brl.bilevel.tabular.resync_study`) and writes ``resync.md``; with ``--estimators`` the bias and
+signal of the λ-term's estimators (:mod:`pref_brl.bilevel.tabular.estimator_study`), written to
+``estimators.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
+from pref_brl.bilevel.tabular.estimator_study import estimator_report
 from pref_brl.bilevel.tabular.methods import PAPER_METHODS, run_method, run_reference
 from pref_brl.bilevel.tabular.problem import BilevelProblem, hypergradient
 from pref_brl.bilevel.tabular.proxy import penalty_point
@@ -34,6 +37,7 @@ from pref_brl.bilevel.tabular.report import (
     plot_reward_maps,
     summarise,
 )
+from pref_brl.bilevel.tabular.resync import ResyncConfig
 from pref_brl.bilevel.tabular.resync_study import StudyAxes, resync_report
 from pref_brl.cli import parse
 
@@ -44,7 +48,9 @@ HELP = (
     " vs lambda) and results.md (final F, stationarity, cost to reach a tolerance) into --out. With --resync:"
     " the bias study of the re-sync twin of the deep bilevel method instead (cosine and relative error of its"
     " hypergradient estimate against the exact grad F, next to the exact penalty gradient and partial, as"
-    " functions of K_B, delta, lambda~ and the clip epsilon), written to resync.md."
+    " functions of K_B, delta, lambda~ and the clip epsilon), written to resync.md. With --estimators: the bias"
+    " (against the exact lambda-term) and the signal per 1000 transitions of each estimator of the lambda-term"
+    " (paired rollouts, branches, shared states, likelihood ratios), written to estimators.md."
 )
 
 
@@ -80,6 +86,12 @@ class StudyConfig:
     """--resync: paired A/B rollouts per sampled round."""
     resync_repetitions: int = 16
     """--resync: independent sampled rounds per setting of the sampled table."""
+    estimators: bool = False
+    """Run the study of the λ-term's estimators instead; writes estimators.md (seconds)."""
+    estimators_weight: float = 1.0
+    """--estimators: λ̃ of the twin's round that makes B (the deep method's default is 1)."""
+    estimators_units: int = 2000
+    """--estimators: sampled units (pairs, branches, episodes) per setting for the SNR (--quick: 200)."""
 
 
 EXACT_PHI_LR = {"gridworld_goal": 5.0, "preference_gridworld": 5.0, "random_mdp": 1.0}
@@ -167,8 +179,15 @@ def check_config(config: StudyConfig) -> None:
     if not 0 < config.tolerance <= 1:
         raise StudyConfigError(f"--tolerance must be in (0, 1] (a share of the way from F(phi0) to F_ref), got "
                                f"{config.tolerance}")
+    if config.resync and config.estimators:
+        raise StudyConfigError("choose one of --resync and --estimators")
+    if not (config.estimators_weight > 0 and math.isfinite(config.estimators_weight)):
+        raise StudyConfigError(f"--estimators-weight must be positive and finite, got {config.estimators_weight}")
+    if config.estimators_units < 2:
+        raise StudyConfigError(f"--estimators-units must be at least 2 (a variance needs two units), got "
+                               f"{config.estimators_units}")
     problem = folder_problem(config.out, "--out")
-    report = "resync.md" if config.resync else "results.md"
+    report = "resync.md" if config.resync else "estimators.md" if config.estimators else "results.md"
     if problem is None and (config.out / report).exists() and not config.overwrite:
         problem = f"{config.out} already holds {report}; pass --overwrite or choose another --out"
     if problem:
@@ -213,6 +232,21 @@ def run_resync_study(config: StudyConfig, argv: Sequence[str]) -> None:
     print(f"wrote resync.md to {config.out} in {elapsed:.1f} s")
 
 
+def run_estimator_study(config: StudyConfig, argv: Sequence[str]) -> None:
+    """``--estimators``: bias and SNR of each λ-term estimator on the chosen benchmarks, written to estimators.md."""
+    _prepare_output(config)
+    units = 200 if config.quick else config.estimators_units
+    twin = ResyncConfig(penalty_weight=config.estimators_weight, b_steps=100 if config.quick else 1000)
+    started = time.perf_counter()
+    body = estimator_report({name: BENCHMARKS[name]() for name in config.benchmarks}, twin, units)
+    elapsed = time.perf_counter() - started
+    command = "python -m experiments.gridworld " + " ".join(argv)
+    title = "# Estimators of the λ-term: bias against the exact term and signal per transition"
+    (config.out / "estimators.md").write_text(f"{title}\n\nCommand: `{command.strip()}` — {elapsed:.0f} s.\n\n{body}")
+    print(body)
+    print(f"wrote estimators.md to {config.out} in {elapsed:.1f} s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pref-brl-gridworld`` / ``python -m experiments.gridworld``; 2 after one `error:` line."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -226,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = replace(config, iterations=40, seeds=config.seeds[:1])
     if config.resync:
         run_resync_study(config, argv)
+        return 0
+    if config.estimators:
+        run_estimator_study(config, argv)
         return 0
     run_study(config, argv)
     return 0

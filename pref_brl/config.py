@@ -21,7 +21,7 @@ from agents.sac import SACConfig
 
 Method = Literal["sac", "pebble", "bilevel", "sobirl", "mrn"]
 Agent = Literal["sac", "sb3-sac", "sb3-td3", "sb3-tqc"]
-Estimator = Literal["paired-rollouts", "shared-states"]
+Estimator = Literal["paired-rollouts", "branch", "shared-states", "likelihood-ratio"]
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,16 @@ class TrainConfig:
     snr_min: float = 0.0
     """skip the λ-term in a round whose bilevel/penalty_snr is below this (0: never skip)"""
     estimator: Estimator = "paired-rollouts"
-    """penalty estimator: paired-rollouts (truncated A/B pairs) or shared-states (cheaper, biased)"""
+    """penalty estimator: paired-rollouts (truncated A/B pairs), branch (the pairs start from simulator
+    snapshots of A's last episode; simulation only), shared-states (cheaper, biased) or likelihood-ratio
+    (A's own recent episodes reweighted by π_B/π_A; no extra env steps; docs/bilevel.md)"""
+    lr_episodes: int = 10
+    """likelihood-ratio: A's most recent complete episodes that the estimate reweights"""
+    lr_window: int = 100
+    """likelihood-ratio: decisions in each per-decision weight's product (0: all since the episode's start;
+    100 = 1/(1 − γ) at γ = 0.99)"""
+    lr_clip: float = 0.0
+    """likelihood-ratio: cap c >= 1 on each ratio π_B/π_A (0: no cap)"""
     query_agent: Literal["A", "B", "both"] = "A"
     """whose recent episodes query candidates are drawn from (bilevel)"""
     b_in_replay: bool = True
@@ -256,7 +265,8 @@ SERVING_FIELDS = frozenset({"label_host", "label_port"})
 """Where the labelling page is served: never part of what a run is (a resumed run may serve elsewhere)."""
 BILEVEL_FIELDS = frozenset({
     "penalty_weight", "b_updates", "kl_target", "psi_clip", "upper_term", "penalty", "paired_episodes",
-    "pair_horizon", "heldout_pairs", "penalty_steps", "snr_min", "estimator", "query_agent", "b_in_replay"})
+    "pair_horizon", "heldout_pairs", "penalty_steps", "snr_min", "estimator", "query_agent", "b_in_replay",
+    "lr_episodes", "lr_window", "lr_clip"})
 """Config fields that only method `bilevel` reads (`sobirl` reads penalty_weight too)."""
 MRN_FIELDS = frozenset({"meta_every", "outer_weight", "meta_lr"})
 """Config fields that only method `mrn` reads."""

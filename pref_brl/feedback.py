@@ -65,11 +65,18 @@ class Collaborators:
 
 
 class EpisodePlan(NamedTuple):
-    """Who plays the next episode, from which reset seed, for how many steps at most."""
+    """Who plays the next episode, from which reset seed, for how many steps at most.
+
+    `start`: a `pref_brl.bilevel.branches.BranchStart` to continue from (a branch: the simulator is restored
+    to that snapshot after the reset); `snapshots`: the steps at which the loop hands the learner a simulator
+    snapshot (`record_snapshot`). Both are simulator-only and empty by default.
+    """
 
     agent: str
     reset_seed: int
     max_steps: int
+    start: Any = None
+    snapshots: frozenset[int] = frozenset()
 
 
 class PreferenceLearner:
@@ -123,6 +130,11 @@ class PreferenceLearner:
     def stores_transitions_of(self, agent: str) -> bool:
         """Whether `agent`'s transitions enter the shared replay buffer."""
         return True
+
+    def record_snapshot(self, step: int, state: Any, obs: np.ndarray) -> None:
+        """A simulator snapshot (`envs.sim_state.SimState`) before the action at `step` of the running
+        episode, taken because the episode's plan listed `step` in `snapshots` (PEBBLE never asks)."""
+        raise NotImplementedError(f"method {self.cfg.method} takes no simulator snapshots")
 
     def extra_policies(self) -> dict[str, Any]:
         """Policies evaluated next to A (name -> object with `act(obs, noise)` and an `actor` module)."""

@@ -26,7 +26,7 @@ from envs import episode_length, is_metaworld, make_env
 from pref_brl.checkpoint import load_checkpoint, save_checkpoint
 from pref_brl.config import TrainConfig
 from pref_brl.episodes import EpisodeRecorder
-from pref_brl.feedback import LABEL_WAIT_TAG, Collaborators
+from pref_brl.feedback import LABEL_WAIT_TAG, Collaborators, EpisodePlan
 from pref_brl.human.session import LabellingInterrupted
 from pref_brl.logger import Logger, Progress
 from pref_brl.methods import make_learner
@@ -84,6 +84,7 @@ class Trainer:
         self.successes: deque[float] = deque(maxlen=10)
         self.metrics: dict[str, torch.Tensor | float] = {}
         self.obs: np.ndarray | None = None
+        self.snapshots: frozenset[int] = frozenset()  # steps of the running episode to snapshot for the learner
         self.last_eval: dict[str, float] = {}
         self._last_checkpoint_step = 0
         self.interrupted = ""  # the signal that asked the run to stop, if any
@@ -186,10 +187,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ acting
     def begin_episode(self) -> None:
-        agent_name, reset_seed, self.episode_limit = ("A", int(self.rng.integers(2**31)), self.ep_len)
+        plan = EpisodePlan("A", int(self.rng.integers(2**31)), self.ep_len)
         if self.learner is not None:
-            agent_name, reset_seed, self.episode_limit = self.learner.next_episode(self.step, reset_seed)
+            plan = self.learner.next_episode(self.step, plan.reset_seed)
+        agent_name, reset_seed, self.episode_limit = plan.agent, plan.reset_seed, plan.max_steps
         self.obs, _ = self.env.reset(seed=reset_seed)
+        if plan.start is not None:  # a branch: continue from a snapshot of an earlier episode (simulator only)
+            self.env.set_sim_state(plan.start.state)
+            self.obs = plan.start.obs.copy()
+        self.snapshots = plan.snapshots
         self.acting = agent_name
         self.policy = self.agents["A"] if self.learner is None else self.learner.policy(agent_name)
         # The action noise stream is a function of the reset seed, so paired episodes share it.
@@ -213,6 +219,8 @@ class Trainer:
                 "kept (rerun with --detect-anomaly to find the operation)")
 
     def collect_step(self) -> None:
+        if self.recorder.t in self.snapshots:
+            self.learner.record_snapshot(self.recorder.t, self.env.get_sim_state(), self.obs.copy())
         action = self.choose_action()
         next_obs, true_reward, terminated, truncated, info = self.env.step(action)
         reward = true_reward

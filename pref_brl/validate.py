@@ -362,7 +362,15 @@ def validate_bilevel(cfg: TrainConfig, need) -> None:
     length = cfg.max_episode_steps or episode_length(cfg.env)
     need(1 <= cfg.pair_horizon <= length,
          f"--pair-horizon must be in [1, {length}] (the episode length), got {cfg.pair_horizon}")
-    if cfg.estimator == "paired-rollouts":
+    need(cfg.lr_episodes >= 1, f"--lr-episodes must be >= 1, got {cfg.lr_episodes}")
+    need(cfg.lr_window >= 0, f"--lr-window must be >= 0 (0: the whole episode), got {cfg.lr_window}")
+    need(cfg.lr_clip == 0 or 1 <= cfg.lr_clip < float("inf"),
+         f"--lr-clip must be 0 (no cap) or a finite number >= 1, got {cfg.lr_clip}")
+    if cfg.estimator == "branch":
+        need(cfg.pair_horizon + cfg.paired_episodes <= length,
+             f"--estimator branch starts its {cfg.paired_episodes} branches at distinct steps t < episode length "
+             f"{length} - --pair-horizon {cfg.pair_horizon}: lower --pair-horizon or --paired-episodes")
+    if cfg.estimator in ("paired-rollouts", "branch"):
         block = 2 * cfg.paired_episodes * cfg.pair_horizon
         need(block + length <= cfg.num_interact,
              f"the paired rollouts of a round (2 x --paired-episodes {cfg.paired_episodes} x --pair-horizon "

@@ -43,7 +43,8 @@ def test_help_documents_the_options(capsys: pytest.CaptureFixture) -> None:
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for option in ("--out", "--quick", "--seeds", "--iterations", "--tolerance", "--overwrite", "--resync",
-                   "--resync-b-steps", "--resync-kl-targets", "--resync-weights", "--resync-clips"):
+                   "--resync-b-steps", "--resync-kl-targets", "--resync-weights", "--resync-clips", "--estimators",
+                   "--estimators-weight", "--estimators-units"):
         assert option in text
 
 
@@ -56,4 +57,25 @@ def test_quick_resync_study_writes_its_tables_and_checks_its_settings(tmp_path: 
     assert not (out / "results.md").exists()
     assert main(["--resync", "--quick", "--out", str(out)]) == 2
     assert main(["--resync", "--out", str(tmp_path / "bad"), "--resync-kl-targets", "0"]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_quick_estimator_study_writes_one_row_per_setting_and_refuses_bad_settings(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from pref_brl.bilevel.tabular.estimator_study import ROWS
+
+    out = tmp_path / "estimators"
+    assert main(["--estimators", "--quick", "--out", str(out), "--benchmarks", "gridworld_goal", "random_mdp"]) == 0
+    table = (out / "estimators.md").read_text()
+    assert "--estimators --quick" in table and "nan" not in table and not (out / "results.md").exists()
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2 * len(ROWS)
+    shared = [row for row in rows if row.startswith("| `shared-states`")]
+    assert shared[0].endswith("| — | 1.000 | — |")  # gridworld_goal's state-only reward: no signal at all
+    assert "| — |" not in shared[1]  # random_mdp's reward depends on the action
+    for bad in (["--estimators-units", "1"], ["--estimators-weight", "0"], ["--resync"]):
+        capsys.readouterr()
+        assert main(["--estimators", "--out", str(tmp_path / "bad"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "bad").exists()

@@ -11,6 +11,12 @@ evaluated). At every feedback round after the first, once PEBBLE's cross-entropy
 4. `penalty_steps` reward steps of cross-entropy + λ [R^γ(A) − R^γ(B)] on those pairs (held-out pairs
    excluded and used for `bilevel/gap_before` / `gap_after`), then a relabel. Pairs serve one round only.
 
+Steps 3–4 are the `paired-rollouts` estimator of the λ-term; `--estimator` picks another strategy from
+`ESTIMATORS`: `branch` (the same pairs, each started from a simulator snapshot of A's most recent episode
+instead of a reset; simulation only, `pref_brl.bilevel.branches`), `shared-states` (one action of A and of
+B at recent replay states) or `likelihood-ratio` (A's own recent episodes reweighted by per-decision ratios
+π_B/π_A). The last two need no rollouts: the penalty update follows B's solve at once.
+
 B is kept until the next re-sync (evaluated as `eval_B/*`) and owned by this learner, not the trainer.
 """
 
@@ -19,16 +25,16 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from agents.sac import Actor, act_with, squashed_log_prob, squashed_sample
+from pref_brl.bilevel.branches import BranchStart, snapshot_steps, start_from_checkpoint, start_to_checkpoint
+from pref_brl.bilevel.estimators import ESTIMATORS, ROLLOUT_ESTIMATORS
 from pref_brl.bilevel.penalty import (
     discounted_returns,
     gaussian_kl,
-    penalty_snr,
-    penalty_term,
-    shared_states_term,
     sobirl_term,
     stack_episodes,
     upper_score_surrogate,
@@ -62,7 +68,7 @@ class BilevelLearner(PreferenceLearner):
         super().__init__(cfg, obs_dim, act_dim, loop)
         self.lam = (1.0 - cfg.discount) * cfg.penalty_weight
         self.kappa = 1.0 / cfg.penalty_weight if cfg.upper_term else 0.0
-        self.paired = cfg.estimator == "paired-rollouts"
+        self.paired = cfg.estimator in ROLLOUT_ESTIMATORS
         self.anchor: Actor | None = None  # π_A at this round's re-sync, frozen
         self.b_actor: Actor | None = None  # π_B
         self.beta = BETA_INIT
@@ -71,17 +77,33 @@ class BilevelLearner(PreferenceLearner):
         self.pending: Episode | None = None  # A's half of the pair being collected
         self.pairs_open = self.penalty_ready = self.anchor_playing = False
         self.b_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 31)
+        self.branching = cfg.estimator == "branch"
+        self.branch_rng = np.random.default_rng([cfg.seed, 32])  # which steps of A's episodes are snapshot
+        self.snapshots: list[BranchStart] = []  # taken in the running episode of A
+        self.branch_pool: list[BranchStart] = []  # the K snapshots of A's most recent complete episode
+        self.branch_starts: list[BranchStart] = []  # this round's starts not yet played
+        self.pending_start: BranchStart | None = None  # where the pair being collected started
 
     # ------------------------------------------------------------------------------------------ acting
     def next_episode(self, step: int, reset_seed: int) -> EpisodePlan:
         """A; while pairs are collected: A's anchor, then B on the same reset seed, each `pair_horizon` steps."""
         self.anchor_playing = False
         if not self.pairs_open:
-            return super().next_episode(step, reset_seed)
-        if self.pending is not None:
-            return EpisodePlan("B", self.pending.reset_seed, self.cfg.pair_horizon)
+            plan = super().next_episode(step, reset_seed)
+            if not self.branching:
+                return plan
+            self.snapshots = []
+            steps = snapshot_steps(self.branch_rng, plan.max_steps, self.cfg.pair_horizon, self.cfg.paired_episodes)
+            return plan._replace(snapshots=steps)
+        if self.pending is not None:  # B's half: A's reset seed (and noise stream) and, for a branch, its start
+            return EpisodePlan("B", self.pending.reset_seed, self.cfg.pair_horizon, self.pending_start)
         self.anchor_playing = True
-        return EpisodePlan("A", reset_seed, self.cfg.pair_horizon)
+        if self.branching:
+            self.pending_start = self.branch_starts.pop(0)
+        return EpisodePlan("A", reset_seed, self.cfg.pair_horizon, self.pending_start)
+
+    def record_snapshot(self, step: int, state: Any, obs: np.ndarray) -> None:
+        self.snapshots.append(BranchStart(state, obs, step))
 
     def policy(self, agent: str) -> Any:
         if agent == "B" and self.b_actor is not None:
@@ -98,6 +120,8 @@ class BilevelLearner(PreferenceLearner):
 
     def add_episode(self, episode: Episode) -> None:
         super().add_episode(episode)
+        if self.branching and len(self.snapshots) == self.cfg.paired_episodes:
+            self.branch_pool, self.snapshots = self.snapshots, []  # A's most recent complete episode
         if not self.pairs_open:
             return
         if episode.agent == "B" and self.pending is not None:
@@ -146,6 +170,7 @@ class BilevelLearner(PreferenceLearner):
         metrics = self.solve_b()
         self.pairs, self.pending, self.penalty_ready = [], None, False
         self.pairs_open = self.paired
+        self.branch_starts, self.pending_start = list(self.branch_pool), None
         if not self.paired:
             metrics.update(self.penalty_round())
         return metrics
@@ -254,16 +279,15 @@ class BilevelLearner(PreferenceLearner):
         return {k: v for k, v in metrics.items() if v == v}
 
     def _penalty_closure(self, fit: list[tuple[Episode, Episode]]):
-        """(per-member λ-term closure or None, its signal-to-noise ratio)."""
-        if not self.paired:
-            obs, act_a, act_b = self._shared_states()
-            return (lambda ens: shared_states_term(ens, obs, act_a, act_b, self.lam, self.cfg.discount)), float("nan")
-        if not fit:
-            return None, float("nan")
-        sa_a, m_a = stack_episodes([a for a, _ in fit], self.cfg.device)
-        sa_b, m_b = stack_episodes([b for _, b in fit], self.cfg.device)
-        snr = penalty_snr(self.ensemble, sa_a, m_a, sa_b, m_b, self.cfg.discount)
-        return (lambda ens: penalty_term(ens, sa_a, m_a, sa_b, m_b, self.lam, self.cfg.discount)), snr
+        """(per-member λ-term closure or None, its signal-to-noise ratio), by the configured estimator."""
+        return ESTIMATORS[self.cfg.estimator](self, fit)
+
+    @torch.no_grad()
+    def _log_ratios(self, sa: Tensor) -> Tensor:
+        """log π_B(a|s) − log π_A(a|s) at stored steps [N, T], π_A the anchor; computed without a graph."""
+        obs, act = sa[..., : self.ensemble.obs_dim], sa[..., self.ensemble.obs_dim:]
+        log_b = squashed_log_prob(*self.b_actor(obs), act).squeeze(-1)
+        return log_b - squashed_log_prob(*self.anchor(obs), act).squeeze(-1)
 
     @torch.no_grad()
     def _gap(self, pairs: list[tuple[Episode, Episode]], when: str) -> dict[str, float]:
@@ -296,9 +320,13 @@ class BilevelLearner(PreferenceLearner):
         nets = {k: None if m is None else m.state_dict() for k, m in (("anchor", self.anchor), ("b", self.b_actor))}
         pairs = [(episode_state(a), episode_state(b)) for a, b in self.pairs]
         pending = None if self.pending is None else episode_state(self.pending)
+        branch = {"pool": [start_to_checkpoint(s) for s in self.branch_pool],
+                  "starts": [start_to_checkpoint(s) for s in self.branch_starts],
+                  "pending": None if self.pending_start is None else start_to_checkpoint(self.pending_start),
+                  "rng": self.branch_rng.bit_generator.state}  # checkpoints fall between episodes: no snapshots
         return {**super().state_dict(), **nets, "beta": self.beta, "pairs": pairs, "pending": pending,
                 "flags": (self.pairs_open, self.penalty_ready, self.anchor_playing),
-                "b_generator": self.b_generator.get_state()}
+                "b_generator": self.b_generator.get_state(), "branch": branch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -312,6 +340,12 @@ class BilevelLearner(PreferenceLearner):
         self.pending = None if state["pending"] is None else Episode(**state["pending"])
         self.pairs_open, self.penalty_ready, self.anchor_playing = state["flags"]
         self.b_generator.set_state(state["b_generator"])
+        branch = state.get("branch")  # absent from checkpoints written before branches existed
+        if branch is not None:
+            self.branch_pool = [start_from_checkpoint(s) for s in branch["pool"]]
+            self.branch_starts = [start_from_checkpoint(s) for s in branch["starts"]]
+            self.pending_start = None if branch["pending"] is None else start_from_checkpoint(branch["pending"])
+            self.branch_rng.bit_generator.state = branch["rng"]
 
 
 class SoBiRLLearner(PreferenceLearner):
@@ -338,4 +372,4 @@ class SoBiRLLearner(PreferenceLearner):
         return lambda ens: sobirl_term(ens, sa, sa_alt, losses, alpha)
 
 
-__all__ = ["BilevelLearner", "ProbePolicy", "SoBiRLLearner"]
+__all__ = ["ESTIMATORS", "BilevelLearner", "ProbePolicy", "SoBiRLLearner"]

@@ -8,7 +8,8 @@ Gradients flow only through the reward networks: trajectories are fixed data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -68,6 +69,42 @@ def shared_states_term(ensemble: RewardEnsemble, obs: Tensor, act_a: Tensor, act
     return lam / (1.0 - gamma) * (r_a - r_b)
 
 
+def per_decision_weights(log_ratios: Tensor, mask: Tensor, window: int = 0, clip: float = 0.0) -> Tensor:
+    """W_t = Π_k min(ρ_k, c) over the last `window` decisions k ≤ t (0: all since the episode's start).
+
+    `log_ratios` [N, T] are log π_B(a_k|s_k) − log π_A(a_k|s_k) at the stored actions, `mask` [N, T] marks
+    the steps that exist; `clip` c ≥ 1 caps each ratio (0: no cap). The weights are data: the caller computes
+    the log-ratios without a graph, so that no gradient reaches the policies. A weight is capped at e^20
+    (`LOG_WEIGHT_MAX`) so that a product over stored actions in the far tail of π_A cannot overflow.
+    """
+    log_ratios = log_ratios * mask
+    if clip > 0:
+        log_ratios = log_ratios.clamp(max=math.log(clip))
+    sums = log_ratios.cumsum(-1)
+    if 0 < window < sums.shape[-1]:
+        sums = torch.cat([sums[:, :window], sums[:, window:] - sums[:, :-window]], dim=-1)
+    return sums.clamp(max=LOG_WEIGHT_MAX).exp()
+
+
+LOG_WEIGHT_MAX = 20.0
+"""Largest log per-decision weight (as for Ψ_f's ratios): a float32 product of 100 ratios overflows easily."""
+
+
+def likelihood_ratio_term(ensemble: RewardEnsemble, sa: Tensor, mask: Tensor, weights: Tensor, lam: float,
+                          gamma: float) -> Tensor:
+    """λ mean over A's episodes of Σ_t γ^t (1 − W_t) r_{φ_m}(s_t, a_t) per member: [M].
+
+    With per-decision importance weights W_t of B against A (`per_decision_weights`) on A's own episodes,
+    E_A[Σ_t γ^t W_t r_t] = E_B[Σ_t γ^t r_t] (Precup, Sutton and Singh, "Eligibility Traces for Off-Policy
+    Policy Evaluation", ICML 2000), so the φ-gradient estimates λ (∇_φ J(φ, θ_A) − ∇_φ J(φ, θ_B)) without
+    any episode of B. A window or a clip trades bias for variance (docs/tabular.md measures both).
+    """
+    n_ep, length, dim = sa.shape
+    rewards = ensemble.member_rewards(sa.reshape(n_ep * length, dim)).reshape(-1, n_ep, length)
+    coefficients = discount_weights(length, gamma, sa.device) * mask * (1.0 - weights)
+    return lam * (rewards * coefficients).sum(-1).mean(-1)
+
+
 def sobirl_term(ensemble: RewardEnsemble, sa: Tensor, sa_alt: Tensor, pair_losses: Tensor,
                 alpha: float) -> Tensor:
     """SoBiRL's model-free implicit term (Yang, Gao, Yuan, "SoBiRL", AISTATS 2025) per member: [M].
@@ -125,15 +162,25 @@ def penalty_snr(ensemble: RewardEnsemble, sa_a: Tensor, mask_a: Tensor, sa_b: Te
     ‖mean_j g_j‖ / sqrt(tr Cov(g) / E), the size of the mean against its standard error (λ cancels).
     NaN with fewer than two pairs.
     """
-    n = sa_a.shape[0]
+    def pair(j: int) -> Tensor:
+        return (discounted_returns(ensemble, sa_a[j : j + 1], mask_a[j : j + 1], gamma)
+                - discounted_returns(ensemble, sa_b[j : j + 1], mask_b[j : j + 1], gamma)).sum()
+
+    return unit_snr(ensemble, pair, sa_a.shape[0])
+
+
+def unit_snr(ensemble: RewardEnsemble, unit: Callable[[int], Tensor], n: int) -> float:
+    """‖mean_j g_j‖ / sqrt(tr Cov(g) / n) of g_j = ∇_φ unit(j), j < n, over all ensemble parameters.
+
+    A unit is one independent draw of the λ-term's estimate (a pair, a branch, an episode); NaN with fewer
+    than two units.
+    """
     if n < 2:
         return float("nan")
     params = [p for p in ensemble.parameters() if p.requires_grad]
     rows = []
     for j in range(n):
-        diff = (discounted_returns(ensemble, sa_a[j : j + 1], mask_a[j : j + 1], gamma)
-                - discounted_returns(ensemble, sa_b[j : j + 1], mask_b[j : j + 1], gamma)).sum()
-        grads = torch.autograd.grad(diff, params, allow_unused=True)
+        grads = torch.autograd.grad(unit(j), params, allow_unused=True)
         rows.append(torch.cat([torch.zeros(p.numel()) if g is None else g.reshape(-1).cpu()
                                for g, p in zip(grads, params, strict=True)]))
     g = torch.stack(rows).double()

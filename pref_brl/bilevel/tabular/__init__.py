@@ -4,7 +4,8 @@ Modules: ``mdp`` (soft value/policy iteration, occupancies, Eq. 11 and 12), ``re
 ``upper`` / ``torch_loss`` (upper losses), ``problem`` (F and its exact adjoint hypergradient), ``proxy``
 (the penalty proxy, Eq. 9–10), ``sampling`` (Monte-Carlo estimators with common random numbers),
 ``penalty_method`` / ``sobirl`` / ``regularized_ac`` / ``partial`` and the table ``methods.METHODS``,
-``resync`` (the twin of the deep bilevel method) and ``resync_study`` (its bias tables),
+``resync`` (the twin of the deep bilevel method) and ``resync_study`` (its bias tables), ``lambda_terms``
+(the λ-term's estimators, exact and sampled) and ``estimator_study`` (their bias and signal tables),
 ``benchmarks`` and ``report`` (plots; imports matplotlib). Only numpy-light names are re-exported here.
 """
 

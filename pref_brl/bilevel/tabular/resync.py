@@ -16,6 +16,10 @@ Per round, at the current reward φ:
    ``exact`` variant, their exact expectation.
 5. The estimate  ∇_φ f(φ, π_A) + λ [mean_A Σ_t γ^t ∇_φ r_φ(s_t, a_t) − mean_B Σ_t γ^t ∇_φ r_φ(s_t, a_t)].
 
+Steps 4–5 are the ``paired-rollouts`` estimator of the λ-term; ``estimator`` chooses another one of
+:mod:`~pref_brl.bilevel.tabular.lambda_terms` (``branch``, ``branch-first-action``, ``shared-states``,
+``likelihood-ratio``), each with its exact expectation (``exact``) and its sampled units (``sampled``).
+
 Scaling: minimising ḡ + κ f is minimising f + (1 − γ) λ̃ g with g = −J_τ, so B targets the lab's θ_λ with
 λ = (1 − γ) λ̃, and that λ multiplies the λ-term (the deep method's convention, ``--penalty-weight`` λ̃).
 With β → 0, K_B → ∞ and no clip binding, B minimises ḡ + κ (the linearisation of f at π_A), and the
@@ -27,14 +31,22 @@ lower-level gradients, so its runs spend exact calls as well as samples.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from pref_brl.bilevel.tabular.common import Counts, MethodConfig, Trace, generators, run_iterations
-from pref_brl.bilevel.tabular.mdp import TabularMDP, log_softmax, soft_policy_gradient, softmax, state_occupancy
+from pref_brl.bilevel.tabular.lambda_terms import (
+    EstimatorName,
+    EstimatorSettings,
+    TermInputs,
+    expected_term,
+    sampled_units,
+    transitions_per_unit,
+)
+from pref_brl.bilevel.tabular.mdp import log_softmax, soft_policy_gradient, softmax, state_occupancy
 from pref_brl.bilevel.tabular.problem import BilevelProblem, lower_solution
-from pref_brl.bilevel.tabular.sampling import discounted_jacobian_sum, horizon_for, rollout
 
 Array = np.ndarray
 
@@ -70,12 +82,28 @@ class ResyncConfig(MethodConfig):
     """Paired A/B rollouts per round (sampled variant)."""
     penalty_steps: int = 1
     """φ steps per round with that round's rollouts and policies fixed."""
+    estimator: EstimatorName = "paired-rollouts"
+    """The λ-term's estimator (``lambda_terms``); ``n_pairs`` counts its units (pairs, branches, episodes)."""
+    estimator_horizon: int = 0
+    """H of ``branch`` / ``branch-first-action``, L of ``likelihood-ratio``'s episodes; 0: γ^H ≤ 1e-3."""
+    lr_window: int = 0
+    """``likelihood-ratio``: ratios in each weight's product (0: all since the episode's start)."""
+    lr_clip: float = math.inf
+    """``likelihood-ratio``: per-decision ratio clip c ≥ 1 (∞: none)."""
+
+    def estimator_settings(self) -> EstimatorSettings:
+        """The λ-term estimator these settings choose (``paired-rollouts`` uses ``pair_horizon``)."""
+        horizon = self.pair_horizon if self.estimator == "paired-rollouts" else self.estimator_horizon
+        return EstimatorSettings(self.estimator, horizon, self.lr_window, self.lr_clip)
 
     def __post_init__(self) -> None:
         if self.penalty_weight <= 0.0 or self.kl_target <= 0.0 or self.clip <= 0.0:
             raise ValueError("need penalty_weight > 0, kl_target > 0 and clip > 0")
         if self.b_steps < 0 or min(self.n_pairs, self.penalty_steps, self.kl_every) < 1:
             raise ValueError("need b_steps >= 0 and n_pairs, penalty_steps, kl_every >= 1")
+        if self.estimator_horizon < 0 or self.lr_window < 0 or not self.lr_clip >= 1.0:
+            raise ValueError("need estimator_horizon >= 0, lr_window >= 0 and lr_clip >= 1")
+        self.estimator_settings()  # raises for an unknown estimator
 
 
 def penalty_lambda(problem: BilevelProblem, penalty_weight: float) -> float:
@@ -178,17 +206,6 @@ def solve_b(problem: BilevelProblem, phi: Array, logits_a: Array, config: Resync
     return InnerSolve(logits, np.array(kls), np.array(kl_coefs))
 
 
-def truncated_reward_gradient(mdp: TabularMDP, policy: Array, reward_jacobian: Array, horizon: int) -> Array:
-    """E[Σ_{t<T} γ^t ∇_φ r_φ(s_t, a_t)] under π from s_0 ∼ ρ: the exact mean of one rollout's sum."""
-    p_pi, marginal = mdp.state_transitions(policy), mdp.initial
-    per_state = np.einsum("sa,sad->sd", policy, reward_jacobian)
-    total = np.zeros(reward_jacobian.shape[-1])
-    for t in range(horizon):
-        total += mdp.discount**t * (marginal @ per_state)
-        marginal = marginal @ p_pi
-    return total
-
-
 @dataclass(frozen=True)
 class Round:
     """One round's policies (A and the inner-solved B) and what the λ-term needs."""
@@ -198,19 +215,20 @@ class Round:
     inner: InnerSolve
     lam: float
     horizon: int
+    """Steps per unit of the estimator (T_pair for paired rollouts); ``uniforms`` have shape (N, horizon, 2)."""
+    settings: EstimatorSettings = EstimatorSettings()
+
+    def inputs(self, problem: BilevelProblem, phi: Array) -> TermInputs:
+        """What the λ-term's estimators see at reward φ."""
+        return TermInputs(problem.mdp, problem.reward.jacobian(phi), self.policy_a, self.policy_b, self.lam)
 
     def expected_term(self, problem: BilevelProblem, phi: Array) -> Array:
-        """λ (E[A's rollout sum] − E[B's rollout sum]), exactly (truncated at T_pair like the rollouts)."""
-        jac = problem.reward.jacobian(phi)
-        a_sum = truncated_reward_gradient(problem.mdp, self.policy_a, jac, self.horizon)
-        return self.lam * (a_sum - truncated_reward_gradient(problem.mdp, self.policy_b, jac, self.horizon))
+        """The estimator's exact expectation (paired rollouts: λ (E[A's sum] − E[B's sum]), truncated at T_pair)."""
+        return expected_term(self.inputs(problem, phi), self.settings)
 
     def sampled_term(self, problem: BilevelProblem, phi: Array, uniforms: Array) -> Array:
-        """λ (mean_A − mean_B) over paired rollouts on the same ``uniforms`` (N, T_pair, 2)."""
-        jac, mdp = problem.reward.jacobian(phi), problem.mdp
-        a_paths, b_paths = rollout(mdp, self.policy_a, uniforms), rollout(mdp, self.policy_b, uniforms)
-        a_sum = discounted_jacobian_sum(a_paths, jac, mdp.discount)
-        return self.lam * (a_sum - discounted_jacobian_sum(b_paths, jac, mdp.discount))
+        """The mean over units on ``uniforms`` (N, horizon, 2) (paired rollouts: λ (mean_A − mean_B), CRN)."""
+        return sampled_units(self.inputs(problem, phi), self.settings, uniforms).mean(axis=0)
 
 
 def play_round(problem: BilevelProblem, phi: Array, config: ResyncConfig, counts: Counts | None = None,
@@ -220,9 +238,9 @@ def play_round(problem: BilevelProblem, phi: Array, config: ResyncConfig, counts
     solution = lower_solution(problem, phi, q0=q0)
     counts.exact_calls += solution.sweeps
     inner = solve_b(problem, phi, solution.logits, config, counts)
-    horizon = config.pair_horizon or horizon_for(problem.mdp.discount)
+    settings = config.estimator_settings()
     lam = penalty_lambda(problem, config.penalty_weight)
-    return Round(solution.policy, softmax(inner.logits), inner, lam, horizon), solution.q
+    return Round(solution.policy, softmax(inner.logits), inner, lam, settings.steps(problem.mdp), settings), solution.q
 
 
 @dataclass(frozen=True)
@@ -275,7 +293,7 @@ def run_resync(problem: BilevelProblem, config: ResyncConfig) -> Trace:
         uniforms = None
         if config.variant == "sampled":
             uniforms = s.rng.random((config.n_pairs, current.horizon, 2))
-            counts.samples += 2 * uniforms[..., 0].size
+            counts.samples += config.n_pairs * transitions_per_unit(current.settings, problem.mdp)
         else:
             counts.exact_calls += 2 * current.horizon  # one propagation of each state marginal per step
         for _ in range(config.penalty_steps):

@@ -1,0 +1,81 @@
+"""The λ-term's estimators of the bilevel learner, behind one name-keyed table (docs/bilevel.md).
+
+Each strategy takes the learner (its ensemble, actors, episode store and replay) and the round's fitted A/B
+pairs, and returns a per-member closure whose φ-gradient is the estimate (None: no λ-term this round) and
+the estimate's signal-to-noise ratio over its independent units (`bilevel/penalty_snr`). The tabular twin
+measures the bias and signal of each (docs/tabular.md, section "Estimators of the λ-term").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from pref_brl.bilevel.penalty import (
+    discount_weights,
+    likelihood_ratio_term,
+    penalty_snr,
+    penalty_term,
+    per_decision_weights,
+    shared_states_term,
+    stack_episodes,
+    unit_snr,
+)
+from pref_brl.preferences import Episode
+
+if TYPE_CHECKING:
+    from pref_brl.bilevel.learner import BilevelLearner
+
+Pairs = list[tuple[Episode, Episode]]
+
+
+def paired_estimate(learner: BilevelLearner, fit: Pairs) -> tuple[Any, float]:
+    """`paired-rollouts`: λ [mean R^γ(A's halves) − mean R^γ(B's halves)]; SNR per pair."""
+    if not fit:
+        return None, float("nan")
+    cfg = learner.cfg
+    sa_a, m_a = stack_episodes([a for a, _ in fit], cfg.device)
+    sa_b, m_b = stack_episodes([b for _, b in fit], cfg.device)
+    snr = penalty_snr(learner.ensemble, sa_a, m_a, sa_b, m_b, cfg.discount)
+    return (lambda ens: penalty_term(ens, sa_a, m_a, sa_b, m_b, learner.lam, cfg.discount)), snr
+
+
+def shared_states_estimate(learner: BilevelLearner, fit: Pairs) -> tuple[Any, float]:
+    """`shared-states`: λ (1 − γ)^{-1} mean [r(s, a_A) − r(s, a_B)] at recent replay states; no SNR."""
+    obs, act_a, act_b = learner._shared_states()
+    return (lambda ens: shared_states_term(ens, obs, act_a, act_b, learner.lam, learner.cfg.discount)), float("nan")
+
+
+def likelihood_ratio_estimate(learner: BilevelLearner, fit: Pairs) -> tuple[Any, float]:
+    """`likelihood-ratio`: A's `lr_episodes` most recent episodes, weights W_t of B against A's anchor.
+
+    The episodes were played by A before the re-sync (an earlier A than the anchor); the weights treat
+    them as the anchor's, an approximation whose cost the tabular twin measures (docs/tabular.md).
+    SNR per episode.
+    """
+    cfg = learner.cfg
+    episodes = learner.store.recent("A", cfg.lr_episodes)
+    if not episodes:
+        return None, float("nan")
+    sa, mask = stack_episodes(episodes, cfg.device)
+    weights = per_decision_weights(learner._log_ratios(sa), mask, cfg.lr_window, cfg.lr_clip)
+    coefficients = discount_weights(sa.shape[1], cfg.discount, sa.device) * mask * (1.0 - weights)
+
+    def episode(j: int) -> Tensor:
+        rewards = learner.ensemble.member_rewards(sa[j])  # [M, T]
+        return (rewards * coefficients[j]).sum()
+
+    snr = unit_snr(learner.ensemble, episode, len(episodes))
+    return (lambda ens: likelihood_ratio_term(ens, sa, mask, weights, learner.lam, cfg.discount)), snr
+
+
+ESTIMATORS = {
+    "paired-rollouts": paired_estimate,
+    "branch": paired_estimate,  # the same pairs, started from snapshots instead of resets
+    "shared-states": shared_states_estimate,
+    "likelihood-ratio": likelihood_ratio_estimate,
+}
+"""The λ-term's estimators: name -> (learner, the round's fitted pairs) -> (per-member closure or None, SNR)."""
+ROLLOUT_ESTIMATORS = frozenset({"paired-rollouts", "branch"})
+"""Estimators that need A/B rollouts collected after B's solve (the others update at once)."""
