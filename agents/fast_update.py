@@ -23,13 +23,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+from pref_brl.agents.networks import matmul
 from torch import Tensor
 
-from agents.networks import matmul
-
 if TYPE_CHECKING:
-    from agents.replay import Batch
-    from agents.sac import SAC
+    from pref_brl.agents.replay import Batch
+    from pref_brl.agents.sac import SAC
 
 # ---------------------------------------------------------------------------------------- functional nets
 def actor_forward(params: Sequence[Tensor], obs: Tensor, log_std_min: float,

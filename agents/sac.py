@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pref_brl.agents import fast_update
+from pref_brl.agents.networks import StackedMLP, mlp
+from pref_brl.agents.replay import Batch
 from torch import Tensor, nn
-
-from agents import fast_update
-from agents.networks import StackedMLP, mlp
-from agents.replay import Batch
 
 
 @dataclass(frozen=True)

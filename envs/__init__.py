@@ -120,7 +120,7 @@ def make_env(
         raise ValueError(f"goal_mode must be 'fresh' or 'preset', got {goal_mode!r}")
     limit = episode_length(name) if max_episode_steps is None else max_episode_steps
     if is_metaworld(name):
-        from envs.metaworld_env import MetaWorldEnv
+        from pref_brl.envs.metaworld_env import MetaWorldEnv
 
         return MetaWorldEnv(
             name.removeprefix(METAWORLD_PREFIX),
@@ -130,7 +130,7 @@ def make_env(
             render_mode=render_mode,
             render_size=render_size,
         )
-    from envs.dmc import DMCEnv
+    from pref_brl.envs.dmc import DMCEnv
 
     domain, task = DMC_ENVS[name]
     return DMCEnv(domain, task, seed, max_episode_steps=limit, render_mode=render_mode,

@@ -37,12 +37,12 @@ from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from pref_brl.agents import fast_update  # noqa: E402
+from pref_brl.agents.networks import product  # noqa: E402
+from pref_brl.agents.replay import Batch, ReplayBuffer  # noqa: E402
+from pref_brl.agents.sac import SAC, SACConfig  # noqa: E402
+from pref_brl.agents.state_entropy import StateEntropy, knn_distance  # noqa: E402
 
-from agents import fast_update  # noqa: E402
-from agents.networks import product  # noqa: E402
-from agents.replay import Batch, ReplayBuffer  # noqa: E402
-from agents.sac import SAC, SACConfig  # noqa: E402
-from agents.state_entropy import StateEntropy, knn_distance  # noqa: E402
 from pref_brl.cli import OneLineParser  # noqa: E402
 from pref_brl.inputs import output_file_problem  # noqa: E402
 from pref_brl.reward_model import RewardEnsemble  # noqa: E402
@@ -220,7 +220,7 @@ def update_rows(scale: Scale, peak: Peak) -> list[Row]:
 def sac_throughput(env: tuple[str, int, int], hidden: int, depth: int, batch: int, steps: int,
                    rounds: int, compile_: bool, workdir: Path) -> Row:
     """Env steps/s with one update per step: our Trainer's hot loop against SB3's `learn`."""
-    from experiments.bench_peers import SB3SAC, OurSAC
+    from pref_brl.experiments.bench_peers import SB3SAC, OurSAC
 
     starts = max(batch, 256)
     ours = OurSAC(env[0], hidden, depth, batch, starts, compile_, workdir)
@@ -293,7 +293,7 @@ def knn_rows(scale: Scale) -> list[Row]:
 def e2e_rows(scale: Scale, compile_: bool, workdir: Path) -> list[Row]:
     """Whole `pebble`, `bilevel` and `mrn` runs (seed, exploration, three feedback rounds, B's updates or the
     meta-steps, eval, checkpoint), alternating; rates exclude compile warm-up."""
-    from experiments.bench_peers import e2e_rate
+    from pref_brl.experiments.bench_peers import e2e_rate
 
     rates: dict[str, list[float]] = {"pebble": [], "bilevel": [], "mrn": []}
     for _ in range(max(1, scale.rounds // 3)):
@@ -325,7 +325,7 @@ def door_rows(scale: Scale, compile_: bool, workdir: Path) -> list[Row]:
 
 def clip_rows(scale: Scale) -> list[Row]:
     """A labelling round's clips (--teacher human) against each clip rendered alone with default settings."""
-    from experiments.bench_clips import clip_rows as rows
+    from pref_brl.experiments.bench_clips import clip_rows as rows
 
     return rows(scale.clip_queries, max(1, scale.rounds // 3))
 

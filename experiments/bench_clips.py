@@ -25,7 +25,7 @@ EPISODES, EPISODE_STEPS, SEGMENT = 10, 1000, 50
 
 def random_store(seed: int = 0) -> EpisodeStore:
     """EPISODES random-policy walker episodes, each from its own reset seed (as a run's query pool holds)."""
-    from envs import make_env
+    from pref_brl.envs import make_env
 
     env = make_env(ENV, seed)
     store, rng = EpisodeStore(EPISODES), np.random.default_rng(seed)
@@ -45,7 +45,7 @@ def random_store(seed: int = 0) -> EpisodeStore:
 
 def peer_round(segments: list[tuple[SegmentRef, Path]], length: int) -> None:
     """Each clip on its own: reset, replay to the segment, render its frames with default settings, encode."""
-    from envs import make_env
+    from pref_brl.envs import make_env
 
     env = make_env(ENV, 0, render_mode="rgb_array", render_size=(CLIP_SIZE, CLIP_SIZE))
     try:
@@ -63,7 +63,7 @@ def peer_round(segments: list[tuple[SegmentRef, Path]], length: int) -> None:
 
 def clip_rows(queries: int, rounds: int):
     """One row: seconds per round of `queries` pairs, ours against the plain renderer (median over rounds)."""
-    from experiments.bench import Row, median, paired
+    from pref_brl.experiments.bench import Row, median, paired
 
     store = random_store()
     pairs = store.sample_pairs(queries, SEGMENT, np.random.default_rng(1))

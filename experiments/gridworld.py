@@ -225,7 +225,7 @@ def run_resync_study(config: StudyConfig, argv: Sequence[str]) -> None:
     started = time.perf_counter()
     body = resync_report({name: BENCHMARKS[name]() for name in config.benchmarks}, axes)
     elapsed = time.perf_counter() - started
-    command = "python -m experiments.gridworld " + " ".join(argv)
+    command = "python -m pref_brl.experiments.gridworld " + " ".join(argv)
     title = "# Re-sync twin: bias of the hypergradient estimate"
     (config.out / "resync.md").write_text(f"{title}\n\nCommand: `{command.strip()}` — {elapsed:.0f} s.\n\n{body}")
     print(body)
@@ -240,7 +240,7 @@ def run_estimator_study(config: StudyConfig, argv: Sequence[str]) -> None:
     started = time.perf_counter()
     body = estimator_report({name: BENCHMARKS[name]() for name in config.benchmarks}, twin, units)
     elapsed = time.perf_counter() - started
-    command = "python -m experiments.gridworld " + " ".join(argv)
+    command = "python -m pref_brl.experiments.gridworld " + " ".join(argv)
     title = "# Estimators of the λ-term: bias against the exact term and signal per transition"
     (config.out / "estimators.md").write_text(f"{title}\n\nCommand: `{command.strip()}` — {elapsed:.0f} s.\n\n{body}")
     print(body)
@@ -248,7 +248,8 @@ def run_estimator_study(config: StudyConfig, argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``pref-brl-gridworld`` / ``python -m experiments.gridworld``; 2 after one `error:` line."""
+    """Entry point of ``pref-brl-gridworld`` / ``python -m pref_brl.experiments.gridworld``; 2 after one `error:`
+    line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config = parse(StudyConfig, "pref-brl-gridworld", args=argv, description=HELP)
     try:
@@ -292,7 +293,7 @@ def run_study(config: StudyConfig, argv: Sequence[str]) -> None:
 
 def _report(config: StudyConfig, argv: Sequence[str], sections: list[str], bias: list[str],
             plots: list[str], elapsed: float) -> str:
-    command = "python -m experiments.gridworld " + " ".join(argv)
+    command = "python -m pref_brl.experiments.gridworld " + " ".join(argv)
     return "\n".join([
         "# Tabular bilevel study", "",
         f"Command: `{command.strip()}` — iterations {config.iterations}, seeds {list(config.seeds)}, "

@@ -42,10 +42,10 @@ __all__ = ["EQUAL", "SKIP", "ConfigError", "Policy", "PreferenceData", "Queries"
            "load_preferences", "make_env", "preset_config", "save_preferences", "train", "validate"]
 
 if TYPE_CHECKING:
-    from envs import make_env
     from pref_brl.api import Policy, RunResult, load_policy, train
     from pref_brl.config import TrainConfig, preset_config
     from pref_brl.datasets import PreferenceData, export_preferences, load_preferences, save_preferences
+    from pref_brl.envs import make_env
     from pref_brl.protocols import EQUAL, SKIP, Queries, RewardModel, Teacher
     from pref_brl.reward_model import RewardEnsemble
     from pref_brl.validate import ConfigError, validate

@@ -132,7 +132,7 @@ def _actor_state(run_dir: Path, agent: str) -> dict[str, Any]:
 def _sac_policy(actor_state: dict[str, Any], cfg: TrainConfig, device: str) -> Policy:
     import torch
 
-    from agents.sac import Actor, SACConfig
+    from pref_brl.agents.sac import Actor, SACConfig
 
     weights = [v for k, v in actor_state.items() if k.endswith("weight")]
     obs_dim, act_dim = int(weights[0].shape[1]), int(weights[-1].shape[0]) // 2

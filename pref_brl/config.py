@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agents.sac import SACConfig
+from pref_brl.agents.sac import SACConfig
 
 Method = Literal["sac", "pebble", "bilevel", "sobirl", "mrn"]
 Agent = Literal["sac", "sb3-sac", "sb3-td3", "sb3-tqc"]

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
-from agents.replay import ReplayBuffer
-from agents.sac import SAC
-from agents.state_entropy import StateEntropy
+from pref_brl.agents.replay import ReplayBuffer
+from pref_brl.agents.sac import SAC
+from pref_brl.agents.state_entropy import StateEntropy
 from pref_brl.preferences import Episode, EpisodeStore, PreferenceBuffer, SegmentPairs
 from pref_brl.protocols import HUMAN, Queries, check_labels, make_reward_model, make_teacher
 from pref_brl.queries import select_queries

@@ -154,7 +154,7 @@ def json_object_problem(path: str | Path, what: str) -> str | None:
 
 _PROBE = """
 import sys
-from envs import make_env
+from pref_brl.envs import make_env
 env = make_env(sys.argv[1], 0, goal_mode=sys.argv[2], render_mode="rgb_array", render_size=(64, 64))
 env.reset(seed=0)
 env.render()

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from agents.replay import Batch
-from agents.sac import squashed_sample
+from pref_brl.agents.replay import Batch
+from pref_brl.agents.sac import squashed_sample
 from pref_brl.feedback import Collaborators, PreferenceLearner
 from pref_brl.reward_model import RewardEnsemble
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.networks import dense_act, onednn_eligible
+from pref_brl.agents.networks import dense_act, onednn_eligible
 
 if TYPE_CHECKING:
     from pref_brl.preferences import PreferenceBuffer

@@ -20,11 +20,11 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from agents.replay import ReplayBuffer
-from agents.sac import SAC
-from envs import episode_length, is_metaworld, make_env
+from pref_brl.agents.replay import ReplayBuffer
+from pref_brl.agents.sac import SAC
 from pref_brl.checkpoint import load_checkpoint, save_checkpoint
 from pref_brl.config import TrainConfig
+from pref_brl.envs import episode_length, is_metaworld, make_env
 from pref_brl.episodes import EpisodeRecorder
 from pref_brl.feedback import LABEL_WAIT_TAG, Collaborators, EpisodePlan
 from pref_brl.human.session import LabellingInterrupted
@@ -289,7 +289,7 @@ class Trainer:
         scalars = dict(self.metrics)
         scalars["time/fps"] = fps
         if self.cfg.compile:  # first call of each compiled update graph, compilation included
-            from agents.fast_update import warmup_seconds
+            from pref_brl.agents.fast_update import warmup_seconds
 
             scalars["time/compile_s"] = warmup_seconds()
         if self.returns:

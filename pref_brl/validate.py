@@ -63,7 +63,7 @@ RANGES: dict[str, tuple[float, bool, float, bool, str]] = {
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError for the first problem found (cheap checks first, the renderer probe last)."""
-    from envs import KNOWN_ENVS
+    from pref_brl.envs import KNOWN_ENVS
 
     def need(ok: bool, message: str) -> None:
         if not ok:
@@ -105,7 +105,7 @@ def validate_types(cfg: TrainConfig, need) -> None:
 
 def validate_schedule(cfg: TrainConfig, need) -> None:
     """Sizes, periods and lengths that every method reads, and how they fit together."""
-    from envs import episode_length
+    from pref_brl.envs import episode_length
 
     need(cfg.steps > 0, f"--steps must be positive, got {cfg.steps}")
     need(cfg.batch_size > 0 and cfg.hidden_dim > 0 and cfg.hidden_depth >= 1,
@@ -172,7 +172,7 @@ def validate_agent(cfg: TrainConfig, need) -> None:
 
 def validate_machine(cfg: TrainConfig, need) -> None:
     """A device this torch can use here, with room for the replay buffer."""
-    from envs import ENV_SIZES
+    from pref_brl.envs import ENV_SIZES
     from pref_brl.inputs import device_memory, device_problem, format_bytes
 
     problem = device_problem(cfg.device)
@@ -210,7 +210,7 @@ def validate_run_dir(cfg: TrainConfig) -> None:
 
 def validate_preferences(cfg: TrainConfig, need) -> None:
     """What the preference methods read: plugins, queries, the feedback schedule, and each method's settings."""
-    from envs import episode_length
+    from pref_brl.envs import episode_length
     from pref_brl.queries import QUERY_STRATEGIES
 
     validate_plugins(cfg, need)
@@ -260,8 +260,8 @@ def validate_plugins(cfg: TrainConfig, need) -> None:
 
 def validate_preference_file(cfg: TrainConfig, need) -> None:
     """--preferences: an .npz file that parses as a preference file and fits this env and --segment."""
-    from envs import ENV_SIZES
     from pref_brl.datasets import load_preferences
+    from pref_brl.envs import ENV_SIZES
     from pref_brl.inputs import npz_problem
 
     problem = npz_problem(cfg.preferences, "--preferences")
@@ -349,7 +349,7 @@ def validate_mrn(cfg: TrainConfig, need) -> None:
 
 def validate_bilevel(cfg: TrainConfig, need) -> None:
     """The settings of agent B and the penalty update."""
-    from envs import episode_length
+    from pref_brl.envs import episode_length
 
     need(cfg.b_updates >= 0, f"--b-updates must be >= 0, got {cfg.b_updates}")
     need(0 < cfg.kl_target < float("inf"), f"--kl-target must be a positive number, got {cfg.kl_target}")

@@ -69,7 +69,7 @@ class EvalVideos:
         self.env = self._make_env()
 
     def _make_env(self):
-        from envs import make_env
+        from pref_brl.envs import make_env
 
         env = make_env(self.cfg.env, self.cfg.seed + 1, goal_mode=self.cfg.goal_mode, render_mode="rgb_array",
                        max_episode_steps=self.cfg.max_episode_steps or None)

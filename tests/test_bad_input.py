@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from experiments.archive import main as archive_main
-from experiments.bench import main as bench_main
-from experiments.gridworld import main as gridworld_main
-from experiments.label import main as label_main
-from experiments.plot import main as plot_main
-from experiments.sweep import main as sweep_main
-from experiments.train import main as train_main
+from pref_brl.experiments.archive import main as archive_main
+from pref_brl.experiments.bench import main as bench_main
+from pref_brl.experiments.gridworld import main as gridworld_main
+from pref_brl.experiments.label import main as label_main
+from pref_brl.experiments.plot import main as plot_main
+from pref_brl.experiments.sweep import main as sweep_main
+from pref_brl.experiments.train import main as train_main
 
 PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main, "bench": bench_main, "label": label_main,
             "gridworld": gridworld_main, "archive": archive_main}

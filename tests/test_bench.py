@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pref_brl.agents.replay import Batch
+from pref_brl.agents.sac import SAC, SACConfig
+from pref_brl.experiments import bench
 from torch.utils.flop_counter import FlopCounterMode
 
-from agents.replay import Batch
-from agents.sac import SAC, SACConfig
-from experiments import bench
 from pref_brl.reward_model import RewardEnsemble
 
 
@@ -61,7 +61,8 @@ def test_tiny_table_renders_every_row(capsys) -> None:
 
 
 def test_clip_section_times_a_round_against_the_plain_renderer(monkeypatch) -> None:
-    from experiments import bench_clips
+    from pref_brl.experiments import bench_clips
+
     from tests.test_human import can_render
 
     if not can_render():

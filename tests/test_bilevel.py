@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pref_brl.agents.sac import SACConfig
 
-from agents.sac import SACConfig
 from pref_brl.bilevel.penalty import (
     discounted_returns,
     penalty_snr,
@@ -101,7 +101,7 @@ def test_score_surrogate_gradient_is_the_centred_score_function() -> None:
 def test_ratio_surrogate_has_the_score_gradient_at_the_anchor_and_is_bounded() -> None:
     """At π = π_old the capped-ratio surrogate has Ψ_f's gradient; optimised on fixed stored actions the raw
     Σ log π runs away (that is what diverged agent B), the capped ratio does not."""
-    from agents.sac import Actor, squashed_log_prob
+    from pref_brl.agents.sac import Actor, squashed_log_prob
 
     torch.manual_seed(0)
     obs, act = torch.randn(8, 20, OBS), torch.rand(8, 20, ACT) * 1.8 - 0.9

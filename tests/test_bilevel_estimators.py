@@ -117,7 +117,7 @@ def test_likelihood_ratio_run_plays_no_b_episode_and_logs_its_snr(tiny) -> None:
 
 
 def test_branch_halves_start_from_a_snapshot_of_a_s_last_episode_with_common_noise(tiny) -> None:
-    from envs import make_env
+    from pref_brl.envs import make_env
 
     trainer = at_penalty(tiny, estimator="branch")
     learner = trainer.learner
@@ -169,7 +169,8 @@ def test_branch_run_resumes_exactly_from_a_checkpoint_in_the_branch_phase(tiny) 
 
 @pytest.mark.parametrize("name", ["walker_walk", "metaworld_door-open-v3"])
 def test_a_branch_start_survives_a_weights_only_checkpoint_bit_for_bit(tmp_path, name: str) -> None:
-    from envs import make_env
+    from pref_brl.envs import make_env
+
     from pref_brl.bilevel.branches import BranchStart, start_from_checkpoint, start_to_checkpoint
 
     env = make_env(name, seed=0, max_episode_steps=60)

@@ -69,7 +69,7 @@ def test_b_solve_lowers_the_upper_surrogate_and_touches_only_b(tiny) -> None:
     learner.solve_b()
     sa, losses = learner.psi
     obs, act = sa[..., :learner.ensemble.obs_dim], sa[..., learner.ensemble.obs_dim:]
-    from agents.sac import squashed_log_prob
+    from pref_brl.agents.sac import squashed_log_prob
 
     with torch.no_grad():
         old = squashed_log_prob(*learner.anchor(obs), act).squeeze(-1)

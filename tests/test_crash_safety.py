@@ -39,7 +39,7 @@ def cli_args(cfg) -> list[str]:
 
 def start(cfg) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "experiments.train", *cli_args(cfg), "--quiet"], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "pref_brl.experiments.train", *cli_args(cfg), "--quiet"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

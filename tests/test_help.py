@@ -12,10 +12,10 @@ import typing
 from pathlib import Path
 
 import pytest
+from pref_brl.envs import KNOWN_ENVS
+from pref_brl.experiments.sweep import main as sweep_main
+from pref_brl.experiments.train import main as train_main
 
-from envs import KNOWN_ENVS
-from experiments.sweep import main as sweep_main
-from experiments.train import main as train_main
 from pref_brl.config import TrainConfig, field_docs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def test_readme_names_the_module_of_every_program() -> None:
     setup.read(ROOT / "setup.cfg")
     scripts = [line.split("=")[1].strip() for line in setup["options.entry_points"]["console_scripts"].splitlines()
                if line.strip()]
-    modules = {script.split(":")[0].removeprefix("experiments.") for script in scripts}
+    modules = {script.split(":")[0].removeprefix("pref_brl.experiments.") for script in scripts}
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    listed = re.search(r"python -m experiments\.<([a-z|]+)>", readme)
+    listed = re.search(r"python -m pref_brl\.experiments\.<([a-z|]+)>", readme)
     assert listed is not None and set(listed.group(1).split("|")) == modules

@@ -75,7 +75,7 @@ class Client:
 
 
 def random_episode(env_name: str = "walker_walk", steps: int = 60, seed: int = 5) -> Episode:
-    from envs import make_env
+    from pref_brl.envs import make_env
 
     env = make_env(env_name, 0, max_episode_steps=steps)
     rng = np.random.default_rng(seed)
@@ -124,7 +124,7 @@ def served(tmp_path: Path):
 
 # ------------------------------------------------------------------------------------------------ server
 def test_the_page_says_what_good_behaviour_is_for_each_env_family() -> None:
-    from envs import KNOWN_ENVS
+    from pref_brl.envs import KNOWN_ENVS
 
     assert all(goal_line(env) for env in KNOWN_ENVS)
     assert "moves forward" in goal_line("cheetah_run")
@@ -312,7 +312,7 @@ TINY_FLAGS = ["--env", "walker_walk", "--method", "pebble", "--teacher", "human"
 
 def start_training(run: Path) -> tuple[subprocess.Popen, str]:
     """`pref-brl-train --teacher human` in a child process; returns it and the URL it printed."""
-    child = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY_FLAGS, "--run-dir", str(run)],
+    child = subprocess.Popen([sys.executable, "-m", "pref_brl.experiments.train", *TINY_FLAGS, "--run-dir", str(run)],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in child.stdout:
         found = re.search(r"labelling page: (\S+)", line)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pref_brl.envs import KNOWN_ENVS
 
 import pref_brl
-from envs import KNOWN_ENVS
 from pref_brl.config import PRESETS, TrainConfig, preset_config
 from pref_brl.validate import ConfigError, validate
 
@@ -56,7 +56,7 @@ def test_train_returns_the_run_and_load_policy_acts(tiny) -> None:
     actions, state = policy.predict(obs)
     assert state is None and actions.shape == (5, policy.act_dim) and np.abs(actions).max() < 1
     trainer_actor = torch.load(result.checkpoint, weights_only=True)["agents"]["A"]["actor"]
-    from agents.sac import Actor, SACConfig, act_with
+    from pref_brl.agents.sac import Actor, SACConfig, act_with
 
     actor = Actor(policy.obs_dim, policy.act_dim, SACConfig(hidden_dim=cfg.hidden_dim, hidden_depth=1))
     actor.load_state_dict(trainer_actor)

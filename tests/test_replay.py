@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from agents.replay import ReplayBuffer
+from pref_brl.agents.replay import ReplayBuffer
 
 
 def fill(buf: ReplayBuffer, n: int, seed: int = 0) -> None:

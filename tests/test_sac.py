@@ -8,10 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from pref_brl.agents.replay import Batch
+from pref_brl.agents.sac import SAC, SACConfig, squashed_log_prob, squashed_sample
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
-
-from agents.replay import Batch
-from agents.sac import SAC, SACConfig, squashed_log_prob, squashed_sample
 
 OBS, ACT = 5, 3
 

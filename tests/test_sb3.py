@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pref_brl.experiments.train import main as train_main
 
 import pref_brl
-from experiments.train import main as train_main
 from pref_brl.runs import RunFolderError
 from pref_brl.sb3 import PEBBLE, SB3Trainer
 from pref_brl.sb3 import pebble as sb3_pebble

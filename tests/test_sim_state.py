@@ -9,9 +9,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-
-from envs import make_env
-from envs.sim_state import SimState
+from pref_brl.envs import make_env
+from pref_brl.envs.sim_state import SimState
 
 DOOR = "metaworld_door-open-v3"
 LIMIT = 100

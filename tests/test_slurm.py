@@ -100,7 +100,7 @@ def test_requeue_limit_and_no_submitit(tiny, monkeypatch) -> None:
 
 def test_squeue_watcher_reads_array_states(monkeypatch) -> None:
     pytest.importorskip("submitit")
-    from experiments import sweep
+    from pref_brl.experiments import sweep
 
     output = "41_0|RUNNING\n41_1|PENDING\n41_[3-4]|PENDING\n41_5|CANCELLED by 0\n"
     calls: list[list[str]] = []
@@ -145,8 +145,9 @@ def tiny_flags(**changes) -> list[str]:
 
 
 def sweep_command(root: Path, name: str, *extra: str, seeds=("0", "1"), **changes) -> list[str]:
-    return [sys.executable, "-m", "experiments.sweep", "--root", str(root), "--name", name, "--methods", "pebble",
-            "--budgets", "12", "--seeds", *seeds, "--status-every", "30", *tiny_flags(**changes), *extra]
+    return [sys.executable, "-m", "pref_brl.experiments.sweep", "--root", str(root), "--name", name,
+            "--methods", "pebble", "--budgets", "12", "--seeds", *seeds, "--status-every", "30",
+            *tiny_flags(**changes), *extra]
 
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")

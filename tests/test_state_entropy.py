@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 import torch
-
-from agents.state_entropy import RunningMoments, StateEntropy, knn_distance
+from pref_brl.agents.state_entropy import RunningMoments, StateEntropy, knn_distance
 
 
 def brute_force_knn(batch: np.ndarray, stored: np.ndarray, k: int) -> np.ndarray:

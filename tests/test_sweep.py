@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from pref_brl.experiments.sweep import Progress, finish, job_env, main, pick_gpu
 
-from experiments.sweep import Progress, finish, job_env, main, pick_gpu
 from pref_brl.config import TrainConfig, preset_config
 from pref_brl.study import Grid, StudyError, expand, parse_override, run_state
 from pref_brl.trainer import Trainer
@@ -276,7 +276,7 @@ def test_sigkilled_sweep_leaves_no_orphans_and_a_rerun_completes(tmp_path: Path)
     root_dir = Path(__file__).resolve().parents[1]
     argv = ["--root", str(tmp_path), "--methods", "sac", "--seeds", "0", "1", "--jobs", "2", *TINY_FLAGS,
             "--set", "steps=500", "--set", "threads=1"]
-    command = [sys.executable, "-m", "experiments.sweep", *argv]
+    command = [sys.executable, "-m", "pref_brl.experiments.sweep", *argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root_dir)}
     sweep = subprocess.Popen(command, cwd=root_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     runs = expand(grid(tmp_path, methods=("sac",), seeds=(0, 1), overrides=grid(tmp_path).overrides + (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pref_brl.experiments.gridworld import StudyConfig, method_settings
 
-from experiments.gridworld import StudyConfig, method_settings
 from pref_brl.bilevel.tabular.benchmarks import gridworld_goal, preference_gridworld
 from pref_brl.bilevel.tabular.common import Trace
 from pref_brl.bilevel.tabular.methods import METHODS, PAPER_METHODS, run_method, run_reference

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pref_brl.experiments.gridworld import EXTRA_RUNS, main
 
-from experiments.gridworld import EXTRA_RUNS, main
 from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
 from pref_brl.bilevel.tabular.methods import PAPER_METHODS
 

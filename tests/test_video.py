@@ -19,7 +19,7 @@ FAST = {"compile": False} if "compile" in {f.name for f in dataclasses.fields(Tr
 @pytest.fixture(scope="module")
 def renderable() -> None:
     """Skip (with the reason) where MuJoCo has no headless rendering backend."""
-    from envs import make_env
+    from pref_brl.envs import make_env
 
     try:
         env = make_env("walker_walk", 0, render_mode="rgb_array", max_episode_steps=2)
@@ -32,8 +32,7 @@ def renderable() -> None:
 
 def test_record_episode_writes_every_frame(tmp_path: Path, renderable) -> None:
     import imageio.v3 as iio
-
-    from envs import make_env
+    from pref_brl.envs import make_env
 
     env = make_env("walker_walk", 0, render_mode="rgb_array", max_episode_steps=5)
     path = tmp_path / "videos" / "episode.mp4"
@@ -73,7 +72,7 @@ def test_no_renderer_is_a_clear_config_error(tiny, monkeypatch) -> None:
         def close(self):
             pass
 
-    import envs
+    from pref_brl import envs
 
     monkeypatch.setattr(envs, "make_env", lambda *args, **kwargs: Broken())
     with pytest.raises(ConfigError, match="MuJoCo cannot render .*gladLoadGL error.*libosmesa6"):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.sim_state import MujocoState, SimState
+from pref_brl.envs.sim_state import MujocoState, SimState
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.sac import Actor, act_with, squashed_log_prob, squashed_sample
+from pref_brl.agents.sac import Actor, act_with, squashed_log_prob, squashed_sample
 from pref_brl.bilevel.branches import BranchStart, snapshot_steps, start_from_checkpoint, start_to_checkpoint
 from pref_brl.bilevel.estimators import ESTIMATORS, ROLLOUT_ESTIMATORS
 from pref_brl.bilevel.penalty import (

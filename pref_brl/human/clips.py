@@ -100,7 +100,7 @@ class ClipRenderer:
     @property
     def env(self):
         if self._env is None:
-            from envs import make_env
+            from pref_brl.envs import make_env
 
             self._env = make_env(self.env_name, 0, goal_mode=self.goal_mode, render_mode="rgb_array",
                                  max_episode_steps=self.limit or None, render_size=(self.size, self.size))

@@ -37,7 +37,7 @@ def goal_line(env: str) -> str:
     """The good-behaviour line of `env`'s family; empty for an env the page does not know."""
     if env.startswith("metaworld_"):
         return GOALS["metaworld"].format(task=env.removeprefix("metaworld_").rsplit("-v", 1)[0].replace("-", " "))
-    from envs import DMC_ENVS
+    from pref_brl.envs import DMC_ENVS
 
     return GOALS["dmc"] if env in DMC_ENVS else ""
 MAX_BODY = 4096

@@ -11,7 +11,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from torch import Tensor
 
-from agents.state_entropy import StateEntropy
+from pref_brl.agents.state_entropy import StateEntropy
 
 
 class PreferenceReplayBuffer(ReplayBuffer):

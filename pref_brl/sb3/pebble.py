@@ -26,8 +26,8 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 from torch import nn
 
-from envs import episode_length, is_metaworld, make_env
 from pref_brl.config import TrainConfig
+from pref_brl.envs import episode_length, is_metaworld, make_env
 from pref_brl.episodes import EpisodeRecorder
 from pref_brl.feedback import Collaborators, PreferenceLearner
 from pref_brl.sb3.buffer import PreferenceReplayBuffer
