@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
-from pref_brl.agents.networks import matmul
 from torch import Tensor
+
+from pref_brl.agents.networks import matmul
 
 if TYPE_CHECKING:
     from pref_brl.agents.replay import Batch

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from pref_brl.agents import fast_update
 from pref_brl.agents.networks import StackedMLP, mlp
 from pref_brl.agents.replay import Batch
-from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

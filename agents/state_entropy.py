@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pref_brl.agents.networks import product
 from torch import Tensor
+
+from pref_brl.agents.networks import product
 
 __all__ = ["RunningMoments", "StateEntropy", "knn_distance"]
 

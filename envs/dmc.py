@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 from dm_control import suite
 from gymnasium import spaces
+
 from pref_brl.envs.sim_state import SimState, capture_mujoco, restore_mujoco
 
 

@@ -42,6 +42,7 @@ from gymnasium.utils import seeding
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.sawyer_xyz_env import SawyerXYZEnv
 from metaworld.types import Task
+
 from pref_brl.envs.sim_state import SimState, capture_mujoco, copy_plain, is_plain, restore_mujoco
 
 GOAL_MODES = ("fresh", "preset")

@@ -37,12 +37,12 @@ from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+
 from pref_brl.agents import fast_update  # noqa: E402
 from pref_brl.agents.networks import product  # noqa: E402
 from pref_brl.agents.replay import Batch, ReplayBuffer  # noqa: E402
 from pref_brl.agents.sac import SAC, SACConfig  # noqa: E402
 from pref_brl.agents.state_entropy import StateEntropy, knn_distance  # noqa: E402
-
 from pref_brl.cli import OneLineParser  # noqa: E402
 from pref_brl.inputs import output_file_problem  # noqa: E402
 from pref_brl.reward_model import RewardEnsemble  # noqa: E402
@@ -325,9 +325,11 @@ def door_rows(scale: Scale, compile_: bool, workdir: Path) -> list[Row]:
 
 def clip_rows(scale: Scale) -> list[Row]:
     """A labelling round's clips (--teacher human) against each clip rendered alone with default settings."""
-    from pref_brl.experiments.bench_clips import clip_rows as rows
+    from pref_brl.experiments.bench_clips import clip_times
 
-    return rows(scale.clip_queries, max(1, scale.rounds // 3))
+    label, ours, peer = clip_times(scale.clip_queries, max(1, scale.rounds // 3))
+    return [Row(label, median(ours), median(peer), paired(peer, ours), "s", "each clip alone, default render "
+                "settings", "x")]
 
 
 SECTIONS = ("sac", "update", "door", "reward", "relabel", "knn", "e2e", "clips")

@@ -61,10 +61,9 @@ def peer_round(segments: list[tuple[SegmentRef, Path]], length: int) -> None:
         env.close()
 
 
-def clip_rows(queries: int, rounds: int):
-    """One row: seconds per round of `queries` pairs, ours against the plain renderer (median over rounds)."""
-    from pref_brl.experiments.bench import Row, median, paired
-
+def clip_times(queries: int, rounds: int) -> tuple[str, list[float], list[float]]:
+    """(row label, seconds per round of ours, of the plain renderer): `rounds` alternating rounds of `queries`
+    pairs each."""
     store = random_store()
     pairs = store.sample_pairs(queries, SEGMENT, np.random.default_rng(1))
     segments = [locate(store, getattr(pairs, f"obs{side}")[i].numpy()) for i in range(queries) for side in (0, 1)]
@@ -84,5 +83,4 @@ def clip_rows(queries: int, rounds: int):
     label = (f"labelling round: {queries} pairs = {2 * queries} clips of {SEGMENT} frames at {CLIP_SIZE}x{CLIP_SIZE} "
              f"from {EPISODE_STEPS}-step walker episodes ({renderer.workers} worker process(es); ours' first round "
              "includes starting them)")
-    return [Row(label, median(ours_s), median(peer_s), paired(peer_s, ours_s), "s", "each clip alone, default "
-                "render settings", "x")]
+    return label, ours_s, peer_s

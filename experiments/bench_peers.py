@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import torch
-from pref_brl.agents import fast_update
 
+from pref_brl.agents import fast_update
 from pref_brl.config import TrainConfig, preset_config
 from pref_brl.trainer import Trainer
 
@@ -54,9 +54,10 @@ class SB3SAC:
 
     def __init__(self, env: str, hidden: int, depth: int, batch: int, learning_starts: int,
                  lr: float = 5e-4) -> None:
-        from pref_brl.envs import make_env
         from stable_baselines3 import SAC
         from stable_baselines3.common.callbacks import BaseCallback
+
+        from pref_brl.envs import make_env
 
         class Clock(BaseCallback):
             def __init__(self) -> None:

@@ -63,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from pref_brl.checkpoint import CheckpointError
     from pref_brl.runs import RunFolderError
-    from pref_brl.trainer import Trainer
+    from pref_brl.training import make_trainer
     from pref_brl.validate import ConfigError, validate
 
     torch.autograd.set_detect_anomaly(known.detect_anomaly)
     try:
         validate(cfg)
-        trainer = Trainer(cfg, progress=not known.quiet, allow_config_change=known.allow_config_change)
+        trainer = make_trainer(cfg, progress=not known.quiet, allow_config_change=known.allow_config_change)
         trainer.train()
     except (ConfigError, RunFolderError, CheckpointError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)

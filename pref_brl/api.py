@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pref_brl.runs import DONE_FILE, SB3_MODEL_FILE
+
 if TYPE_CHECKING:
     from pref_brl.config import TrainConfig
 
 __all__ = ["Policy", "RunResult", "load_policy", "train"]
 
-SB3_MODEL_FILE = "sb3_model.zip"
 """a Stable-Baselines3 agent's model, saved by SB3 in its run folder"""
 
 
@@ -63,13 +64,13 @@ class RunResult:
 def train(config: TrainConfig, *, progress: bool = True, allow_config_change: bool = False) -> RunResult:
     """Train (or resume) the run `config` describes, after checking it: every input it refuses raises
     :class:`pref_brl.validate.ConfigError` (a ValueError) with the line `pref-brl-train` prints after `error:`."""
-    from pref_brl.trainer import Trainer
+    from pref_brl.training import make_trainer
     from pref_brl.validate import validate
 
     validate(config)
-    trainer = Trainer(config, progress=progress, allow_config_change=allow_config_change)
+    trainer = make_trainer(config, progress=progress, allow_config_change=allow_config_change)
     last_eval = trainer.train()
-    done = trainer.run_dir / "done.json"
+    done = trainer.run_dir / DONE_FILE
     if done.exists():
         last_eval = {k: v for k, v in json.loads(done.read_text(encoding="utf-8")).items() if k != "step"}
     return RunResult(Path(trainer.run_dir), config, dict(last_eval), done.exists(), trainer.interrupted)

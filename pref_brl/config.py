@@ -19,6 +19,11 @@ from typing import Any, Literal
 
 from pref_brl.agents.sac import SACConfig
 
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names it and says what to do."""
+
+
 Method = Literal["sac", "pebble", "bilevel", "sobirl", "mrn"]
 Agent = Literal["sac", "sb3-sac", "sb3-td3", "sb3-tqc"]
 Estimator = Literal["paired-rollouts", "branch", "shared-states", "likelihood-ratio"]

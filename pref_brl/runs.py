@@ -6,19 +6,26 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
-from pref_brl.config import IGNORED_FIELDS, TrainConfig
-from pref_brl.validate import ConfigError
+from pref_brl.config import IGNORED_FIELDS, ConfigError, TrainConfig
 
 CONFIG_FILE = "config.json"
 DONE_FILE = "done.json"
 VERSIONS_FILE = "versions.json"
 HISTORY_FILE = "config.history.json"
+SCALARS_FILE = "scalars.jsonl"
+SB3_MODEL_FILE = "sb3_model.zip"
+"""the Stable-Baselines3 model a run with an sb3-* agent saves when it ends"""
 TRACKED_PACKAGES = ("torch", "numpy", "gymnasium", "mujoco", "dm-control", "metaworld", "tyro", "pref-brl")
 
 
@@ -245,3 +252,34 @@ def git_revision() -> str:
 def config_from_dict(values: dict) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in values.items() if k in names})
+
+
+class Stoppable(Protocol):
+    """A training run that a signal can ask to stop: it checks `interrupted` at every episode boundary."""
+
+    interrupted: str
+
+
+@contextmanager
+def stop_on_signals(run: Stoppable) -> Iterator[None]:
+    """While training, SIGTERM/SIGINT ask for a checkpoint and a clean stop at the next episode boundary (both
+    trainers use it); a second signal gets the previous handlers, so it stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, _frame) -> None:
+        run.interrupted = signal.Signals(signum).name
+        print(f"{run.interrupted}: saving a checkpoint at the end of this episode "
+              "(send it again to stop at once)", flush=True)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

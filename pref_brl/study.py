@@ -281,12 +281,12 @@ def run_job(config: dict[str, Any]) -> str:
 
 def _trainer(config: dict[str, Any]):
     from pref_brl.runs import config_from_dict
-    from pref_brl.trainer import Trainer
+    from pref_brl.training import make_trainer
     from pref_brl.validate import validate
 
     cfg = config_from_dict(config)
     validate(cfg)
-    trainer = Trainer(cfg, progress=True)
+    trainer = make_trainer(cfg, progress=True)
     if trainer.step > 0:
         print(f"resuming {trainer.run_dir} from its checkpoint at step {trainer.step}", flush=True)
     return trainer

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -30,26 +26,23 @@ from pref_brl.feedback import LABEL_WAIT_TAG, Collaborators, EpisodePlan
 from pref_brl.human.session import LabellingInterrupted
 from pref_brl.logger import Logger, Progress
 from pref_brl.methods import make_learner
-from pref_brl.runs import DONE_FILE, RunLock, prepare_run_dir, record_resume, run_dir_of, write_run_files
+from pref_brl.runs import (
+    DONE_FILE,
+    RunLock,
+    prepare_run_dir,
+    record_resume,
+    run_dir_of,
+    stop_on_signals,
+    write_run_files,
+)
 from pref_brl.video import make_eval_videos
 
 EVAL_SEED_OFFSET = 1_000_003
 
 
 class Trainer:
-    """Owns the environments, agents, replay buffer, preference learner and the loop over env steps.
-
-    `Trainer(cfg)` with a Stable-Baselines3 agent (`cfg.agent` sb3-*) is that agent's runner,
-    :class:`pref_brl.sb3.SB3Trainer` (same `train()`, `run_dir`, `step`, `interrupted`), so every caller that
-    builds a Trainer (the command line, sweeps, `pref_brl.train`) runs the agent the config names.
-    """
-
-    def __new__(cls, cfg: TrainConfig, *args, **kwargs):
-        if cls is Trainer and cfg.agent != "sac":
-            from pref_brl.sb3.runner import SB3Trainer
-
-            return SB3Trainer(cfg, *args, **kwargs)
-        return super().__new__(cls)
+    """Owns the environments, agents, replay buffer, preference learner and the loop over env steps (our SAC
+    agent; :func:`pref_brl.training.make_trainer` picks it or the Stable-Baselines3 runner for a config)."""
 
     def __init__(self, cfg: TrainConfig, progress: bool = True, allow_config_change: bool = False) -> None:
         self.cfg = cfg
@@ -380,28 +373,3 @@ class Trainer:
         self.successes.extend(state["successes"])
         self.last_eval = state["last_eval"]
         self.metrics = {k: torch.tensor(v) for k, v in state["metrics"].items()}
-
-
-@contextmanager
-def stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """While training, SIGTERM/SIGINT ask for a checkpoint and a clean stop at the next episode boundary."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def handler(signum: int, _frame) -> None:
-        trainer.interrupted = signal.Signals(signum).name
-        print(f"{trainer.interrupted}: saving a checkpoint at the end of this episode "
-              "(send it again to stop at once)", flush=True)
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-    for s in previous:
-        signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-

@@ -14,11 +14,9 @@ import os
 import re
 import typing
 
-from pref_brl.config import CUSTOM_PRESET, IGNORED_FIELDS, PRESETS, TrainConfig, carried_preset
+from pref_brl.config import CUSTOM_PRESET, IGNORED_FIELDS, PRESETS, ConfigError, TrainConfig, carried_preset
 
-
-class ConfigError(ValueError):
-    """A configuration value is unusable; the message names it and says what to do."""
+__all__ = ["ConfigError", "validate"]
 
 
 MAX_SEED = 4_293_966

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pref_brl.experiments.archive import main as archive_main
 
 from pref_brl.diagnostics import pooled_diagnostics, run_seconds, run_times_markdown
+from pref_brl.experiments.archive import main as archive_main
 from pref_brl.results import final_table, load, to_markdown
 from tests.test_plot import make_run
 

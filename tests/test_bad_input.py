@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from pref_brl.experiments.archive import main as archive_main
 from pref_brl.experiments.bench import main as bench_main
 from pref_brl.experiments.gridworld import main as gridworld_main

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from pref_brl.agents.replay import Batch
 from pref_brl.agents.sac import SAC, SACConfig
 from pref_brl.experiments import bench
-from torch.utils.flop_counter import FlopCounterMode
-
 from pref_brl.reward_model import RewardEnsemble
 
 
@@ -62,7 +62,6 @@ def test_tiny_table_renders_every_row(capsys) -> None:
 
 def test_clip_section_times_a_round_against_the_plain_renderer(monkeypatch) -> None:
     from pref_brl.experiments import bench_clips
-
     from tests.test_human import can_render
 
     if not can_render():
@@ -70,7 +69,8 @@ def test_clip_section_times_a_round_against_the_plain_renderer(monkeypatch) -> N
     monkeypatch.setattr(bench_clips, "EPISODES", 2)
     monkeypatch.setattr(bench_clips, "EPISODE_STEPS", 40)
     monkeypatch.setattr(bench_clips, "SEGMENT", 5)
-    [row] = bench_clips.clip_rows(queries=2, rounds=1)
+    [row] = bench.clip_rows(bench.Scale(rounds=1, sac_steps=1, big_steps=1, door_steps=1, updates=1, reward_steps=1,
+                                        relabel=1, knn=(1, 1), e2e_steps=1, matmul=1, clip_queries=2))
     assert row.unit == "s" and row.ours > 0 and row.peer > 0 and row.ratio == pytest.approx(row.peer / row.ours)
     assert "2 pairs = 4 clips of 5 frames" in row.component
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pref_brl.agents.sac import SACConfig
 
+from pref_brl.agents.sac import SACConfig
 from pref_brl.bilevel.penalty import (
     discounted_returns,
     penalty_snr,

@@ -169,9 +169,8 @@ def test_branch_run_resumes_exactly_from_a_checkpoint_in_the_branch_phase(tiny) 
 
 @pytest.mark.parametrize("name", ["walker_walk", "metaworld_door-open-v3"])
 def test_a_branch_start_survives_a_weights_only_checkpoint_bit_for_bit(tmp_path, name: str) -> None:
-    from pref_brl.envs import make_env
-
     from pref_brl.bilevel.branches import BranchStart, start_from_checkpoint, start_to_checkpoint
+    from pref_brl.envs import make_env
 
     env = make_env(name, seed=0, max_episode_steps=60)
     obs, _ = env.reset(seed=4)

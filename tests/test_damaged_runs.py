@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from pref_brl.experiments.plot import main as plot_main
-from pref_brl.experiments.train import main as train_main
 
 from pref_brl import checkpoint
+from pref_brl.experiments.plot import main as plot_main
+from pref_brl.experiments.train import main as train_main
 from pref_brl.trainer import Trainer
 from tests.conftest import scalars_without_time
 from tests.test_bad_input import snapshot

@@ -18,9 +18,9 @@ import shlex
 from pathlib import Path
 
 import pytest
-from pref_brl.experiments.plot import PlotArgs, tables
 
 from pref_brl.cli import parse
+from pref_brl.experiments.plot import PlotArgs, tables
 from pref_brl.results import load, to_markdown
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,9 +8,10 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from stable_baselines3.common.env_checker import check_env
+
 from pref_brl.envs import ENV_SIZES, KNOWN_ENVS, METAWORLD_ENVS, episode_length, is_metaworld, make_env
 from pref_brl.envs.dmc import unit_to_bounds
-from stable_baselines3.common.env_checker import check_env
 
 DOOR = "metaworld_door-open-v3"
 DIMS = {"walker_walk": (24, 6), "cheetah_run": (17, 6), "quadruped_walk": (78, 12)}

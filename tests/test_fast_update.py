@@ -12,11 +12,11 @@ import dataclasses
 
 import pytest
 import torch
+
 from pref_brl.agents import fast_update, networks
 from pref_brl.agents.networks import dense_act, matmul, onednn_eligible
 from pref_brl.agents.replay import Batch
 from pref_brl.agents.sac import SAC, SACConfig
-
 from pref_brl.trainer import Trainer
 from tests.conftest import scalars_without_time
 from tests.test_trainer import final_params, run_until_killed

@@ -12,11 +12,11 @@ import typing
 from pathlib import Path
 
 import pytest
+
+from pref_brl.config import TrainConfig, field_docs
 from pref_brl.envs import KNOWN_ENVS
 from pref_brl.experiments.sweep import main as sweep_main
 from pref_brl.experiments.train import main as train_main
-
-from pref_brl.config import TrainConfig, field_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = typing.get_args(typing.get_type_hints(TrainConfig)["method"])

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pref_brl.envs import KNOWN_ENVS
 
 import pref_brl
 from pref_brl.config import PRESETS, TrainConfig, preset_config
+from pref_brl.envs import KNOWN_ENVS
 from pref_brl.validate import ConfigError, validate
 
 ROOT = Path(__file__).resolve().parent.parent

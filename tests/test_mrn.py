@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+
 from pref_brl.agents.networks import StackedMLP
 from pref_brl.agents.replay import Batch
-
 from pref_brl.config import IGNORED_FIELDS, MRN_FIELDS, preset_config
 from pref_brl.feedback import PreferenceLearner
 from pref_brl.mrn import MRNLearner, outer_loss
@@ -231,7 +231,6 @@ def test_bad_mrn_settings_fail_in_one_line_naming_the_flag(tiny, change, flag) -
 # ---------------------------------------------------------------------------------------------- sweep and plot
 def test_sweep_accepts_mrn_and_splits_only_its_runs_by_its_fields(tmp_path: Path, capsys) -> None:
     from pref_brl.experiments.sweep import main
-
     from pref_brl.study import Grid, expand
 
     grid = Grid(name="study", root=str(tmp_path), preset="cpu", envs=("walker_walk",),

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pref_brl.experiments.plot import main
 
 from pref_brl import stats
 from pref_brl.config import preset_config
+from pref_brl.experiments.plot import main
 from pref_brl.results import ResultsError, assign_groups, curves, final_table, load, to_markdown
 
 
@@ -216,7 +216,6 @@ def test_fewer_than_three_seeds_get_no_interval_and_no_probability_of_improvemen
 
 def test_axis_label_claims_a_ci_only_where_a_band_is_drawn_and_label_ticks_are_whole(tmp_path, monkeypatch) -> None:
     from pref_brl.experiments import plot
-
     from pref_brl.results import Curve, Group
 
     figures = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from pref_brl.agents.replay import ReplayBuffer
 
 

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
 from pref_brl.agents.replay import Batch
 from pref_brl.agents.sac import SAC, SACConfig, squashed_log_prob, squashed_sample
-from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 OBS, ACT = 5, 3
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pref_brl.experiments.train import main as train_main
 
 import pref_brl
+from pref_brl.experiments.train import main as train_main
 from pref_brl.runs import RunFolderError
 from pref_brl.sb3 import PEBBLE, SB3Trainer
 from pref_brl.sb3 import pebble as sb3_pebble
-from pref_brl.trainer import Trainer
+from pref_brl.training import make_trainer
 from pref_brl.validate import ConfigError, validate
 from tests.test_crash_safety import cli_args
 from tests.test_library import QUICK
@@ -23,7 +23,7 @@ from tests.test_library import QUICK
 
 def test_sb3_sac_learns_from_preferences_through_feedback_rounds(tiny, monkeypatch) -> None:
     cfg = tiny("sb3-sac", method="pebble", agent="sb3-sac", **QUICK)
-    trainer = Trainer(cfg, progress=False)
+    trainer = make_trainer(cfg, progress=False)
     assert isinstance(trainer, SB3Trainer)
     model, learner = trainer.model, trainer.pebble.learner
     buffer = model.replay_buffer
@@ -65,7 +65,7 @@ def test_sb3_sac_learns_from_preferences_through_feedback_rounds(tiny, monkeypat
 
     (result.run_dir / "done.json").unlink()
     with pytest.raises(RunFolderError, match="do not resume"):
-        Trainer(cfg, progress=False)
+        make_trainer(cfg, progress=False)
 
 
 def test_cli_trains_an_sb3_td3_agent(tiny, capsys) -> None:

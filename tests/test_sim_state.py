@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from pref_brl.envs import make_env
 from pref_brl.envs.sim_state import SimState
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+
 from pref_brl.agents.state_entropy import RunningMoments, StateEntropy, knn_distance
 
 

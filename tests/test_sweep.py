@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from pref_brl.experiments.sweep import Progress, finish, job_env, main, pick_gpu
 
 from pref_brl.config import TrainConfig, preset_config
+from pref_brl.experiments.sweep import Progress, finish, job_env, main, pick_gpu
 from pref_brl.study import Grid, StudyError, expand, parse_override, run_state
 from pref_brl.trainer import Trainer
 from tests.test_trainer import run_until_killed as kill_at

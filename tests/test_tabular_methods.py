@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pref_brl.experiments.gridworld import StudyConfig, method_settings
 
 from pref_brl.bilevel.tabular.benchmarks import gridworld_goal, preference_gridworld
 from pref_brl.bilevel.tabular.common import Trace
@@ -13,6 +12,7 @@ from pref_brl.bilevel.tabular.penalty_method import PenaltyConfig
 from pref_brl.bilevel.tabular.problem import lower_solution
 from pref_brl.bilevel.tabular.proxy import penalty_point
 from pref_brl.bilevel.tabular.regularized_ac import RegularizedACConfig
+from pref_brl.experiments.gridworld import StudyConfig, method_settings
 
 RUNS = [(m, v) for m in sorted(PAPER_METHODS) for v in ("exact", "sampled")]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pref_brl.experiments.gridworld import EXTRA_RUNS, main
 
 from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
 from pref_brl.bilevel.tabular.methods import PAPER_METHODS
+from pref_brl.experiments.gridworld import EXTRA_RUNS, main
 
 
 def test_quick_study_writes_every_plot_and_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

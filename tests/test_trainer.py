@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from pref_brl.experiments.train import main as train_main
 
+from pref_brl.experiments.train import main as train_main
 from pref_brl.runs import RunFolderError
 from pref_brl.trainer import Trainer
 from tests.conftest import replace, scalars_without_time

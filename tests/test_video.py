@@ -32,6 +32,7 @@ def renderable() -> None:
 
 def test_record_episode_writes_every_frame(tmp_path: Path, renderable) -> None:
     import imageio.v3 as iio
+
     from pref_brl.envs import make_env
 
     env = make_env("walker_walk", 0, render_mode="rgb_array", max_episode_steps=5)

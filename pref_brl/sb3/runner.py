@@ -18,10 +18,17 @@ from stable_baselines3.common.logger import HumanOutputFormat, KVWriter, Logger,
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from pref_brl.api import SB3_MODEL_FILE
 from pref_brl.checkpoint import save_checkpoint
 from pref_brl.config import TrainConfig
-from pref_brl.runs import DONE_FILE, RunFolderError, RunLock, prepare_run_dir, write_run_files
+from pref_brl.runs import (
+    DONE_FILE,
+    SB3_MODEL_FILE,
+    RunFolderError,
+    RunLock,
+    prepare_run_dir,
+    stop_on_signals,
+    write_run_files,
+)
 from pref_brl.sb3.buffer import PreferenceReplayBuffer
 from pref_brl.sb3.pebble import PEBBLE
 
@@ -74,7 +81,7 @@ class JsonlFormat(KVWriter):
 
 class SB3Trainer:
     """The run of an SB3 agent: :class:`PEBBLE` around `make_sb3_model`, SB3's logger writing into the run folder.
-    `Trainer(cfg)` returns one for an sb3-* agent; same `train()`, `run_dir`, `step`, `interrupted`."""
+    `pref_brl.training.make_trainer(cfg)` returns one for an sb3-* agent (a :class:`RunTrainer`, like ours)."""
 
     def __init__(self, cfg: TrainConfig, progress: bool = True, allow_config_change: bool = False) -> None:
         self.cfg = cfg
@@ -103,14 +110,12 @@ class SB3Trainer:
 
     def train(self) -> dict[str, float]:
         """Run `cfg.steps` env steps; returns the last evaluation's scalars (SIGTERM/SIGINT stop it early)."""
-        from pref_brl.trainer import stop_on_signals
-
         try:
             if (self.run_dir / DONE_FILE).exists():
                 print(f"{self.run_dir} is already finished; nothing to do")
                 return {}
             episodes = max(1, round(self.cfg.log_frequency / self.pebble.ep_len))
-            with stop_on_signals(self):  # type: ignore[arg-type]
+            with stop_on_signals(self):
                 self.model.learn(self.cfg.steps, callback=self.pebble.callback(lambda: self.interrupted),
                                  log_interval=episodes)
             self.step = self.model.num_timesteps
