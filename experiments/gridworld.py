@@ -1,14 +1,14 @@
 """pref-brl-gridworld: the tabular bilevel study of docs/tabular.md.
 
-Runs every method of the papers (:data:`pref_brl.bilevel.tabular.methods.PAPER_METHODS`, exact and sampled
+Runs every method of the papers (:data:`pref_brl.tabular.methods.PAPER_METHODS`, exact and sampled
 variants) on every benchmark with fixed seeds, scores each iterate with the exact F and ‖∇F‖, and writes into
 ``--out``: ``<benchmark>_F_vs_iteration.png``, ``<benchmark>_F_vs_samples.png``,
 ``<benchmark>_gradnorm_vs_iteration.png``, ``<benchmark>_reward_heatmap.png`` (GridWorlds),
 ``penalty_bias_vs_lambda.png`` and ``results.md``.
 
 With ``--resync`` it runs the bias study of the re-sync twin of the deep ``bilevel`` method instead
-(:mod:`pref_brl.bilevel.tabular.resync_study`) and writes ``resync.md``; with ``--estimators`` the bias and
-signal of the λ-term's estimators (:mod:`pref_brl.bilevel.tabular.estimator_study`), written to
+(:mod:`pref_brl.tabular.resync_study`) and writes ``resync.md``; with ``--estimators`` the bias and
+signal of the λ-term's estimators (:mod:`pref_brl.tabular.estimator_study`), written to
 ``estimators.md``.
 """
 
@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
-from pref_brl.bilevel.tabular.estimator_study import estimator_report
-from pref_brl.bilevel.tabular.methods import PAPER_METHODS, run_method, run_reference
-from pref_brl.bilevel.tabular.problem import BilevelProblem, hypergradient
-from pref_brl.bilevel.tabular.proxy import penalty_point
-from pref_brl.bilevel.tabular.report import (
+from pref_brl.cli import parse
+from pref_brl.tabular.benchmarks import BENCHMARKS
+from pref_brl.tabular.estimator_study import estimator_report
+from pref_brl.tabular.methods import PAPER_METHODS, run_method, run_reference
+from pref_brl.tabular.problem import BilevelProblem, hypergradient
+from pref_brl.tabular.proxy import penalty_point
+from pref_brl.tabular.report import (
     RunGroup,
     markdown_table,
     plot_curves,
@@ -37,9 +38,8 @@ from pref_brl.bilevel.tabular.report import (
     plot_reward_maps,
     summarise,
 )
-from pref_brl.bilevel.tabular.resync import ResyncConfig
-from pref_brl.bilevel.tabular.resync_study import StudyAxes, resync_report
-from pref_brl.cli import parse
+from pref_brl.tabular.resync import ResyncConfig
+from pref_brl.tabular.resync_study import StudyAxes, resync_report
 
 HELP = (
     "Tabular bilevel study (docs/tabular.md): every method (penalty, sobirl, regularized_ac, partial; exact and sampled"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from pref_brl.bilevel.standard import (
+from pref_brl.tabular.standard import (
     GradientOracle,
     StandardPenaltyConfig,
     inner_descent,

@@ -40,7 +40,7 @@ def test_the_wheel_holds_pref_brl_alone(wheel: Path) -> None:
         names = archive.namelist()
     assert {name.split("/")[0] for name in names} == {"pref_brl", wheel.name.split("-")[0] + "-0.1.0.dist-info"}
     for module in ("pref_brl/agents/sac.py", "pref_brl/envs/dmc.py", "pref_brl/experiments/train.py",
-                   "pref_brl/bilevel/tabular/resync.py", "pref_brl/human/page.html"):
+                   "pref_brl/tabular/resync.py", "pref_brl/human/page.html"):
         assert module in names
     with zipfile.ZipFile(wheel) as archive:
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()

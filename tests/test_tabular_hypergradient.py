@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS, random_mdp
-from pref_brl.bilevel.tabular.checks import central_difference, relative_error
-from pref_brl.bilevel.tabular.mdp import logits_vjp, softmax, state_occupancy
-from pref_brl.bilevel.tabular.problem import (
+from pref_brl.tabular.benchmarks import BENCHMARKS, random_mdp
+from pref_brl.tabular.mdp import logits_vjp, softmax, state_occupancy
+from pref_brl.tabular.problem import (
     BilevelProblem,
     Evaluator,
     adjoint_rhs,
@@ -20,7 +19,8 @@ from pref_brl.bilevel.tabular.problem import (
     lower_solution,
     solve_adjoint,
 )
-from pref_brl.bilevel.tabular.torch_loss import TorchUpperLoss
+from pref_brl.tabular.torch_loss import TorchUpperLoss
+from tests.finite_differences import central_difference, relative_error
 
 
 @pytest.fixture(params=sorted(BENCHMARKS))

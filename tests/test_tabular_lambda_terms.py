@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pref_brl.bilevel.tabular.benchmarks import gridworld_goal, random_mdp
-from pref_brl.bilevel.tabular.lambda_terms import (
+from pref_brl.tabular.benchmarks import gridworld_goal, random_mdp
+from pref_brl.tabular.lambda_terms import (
     ESTIMATORS,
     EstimatorSettings,
     TermInputs,
@@ -19,10 +19,10 @@ from pref_brl.bilevel.tabular.lambda_terms import (
     truncated_q,
     weighted_values,
 )
-from pref_brl.bilevel.tabular.mdp import TabularMDP, state_occupancy
-from pref_brl.bilevel.tabular.problem import lower_solution
-from pref_brl.bilevel.tabular.resync import ResyncConfig, play_round, resync_gradient
-from pref_brl.bilevel.tabular.resync_study import study_point
+from pref_brl.tabular.mdp import TabularMDP, state_occupancy
+from pref_brl.tabular.problem import lower_solution
+from pref_brl.tabular.resync import ResyncConfig, play_round, resync_gradient
+from pref_brl.tabular.resync_study import study_point
 
 LONG = 400
 """A horizon long enough that γ^H is below 1e-18 on every benchmark (γ ≤ 0.9)."""
@@ -154,7 +154,7 @@ def test_stale_behaviour_units_are_unbiased_and_only_the_corrected_form_is_exact
 
 
 def test_weighted_values_with_unit_ratios_are_the_policy_s_truncated_values(inputs: TermInputs) -> None:
-    from pref_brl.bilevel.tabular.lambda_terms import truncated_values
+    from pref_brl.tabular.lambda_terms import truncated_values
 
     mdp, policy = inputs.mdp, inputs.policy_a
     plain = truncated_values(mdp, mdp.initial, policy, inputs.reward_jacobian, 20)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pref_brl.bilevel.tabular.benchmarks import gridworld_goal, random_mdp
-from pref_brl.bilevel.tabular.checks import central_difference, relative_error
-from pref_brl.bilevel.tabular.mdp import (
+from pref_brl.tabular.benchmarks import gridworld_goal, random_mdp
+from pref_brl.tabular.mdp import (
     TabularMDP,
     logits_vjp,
     occupancy,
@@ -24,6 +23,7 @@ from pref_brl.bilevel.tabular.mdp import (
     softmax,
     state_occupancy,
 )
+from tests.finite_differences import central_difference, relative_error
 
 PROBLEMS = {"gridworld": gridworld_goal, "random_mdp": random_mdp}
 

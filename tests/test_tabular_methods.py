@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pref_brl.bilevel.tabular.benchmarks import gridworld_goal, preference_gridworld
-from pref_brl.bilevel.tabular.common import Trace
-from pref_brl.bilevel.tabular.methods import METHODS, PAPER_METHODS, run_method, run_reference
-from pref_brl.bilevel.tabular.penalty_method import PenaltyConfig
-from pref_brl.bilevel.tabular.problem import lower_solution
-from pref_brl.bilevel.tabular.proxy import penalty_point
-from pref_brl.bilevel.tabular.regularized_ac import RegularizedACConfig
 from pref_brl.experiments.gridworld import StudyConfig, method_settings
+from pref_brl.tabular.benchmarks import gridworld_goal, preference_gridworld
+from pref_brl.tabular.common import Trace
+from pref_brl.tabular.methods import METHODS, PAPER_METHODS, run_method, run_reference
+from pref_brl.tabular.penalty_method import PenaltyConfig
+from pref_brl.tabular.problem import lower_solution
+from pref_brl.tabular.proxy import penalty_point
+from pref_brl.tabular.regularized_ac import RegularizedACConfig
 
 RUNS = [(m, v) for m in sorted(PAPER_METHODS) for v in ("exact", "sampled")]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pref_brl.bilevel.tabular.benchmarks import preference_gridworld
-from pref_brl.bilevel.tabular.mdp import TabularMDP
-from pref_brl.bilevel.tabular.problem import BilevelProblem
-from pref_brl.bilevel.tabular.proxy import penalty_point
-from pref_brl.bilevel.tabular.rewards import LinearReward
-from pref_brl.bilevel.tabular.upper import PolicyMatchLoss
+from pref_brl.tabular.benchmarks import preference_gridworld
+from pref_brl.tabular.mdp import TabularMDP
+from pref_brl.tabular.problem import BilevelProblem
+from pref_brl.tabular.proxy import penalty_point
+from pref_brl.tabular.rewards import LinearReward
+from pref_brl.tabular.upper import PolicyMatchLoss
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "tabular.md"
 

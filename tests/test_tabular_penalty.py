@@ -9,17 +9,17 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pref_brl.bilevel.tabular.benchmarks import gridworld_goal, random_mdp
-from pref_brl.bilevel.tabular.checks import central_difference, relative_error
-from pref_brl.bilevel.tabular.mdp import reward_gradient, softmax
-from pref_brl.bilevel.tabular.problem import hypergradient, hyperobjective, lower_solution
-from pref_brl.bilevel.tabular.proxy import penalty_point, solve_policy
-from pref_brl.bilevel.tabular.sampling import (
+from pref_brl.tabular.benchmarks import gridworld_goal, random_mdp
+from pref_brl.tabular.mdp import reward_gradient, softmax
+from pref_brl.tabular.problem import hypergradient, hyperobjective, lower_solution
+from pref_brl.tabular.proxy import penalty_point, solve_policy
+from pref_brl.tabular.sampling import (
     discounted_jacobian_sum,
     horizon_for,
     rollout,
     sampled_penalty_term,
 )
+from tests.finite_differences import central_difference, relative_error
 
 
 def _phi(problem, seed: int = 1) -> np.ndarray:

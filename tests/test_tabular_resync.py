@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pref_brl.bilevel.tabular.benchmarks import gridworld_goal, random_mdp
-from pref_brl.bilevel.tabular.checks import central_difference
-from pref_brl.bilevel.tabular.mdp import occupancy
-from pref_brl.bilevel.tabular.methods import run_method
-from pref_brl.bilevel.tabular.problem import hyperobjective, lower_solution
-from pref_brl.bilevel.tabular.proxy import penalty_point
-from pref_brl.bilevel.tabular.resync import (
+from pref_brl.tabular.benchmarks import gridworld_goal, random_mdp
+from pref_brl.tabular.mdp import occupancy
+from pref_brl.tabular.methods import run_method
+from pref_brl.tabular.problem import hyperobjective, lower_solution
+from pref_brl.tabular.proxy import penalty_point
+from pref_brl.tabular.resync import (
     ResyncConfig,
     clipped_surrogate,
     play_round,
@@ -19,8 +18,9 @@ from pref_brl.bilevel.tabular.resync import (
     solve_b,
     surrogate_weights,
 )
-from pref_brl.bilevel.tabular.resync_study import agreement, study_point
-from pref_brl.bilevel.tabular.upper import logit_grad
+from pref_brl.tabular.resync_study import agreement, study_point
+from pref_brl.tabular.upper import logit_grad
+from tests.finite_differences import central_difference
 
 
 def test_b_equals_a_bit_for_bit_right_after_the_resync() -> None:

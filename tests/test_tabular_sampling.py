@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.benchmarks import gridworld_goal, random_mdp
-from pref_brl.bilevel.tabular.mdp import soft_bellman, soft_evaluation_sweep, state_occupancy
-from pref_brl.bilevel.tabular.problem import adjoint_rhs, implicit_gradient, lower_solution, solve_adjoint
-from pref_brl.bilevel.tabular.sampling import (
+from pref_brl.tabular.benchmarks import gridworld_goal, random_mdp
+from pref_brl.tabular.mdp import soft_bellman, soft_evaluation_sweep, state_occupancy
+from pref_brl.tabular.problem import adjoint_rhs, implicit_gradient, lower_solution, solve_adjoint
+from pref_brl.tabular.sampling import (
     horizon_for,
     inverse_cdf,
     rollout,
@@ -15,7 +15,7 @@ from pref_brl.bilevel.tabular.sampling import (
     soft_q_sweep,
     td_evaluation_sweep,
 )
-from pref_brl.bilevel.tabular.sobirl import sampled_implicit_gradient
+from pref_brl.tabular.sobirl import sampled_implicit_gradient
 
 
 def test_inverse_cdf_draws_the_right_frequencies() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
-from pref_brl.bilevel.tabular.methods import PAPER_METHODS
 from pref_brl.experiments.gridworld import EXTRA_RUNS, main
+from pref_brl.tabular.benchmarks import BENCHMARKS
+from pref_brl.tabular.methods import PAPER_METHODS
 
 
 def test_quick_study_writes_every_plot_and_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -62,7 +62,7 @@ def test_quick_resync_study_writes_its_tables_and_checks_its_settings(tmp_path: 
 
 def test_quick_estimator_study_writes_one_row_per_setting_and_refuses_bad_settings(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from pref_brl.bilevel.tabular.estimator_study import ROWS
+    from pref_brl.tabular.estimator_study import ROWS
 
     out = tmp_path / "estimators"
     assert main(["--estimators", "--quick", "--out", str(out), "--benchmarks", "gridworld_goal", "random_mdp"]) == 0

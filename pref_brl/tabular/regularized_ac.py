@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.common import (
+from pref_brl.tabular.common import (
     Counts,
     MethodConfig,
     Trace,
@@ -31,10 +31,10 @@ from pref_brl.bilevel.tabular.common import (
     generators,
     run_iterations,
 )
-from pref_brl.bilevel.tabular.mdp import soft_evaluation_sweep, softmax
-from pref_brl.bilevel.tabular.problem import BilevelProblem
-from pref_brl.bilevel.tabular.proxy import penalty_gradient
-from pref_brl.bilevel.tabular.sampling import (
+from pref_brl.tabular.mdp import soft_evaluation_sweep, softmax
+from pref_brl.tabular.problem import BilevelProblem
+from pref_brl.tabular.proxy import penalty_gradient
+from pref_brl.tabular.sampling import (
     horizon_for,
     sample_next_states,
     sampled_penalty_term,

@@ -17,7 +17,7 @@ Per round, at the current reward φ:
 5. The estimate  ∇_φ f(φ, π_A) + λ [mean_A Σ_t γ^t ∇_φ r_φ(s_t, a_t) − mean_B Σ_t γ^t ∇_φ r_φ(s_t, a_t)].
 
 Steps 4–5 are the ``paired-rollouts`` estimator of the λ-term; ``estimator`` chooses another one of
-:mod:`~pref_brl.bilevel.tabular.lambda_terms` (``branch``, ``branch-first-action``, ``shared-states``,
+:mod:`~pref_brl.tabular.lambda_terms` (``branch``, ``branch-first-action``, ``shared-states``,
 ``likelihood-ratio``), each with its exact expectation (``exact``) and its sampled units (``sampled``).
 
 Scaling: minimising ḡ + κ f is minimising f + (1 − γ) λ̃ g with g = −J_τ, so B targets the lab's θ_λ with
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.common import Counts, MethodConfig, Trace, generators, run_iterations
-from pref_brl.bilevel.tabular.lambda_terms import (
+from pref_brl.tabular.common import Counts, MethodConfig, Trace, generators, run_iterations
+from pref_brl.tabular.lambda_terms import (
     EstimatorName,
     EstimatorSettings,
     TermInputs,
@@ -45,8 +45,8 @@ from pref_brl.bilevel.tabular.lambda_terms import (
     sampled_units,
     transitions_per_unit,
 )
-from pref_brl.bilevel.tabular.mdp import log_softmax, soft_policy_gradient, softmax, state_occupancy
-from pref_brl.bilevel.tabular.problem import BilevelProblem, lower_solution
+from pref_brl.tabular.mdp import log_softmax, soft_policy_gradient, softmax, state_occupancy
+from pref_brl.tabular.problem import BilevelProblem, lower_solution
 
 Array = np.ndarray
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.lambda_terms import (
+from pref_brl.tabular.lambda_terms import (
     EstimatorSettings,
     TermInputs,
     exact_term,
@@ -31,11 +31,11 @@ from pref_brl.bilevel.tabular.lambda_terms import (
     sampled_units,
     transitions_per_unit,
 )
-from pref_brl.bilevel.tabular.mdp import state_occupancy
-from pref_brl.bilevel.tabular.problem import BilevelProblem, lower_solution
-from pref_brl.bilevel.tabular.resync import ResyncConfig, anchored_kl, play_round
-from pref_brl.bilevel.tabular.resync_study import agreement, study_point
-from pref_brl.bilevel.tabular.sampling import horizon_for
+from pref_brl.tabular.mdp import state_occupancy
+from pref_brl.tabular.problem import BilevelProblem, lower_solution
+from pref_brl.tabular.resync import ResyncConfig, anchored_kl, play_round
+from pref_brl.tabular.resync_study import agreement, study_point
+from pref_brl.tabular.sampling import horizon_for
 
 Array = np.ndarray
 BUDGET = 1000

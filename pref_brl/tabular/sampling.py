@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.mdp import TabularMDP, log_softmax, soft_value
+from pref_brl.tabular.mdp import TabularMDP, log_softmax, soft_value
 
 Array = np.ndarray
 

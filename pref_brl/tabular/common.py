@@ -16,9 +16,9 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.mdp import log_softmax, soft_bellman
-from pref_brl.bilevel.tabular.problem import BilevelProblem, Evaluator
-from pref_brl.bilevel.tabular.sampling import sample_next_states, soft_q_sweep
+from pref_brl.tabular.mdp import log_softmax, soft_bellman
+from pref_brl.tabular.problem import BilevelProblem, Evaluator
+from pref_brl.tabular.sampling import sample_next_states, soft_q_sweep
 
 Array = np.ndarray
 Variant = Literal["exact", "sampled"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.common import (
+from pref_brl.tabular.common import (
     Counts,
     MethodConfig,
     Trace,
@@ -25,9 +25,9 @@ from pref_brl.bilevel.tabular.common import (
     run_iterations,
     track_soft_optimum,
 )
-from pref_brl.bilevel.tabular.mdp import softmax
-from pref_brl.bilevel.tabular.problem import BilevelProblem, adjoint_rhs, adjoint_sweep, implicit_gradient
-from pref_brl.bilevel.tabular.sampling import horizon_for, rollout, trajectory_jacobian_sums
+from pref_brl.tabular.mdp import softmax
+from pref_brl.tabular.problem import BilevelProblem, adjoint_rhs, adjoint_sweep, implicit_gradient
+from pref_brl.tabular.sampling import horizon_for, rollout, trajectory_jacobian_sums
 
 Array = np.ndarray
 

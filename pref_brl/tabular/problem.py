@@ -18,15 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.grid import GridLayout
-from pref_brl.bilevel.tabular.mdp import (
+from pref_brl.tabular.grid import GridLayout
+from pref_brl.tabular.mdp import (
     SoftSolution,
     TabularMDP,
     logits_vjp,
     soft_policy_iteration,
 )
-from pref_brl.bilevel.tabular.rewards import RewardMap
-from pref_brl.bilevel.tabular.upper import UpperLoss
+from pref_brl.tabular.rewards import RewardMap
+from pref_brl.tabular.upper import UpperLoss
 
 Array = np.ndarray
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.common import Counts, MethodConfig, Trace, run_iterations
-from pref_brl.bilevel.tabular.partial import PartialConfig, run_partial
-from pref_brl.bilevel.tabular.penalty_method import PenaltyConfig, run_penalty
-from pref_brl.bilevel.tabular.problem import BilevelProblem, hypergradient, lower_solution
-from pref_brl.bilevel.tabular.regularized_ac import RegularizedACConfig, run_regularized_ac
-from pref_brl.bilevel.tabular.resync import ResyncConfig, run_resync
-from pref_brl.bilevel.tabular.sobirl import SobirlConfig, run_sobirl
+from pref_brl.tabular.common import Counts, MethodConfig, Trace, run_iterations
+from pref_brl.tabular.partial import PartialConfig, run_partial
+from pref_brl.tabular.penalty_method import PenaltyConfig, run_penalty
+from pref_brl.tabular.problem import BilevelProblem, hypergradient, lower_solution
+from pref_brl.tabular.regularized_ac import RegularizedACConfig, run_regularized_ac
+from pref_brl.tabular.resync import ResyncConfig, run_resync
+from pref_brl.tabular.sobirl import SobirlConfig, run_sobirl
 
 Array = np.ndarray
 

@@ -6,13 +6,14 @@ Modules: ``mdp`` (soft value/policy iteration, occupancies, Eq. 11 and 12), ``re
 ``penalty_method`` / ``sobirl`` / ``regularized_ac`` / ``partial`` and the table ``methods.METHODS``,
 ``resync`` (the twin of the deep bilevel method) and ``resync_study`` (its bias tables), ``lambda_terms``
 (the λ-term's estimators, exact and sampled) and ``estimator_study`` (their bias and signal tables),
-``benchmarks`` and ``report`` (plots; imports matplotlib). Only numpy-light names are re-exported here.
+``benchmarks`` and ``report`` (plots; imports matplotlib), and ``standard`` (the same penalty solver on plain
+differentiable f(x, y), g(x, y), in torch). Only numpy-light names are re-exported here.
 """
 
-from pref_brl.bilevel.tabular.benchmarks import BENCHMARKS
-from pref_brl.bilevel.tabular.common import MethodConfig, Trace
-from pref_brl.bilevel.tabular.methods import METHODS, run_method, run_reference
-from pref_brl.bilevel.tabular.problem import BilevelProblem, hypergradient, hyperobjective
+from pref_brl.tabular.benchmarks import BENCHMARKS
+from pref_brl.tabular.common import MethodConfig, Trace
+from pref_brl.tabular.methods import METHODS, run_method, run_reference
+from pref_brl.tabular.problem import BilevelProblem, hypergradient, hyperobjective
 
 __all__ = [
     "BENCHMARKS",

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.grid import GridLayout, grid_transitions
-from pref_brl.bilevel.tabular.mdp import TabularMDP, softmax
-from pref_brl.bilevel.tabular.problem import BilevelProblem
-from pref_brl.bilevel.tabular.rewards import LinearReward, QuadraticReward
-from pref_brl.bilevel.tabular.upper import OccupancyLoss, PolicyMatchLoss, PreferenceLoss
+from pref_brl.tabular.grid import GridLayout, grid_transitions
+from pref_brl.tabular.mdp import TabularMDP, softmax
+from pref_brl.tabular.problem import BilevelProblem
+from pref_brl.tabular.rewards import LinearReward, QuadraticReward
+from pref_brl.tabular.upper import OccupancyLoss, PolicyMatchLoss, PreferenceLoss
 
 Array = np.ndarray
 

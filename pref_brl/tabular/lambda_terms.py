@@ -3,7 +3,7 @@
 The λ-term of the deep method ``bilevel`` is a difference of two nearly equal expectations; its estimators
 differ in how tightly they couple A and B. Here every estimator has an exact counterpart (its expectation,
 by linear algebra on the MDP) and a sampled one (independent *units*, each an unbiased draw of that
-expectation, on explicit uniforms as in :mod:`~pref_brl.bilevel.tabular.sampling`), so its bias against the
+expectation, on explicit uniforms as in :mod:`~pref_brl.tabular.sampling`), so its bias against the
 exact λ-term and its variance per transition can both be measured. Notation: g(s, a) = ∇_φ r_φ(s, a) (a
 vector), V^π_H(s) = E^π[Σ_{t<H} γ^t g(s_t, a_t) | s_0 = s], Q^π_H likewise from (s, a), d^A the normalised
 discounted occupancy of A, ρ the initial distribution. The exact λ-term is λ ρᵀ(V^A_∞ − V^B_∞).
@@ -47,8 +47,8 @@ from typing import Literal
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.mdp import TabularMDP, reward_gradient, state_occupancy
-from pref_brl.bilevel.tabular.sampling import Rollouts, horizon_for, inverse_cdf, rollout, trajectory_jacobian_sums
+from pref_brl.tabular.mdp import TabularMDP, reward_gradient, state_occupancy
+from pref_brl.tabular.sampling import Rollouts, horizon_for, inverse_cdf, rollout, trajectory_jacobian_sums
 
 Array = np.ndarray
 EstimatorName = Literal["paired-rollouts", "branch", "branch-first-action", "shared-states", "likelihood-ratio"]

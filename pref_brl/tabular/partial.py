@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.common import (
+from pref_brl.tabular.common import (
     Counts,
     MethodConfig,
     Trace,
@@ -19,8 +19,8 @@ from pref_brl.bilevel.tabular.common import (
     run_iterations,
     track_soft_optimum,
 )
-from pref_brl.bilevel.tabular.mdp import softmax
-from pref_brl.bilevel.tabular.problem import BilevelProblem
+from pref_brl.tabular.mdp import softmax
+from pref_brl.tabular.problem import BilevelProblem
 
 Array = np.ndarray
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.mdp import (
+from pref_brl.tabular.mdp import (
     regularised_return,
     reward_gradient,
     soft_advantage,
     soft_policy_gradient,
     softmax,
 )
-from pref_brl.bilevel.tabular.problem import BilevelProblem, lower_solution
-from pref_brl.bilevel.tabular.upper import logit_grad
+from pref_brl.tabular.problem import BilevelProblem, lower_solution
+from pref_brl.tabular.upper import logit_grad
 
 Array = np.ndarray
 

@@ -1,6 +1,6 @@
 """Exact maths of entropy-regularised tabular MDPs (docs/tabular.md).
 
-Conventions, used everywhere in :mod:`pref_brl.bilevel.tabular`:
+Conventions, used everywhere in :mod:`pref_brl.tabular`:
 
 * ``transitions[s, a, s']`` is P, ``initial[s]`` is ρ, ``discount`` is γ;
 * a policy is a table ``policy[s, a] = π(a|s)``; a *logit* table θ gives π_θ = softmax(θ[s]);

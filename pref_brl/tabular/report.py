@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pref_brl.bilevel.tabular.common import Trace  # noqa: E402
-from pref_brl.bilevel.tabular.problem import BilevelProblem, lower_solution  # noqa: E402
+from pref_brl.tabular.common import Trace  # noqa: E402
+from pref_brl.tabular.problem import BilevelProblem, lower_solution  # noqa: E402
 
 Array = np.ndarray
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.problem import BilevelProblem, hypergradient, lower_solution
-from pref_brl.bilevel.tabular.proxy import penalty_point
-from pref_brl.bilevel.tabular.resync import (
+from pref_brl.tabular.problem import BilevelProblem, hypergradient, lower_solution
+from pref_brl.tabular.proxy import penalty_point
+from pref_brl.tabular.resync import (
     KL_COEF_RANGE,
     ResyncConfig,
     Round,

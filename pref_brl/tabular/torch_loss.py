@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pref_brl.bilevel.tabular.mdp import TabularMDP
-from pref_brl.bilevel.tabular.upper import natural_from_policy_grad
+from pref_brl.tabular.mdp import TabularMDP
+from pref_brl.tabular.upper import natural_from_policy_grad
 
 Array = np.ndarray
 
@@ -18,7 +18,7 @@ Array = np.ndarray
 class TorchUpperLoss:
     """Wraps ``fn(phi, policy) -> scalar`` (float64 tensors, φ of shape (d,), π of shape (S, A)).
 
-    Satisfies the :class:`~pref_brl.bilevel.tabular.upper.UpperLoss` protocol, so any method and the
+    Satisfies the :class:`~pref_brl.tabular.upper.UpperLoss` protocol, so any method and the
     exact hypergradient accept it. ∂f/∂π treats the policy-table entries as free variables.
     """
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pref_brl.bilevel.tabular.mdp import (
+from pref_brl.tabular.mdp import (
     TabularMDP,
     cost_q_function,
     logits_vjp,
@@ -23,7 +23,7 @@ from pref_brl.bilevel.tabular.mdp import (
     occupancy_vjp,
     state_occupancy,
 )
-from pref_brl.bilevel.tabular.rewards import RewardMap
+from pref_brl.tabular.rewards import RewardMap
 
 Array = np.ndarray
 
