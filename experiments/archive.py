@@ -26,9 +26,9 @@ import tyro
 
 from pref_brl.cli import parse
 from pref_brl.results import ResultsError, find_runs
-from pref_brl.runs import CONFIG_FILE, DONE_FILE
+from pref_brl.runs import CONFIG_FILE, DONE_FILE, HISTORY_FILE, SCALARS_FILE, VERSIONS_FILE
 
-KEPT_FILES = (CONFIG_FILE, "versions.json", "scalars.jsonl", DONE_FILE, "config.history.json")
+KEPT_FILES = (CONFIG_FILE, VERSIONS_FILE, SCALARS_FILE, DONE_FILE, HISTORY_FILE)
 """The small files of a run folder that an archive keeps (with the TensorBoard folder tb/)."""
 EVENTS_FOLDER = "tb"
 

@@ -276,7 +276,7 @@ def die_with_parent(parent: int) -> Callable[[], None] | None:
     return preexec
 
 
-def next_free(queue: list[Run], waiting: set[str], progress: Progress) -> Run | None:
+def next_free(queue: list[Run], waiting: set[str], progress: StudyProgress) -> Run | None:
     """Take the first queued run whose folder no other process holds (a run of a killed sweep may still be
     saving its checkpoint); the runs it waits for are named once."""
     from pref_brl.runs import folder_holder
@@ -297,7 +297,7 @@ def last_line(path: Path) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-class Progress:
+class StudyProgress:
     """Counts and one-line summaries of a sweep; with `jobs`, an ETA once a run has finished."""
 
     def __init__(self, total: int, skipped: int, status_every: float, jobs: int = 0) -> None:
@@ -376,7 +376,7 @@ def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: f
     gpus = gpus or default_gpus(runs)
     jobs = jobs or len(gpus) or max(1, (os.cpu_count() or 1) // max(1, runs[0].config.threads))
     queue = [r for r in runs if run_state(r) != "done"]
-    progress = Progress(len(runs), len(runs) - len(queue), status_every, jobs)
+    progress = StudyProgress(len(runs), len(runs) - len(queue), status_every, jobs)
     progress.summary()
     running: dict[subprocess.Popen, tuple[Run, int | None, float]] = {}
     signal.signal(signal.SIGTERM, _interrupt)  # a killed sweep ends its runs too (they resume next time)
@@ -402,7 +402,7 @@ def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: f
     return 1 if progress.failed else 0
 
 
-def finish(run: Run, returncode: int, progress: Progress) -> None:
+def finish(run: Run, returncode: int, progress: StudyProgress) -> None:
     finished = returncode == 0 and run_state(run) == "done"
     seconds = progress.end(run.label, finished)
     if finished:
@@ -560,7 +560,7 @@ def job_state(job: Any) -> str:
 def wait_for(jobs: list, todo: list[Run], total: int, status_every: float) -> int:
     """Follow the array until every task ends: events for finished, failed and requeued runs, then one
     status line per run."""
-    progress = Progress(total, total - len(todo), status_every)
+    progress = StudyProgress(total, total - len(todo), status_every)
     progress.running = len(jobs)
     pending = dict(zip(jobs, todo))
     seen: dict[str, tuple[float, int]] = {}

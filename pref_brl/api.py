@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pref_brl.runs import DONE_FILE, SB3_MODEL_FILE
+from pref_brl.runs import CONFIG_FILE, DONE_FILE, SB3_MODEL_FILE, SCALARS_FILE
 
 if TYPE_CHECKING:
     from pref_brl.config import TrainConfig
@@ -43,7 +43,7 @@ class RunResult:
     @property
     def scalars(self) -> Path:
         """every logged scalar, one JSON record per line"""
-        return self.run_dir / "scalars.jsonl"
+        return self.run_dir / SCALARS_FILE
 
     @property
     def tensorboard(self) -> Path:
@@ -106,7 +106,7 @@ def load_policy(run_dir: str | Path, agent: str = "A", device: str = "cpu") -> P
     from pref_brl.runs import config_from_dict
 
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
         raise ValueError(f"{run_dir} is not a pref-brl run folder (no config.json)")
     cfg = config_from_dict(json.loads(config_path.read_text(encoding="utf-8")))

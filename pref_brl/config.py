@@ -272,7 +272,7 @@ BILEVEL_FIELDS = frozenset({
     "penalty_weight", "b_updates", "kl_target", "psi_clip", "upper_term", "penalty", "paired_episodes",
     "pair_horizon", "heldout_pairs", "penalty_steps", "snr_min", "estimator", "query_agent", "b_in_replay",
     "lr_episodes", "lr_window", "lr_clip"})
-"""Config fields that only method `bilevel` reads (`sobirl` reads penalty_weight too)."""
+"""Config fields that only method `bilevel` reads."""
 MRN_FIELDS = frozenset({"meta_every", "outer_weight", "meta_lr"})
 """Config fields that only method `mrn` reads."""
 PREFERENCE_FIELDS = PREFERENCE_FIELDS | BILEVEL_FIELDS | MRN_FIELDS
@@ -281,7 +281,7 @@ IGNORED_FIELDS: dict[str, frozenset[str]] = {
     "sac": PREFERENCE_FIELDS | SERVING_FIELDS,
     "pebble": BILEVEL_FIELDS | {"sobirl_warmup"} | MRN_FIELDS | SERVING_FIELDS,
     "bilevel": frozenset({"sobirl_warmup"}) | MRN_FIELDS | SERVING_FIELDS,
-    "sobirl": (BILEVEL_FIELDS - {"penalty_weight"}) | MRN_FIELDS | SERVING_FIELDS,
+    "sobirl": BILEVEL_FIELDS | MRN_FIELDS | SERVING_FIELDS,
     "mrn": BILEVEL_FIELDS | {"sobirl_warmup"} | SERVING_FIELDS,
 }
 """Fields a method does not read: overrides of them do not split its runs, and plots do not show them."""

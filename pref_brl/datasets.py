@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pref_brl.runs import CONFIG_FILE
+
 __all__ = ["FORMAT", "PreferenceData", "export_preferences", "load_preferences", "save_preferences"]
 
 FORMAT = "pref-brl-preferences"
@@ -119,7 +121,7 @@ def export_preferences(run_dir: str | Path, path: str | Path) -> Path:
     from pref_brl.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
         raise ValueError(f"{run_dir} is not a pref-brl run folder (no config.json)")
     config = json.loads(config_path.read_text(encoding="utf-8"))

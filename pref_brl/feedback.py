@@ -171,9 +171,7 @@ class PreferenceLearner:
 
     def explore_metrics(self, step: int) -> dict[str, Any]:
         """`explore/state_entropy` (mean raw k-NN distance of the last batch) while exploring."""
-        if step < self.cfg.feedback_starts and self.entropy._last_mean is not None:
-            return {"explore/state_entropy": self.entropy._last_mean}
-        return {}
+        return self.entropy.metrics() if step < self.cfg.feedback_starts else {}
 
     def sample_batch(self, step: int):
         batch = self.loop.replay.sample(self.cfg.batch_size, self.loop.sample_generator)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from pref_brl.runs import SCALARS_FILE
+
 
 def _as_float(value: float | Tensor) -> float:
     return float(value.item()) if isinstance(value, Tensor) else float(value)
@@ -24,7 +26,7 @@ class Logger:
     """
 
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
-        self.path = run_dir / "scalars.jsonl"
+        self.path = run_dir / SCALARS_FILE
         if resume_step is not None:
             self._truncate_after(resume_step)
         self.file = self.path.open("a", encoding="utf-8")
@@ -103,7 +105,7 @@ def read_lines(path: Path) -> list[str]:
 
 def read_scalars(run_dir: Path) -> list[dict[str, float]]:
     """Every record of a run folder's JSONL mirror (a torn last line is left out)."""
-    return [json.loads(line) for line in read_lines(Path(run_dir) / "scalars.jsonl")]
+    return [json.loads(line) for line in read_lines(Path(run_dir) / SCALARS_FILE)]
 
 
 class Progress:

@@ -20,7 +20,7 @@ import numpy as np
 
 from pref_brl import stats
 from pref_brl.config import IGNORED_FIELDS
-from pref_brl.runs import CONFIG_FILE, DONE_FILE
+from pref_brl.runs import CONFIG_FILE, DONE_FILE, SCALARS_FILE
 from pref_brl.study import value_text
 
 LABELS_TAG = "feedback/total"
@@ -151,7 +151,7 @@ def _record_problem(record: object) -> str | None:
 
 def load_run(path: Path) -> RunData:
     config = read_run_config(path)
-    scalars = path / "scalars.jsonl"
+    scalars = path / SCALARS_FILE
     try:
         lines = scalars.read_text(encoding="utf-8").splitlines() if scalars.exists() else []
     except (OSError, UnicodeDecodeError) as exc:

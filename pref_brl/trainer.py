@@ -60,8 +60,8 @@ class Trainer:
         self.sample_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 11)
         self.returns: deque[float] = deque(maxlen=10)
         self.learner = make_learner(cfg, obs_dim, act_dim, Collaborators(
-            self.agents["A"], self.replay, self.sample_generator, self.returns, self.ep_len,
-            stopping=lambda: bool(self.interrupted)))
+            agent=self.agents["A"], replay=self.replay, sample_generator=self.sample_generator, returns=self.returns,
+            ep_len=self.ep_len, stopping=lambda: bool(self.interrupted)))
         self.videos = make_eval_videos(cfg, run_dir_of(cfg), EVAL_SEED_OFFSET + 1000 * cfg.seed)
         # the folder comes after everything that can refuse the config (a user's reward model, a preference file)
         try:
@@ -163,9 +163,6 @@ class Trainer:
 
     def learning_due(self) -> bool:
         return self.step >= self.cfg.learning_starts
-
-    def exploring(self) -> bool:
-        return self.learner is not None and self.step < self.cfg.feedback_starts
 
     def eval_due(self) -> bool:
         return self.step % self.cfg.eval_frequency == 0 or self.step == self.cfg.steps

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pref_brl.config import TrainConfig, preset_config
-from pref_brl.experiments.sweep import Progress, finish, job_env, main, pick_gpu
+from pref_brl.experiments.sweep import StudyProgress, finish, job_env, main, pick_gpu
 from pref_brl.study import Grid, StudyError, expand, parse_override, run_state
 from pref_brl.trainer import Trainer
 from tests.test_trainer import run_until_killed as kill_at
@@ -100,6 +100,13 @@ def test_bad_method_variants_are_refused(tmp_path: Path, spec: str, message: str
         expand(grid(tmp_path, methods=(spec,)))
     with pytest.raises(StudyError, match="also sweeps"):
         expand(grid(tmp_path, methods=("bilevel+penalty=false",), overrides=(("penalty", (True, False)),)))
+
+
+def test_sobirl_is_not_split_by_penalty_weight_which_it_does_not_read(tmp_path: Path) -> None:
+    runs = expand(grid(tmp_path, methods=("sobirl", "bilevel"), overrides=(("penalty_weight", (0.5, 1.0)),)))
+    assert [r.label for r in runs] == ["walker_walk/sobirl/budget8/oracle/seed0",
+                                       "walker_walk/bilevel+penalty_weight=0.5/budget8/oracle/seed0",
+                                       "walker_walk/bilevel+penalty_weight=1.0/budget8/oracle/seed0"]
 
 
 def test_default_budget_is_each_envs_preset(tmp_path: Path) -> None:
@@ -209,7 +216,7 @@ def test_failed_job_is_reported_with_its_error_line(tmp_path: Path, capsys) -> N
     run = expand(grid(tmp_path))[0]
     run.run_dir.mkdir(parents=True)
     (run.run_dir / "train.log").write_text("[ 100/300] ...\nerror: non-finite critic loss at step 120\n", "utf-8")
-    progress = Progress(total=3, skipped=1, status_every=60)
+    progress = StudyProgress(total=3, skipped=1, status_every=60)
     progress.start(run.label)
     finish(run, 2, progress)
     out = capsys.readouterr().out
@@ -219,7 +226,7 @@ def test_failed_job_is_reported_with_its_error_line(tmp_path: Path, capsys) -> N
 
 
 def test_summary_line_has_an_eta_once_a_run_has_finished(capsys) -> None:
-    progress = Progress(total=4, skipped=0, status_every=60, jobs=2)
+    progress = StudyProgress(total=4, skipped=0, status_every=60, jobs=2)
     progress.start("a")
     progress.start("b")
     progress.summary()

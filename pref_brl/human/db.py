@@ -123,10 +123,6 @@ class LabelDB:
             closed = [q for (q,) in con.execute("SELECT qid FROM queries WHERE closed = 1") if q not in folded]
             con.executemany("UPDATE queries SET closed = 0 WHERE qid = ?", [(q,) for q in closed])
 
-    def close_queries(self, qids: list[str]) -> None:
-        with self.connect() as con:
-            con.executemany("UPDATE queries SET closed = 1 WHERE qid = ?", [(q,) for q in qids])
-
     # ---------------------------------------------------------------------------------------- labels
     def give(self, qid: str, choice: str, labeller: str) -> None:
         """Record a label; LabelConflict if the query is unknown, closed or already labelled."""

@@ -129,7 +129,8 @@ class PEBBLE:
         """the evaluation environment (reset from fixed seeds)"""
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
         returns: deque[float] = deque(maxlen=10)
-        loop = Collaborators(None, None, torch.Generator(), returns, self.ep_len)
+        loop = Collaborators(agent=None, replay=None, sample_generator=torch.Generator(), returns=returns,
+                             ep_len=self.ep_len)
         self.learner = SB3PreferenceLearner(cfg, obs_dim, act_dim, loop) if cfg.uses_preferences else None
         """PEBBLE's learner (reward model, labels, teacher); None for method sac"""
         self.env = PreferenceVecEnv(DummyVecEnv([lambda: Monitor(env)]), self.learner, self.ep_len, returns)

@@ -23,6 +23,7 @@ from pref_brl.config import TrainConfig
 from pref_brl.runs import (
     DONE_FILE,
     SB3_MODEL_FILE,
+    SCALARS_FILE,
     RunFolderError,
     RunLock,
     prepare_run_dir,
@@ -103,7 +104,7 @@ class SB3Trainer:
         self.interrupted = ""
         """the signal that stopped the run, if any"""
         formats: list[KVWriter] = [TensorBoardOutputFormat(str(self.run_dir / "tb")),
-                                   JsonlFormat(self.run_dir / "scalars.jsonl")]
+                                   JsonlFormat(self.run_dir / SCALARS_FILE)]
         if progress:
             formats.append(HumanOutputFormat(sys.stdout))
         self.model.set_logger(Logger(None, formats))
