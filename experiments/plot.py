@@ -179,10 +179,11 @@ def check_args(args: PlotArgs) -> None:
     if bad:
         raise ResultsError(f"bad options: --compare takes method:baseline (got {', '.join(bad)}); "
                            "--final-window and --reps must be >= 1")
-    known = set(COLORS)
-    unknown = sorted({m for p in args.compare for m in p.split(":", 1) if m not in known})
+    known = set(COLORS)  # a side is a method or a variant of one, e.g. bilevel+penalty=false
+    unknown = sorted({m for p in args.compare for m in p.split(":", 1) if m.split("+", 1)[0] not in known})
     if unknown:
-        raise ResultsError(f"--compare: unknown method(s) {', '.join(unknown)}; known: {', '.join(COLORS)}")
+        raise ResultsError(f"--compare: unknown method(s) {', '.join(unknown)}; known: {', '.join(COLORS)} and "
+                           "their variants (bilevel+penalty=false)")
     if args.final_window < 1 or args.reps < 1:
         raise ResultsError("--final-window and --reps must be >= 1")
     if args.min_runs < 0:

@@ -185,6 +185,10 @@ def test_method_variants_are_named_like_the_sweep_names_them_and_compared_by_nam
         make_run(tmp_path / "c", "bilevel", seed, [(100, finals["control"] + seed / 10)], penalty=False)
         make_run(tmp_path / "r", "bilevel", seed, [(100, finals["replay"] + seed / 10)], penalty=False,
                  b_in_replay=False)
+    argv = [str(tmp_path), "--out", str(tmp_path / "plots"), "--reps", "50", "--compare",
+            "bilevel:bilevel+penalty=false", "bilevel+penalty=false:bilevel+b_in_replay=false+penalty=false"]
+    assert main(argv) == 0  # the command line takes variants on either side
+    assert "| 1.00 [1.00, 1.00] |" in (tmp_path / "plots" / "final.md").read_text()
     runs, metrics = load([tmp_path])
     compare = (("bilevel", "pebble"), ("mrn", "pebble"), ("bilevel", "bilevel+penalty=false"),
                ("bilevel+penalty=false", "bilevel+b_in_replay=false+penalty=false"))
