@@ -224,12 +224,7 @@ def run_resync_study(config: StudyConfig, argv: Sequence[str]) -> None:
     _prepare_output(config)
     started = time.perf_counter()
     body = resync_report({name: BENCHMARKS[name]() for name in config.benchmarks}, axes)
-    elapsed = time.perf_counter() - started
-    command = "python -m pref_brl.experiments.gridworld " + " ".join(argv)
-    title = "# Re-sync twin: bias of the hypergradient estimate"
-    (config.out / "resync.md").write_text(f"{title}\n\nCommand: `{command.strip()}` — {elapsed:.0f} s.\n\n{body}")
-    print(body)
-    print(f"wrote resync.md to {config.out} in {elapsed:.1f} s")
+    write_report(config, "resync.md", "# Re-sync twin: bias of the hypergradient estimate", body, started, argv)
 
 
 def run_estimator_study(config: StudyConfig, argv: Sequence[str]) -> None:
@@ -239,12 +234,17 @@ def run_estimator_study(config: StudyConfig, argv: Sequence[str]) -> None:
     twin = ResyncConfig(penalty_weight=config.estimators_weight, b_steps=100 if config.quick else 1000)
     started = time.perf_counter()
     body = estimator_report({name: BENCHMARKS[name]() for name in config.benchmarks}, twin, units)
+    write_report(config, "estimators.md", "# Estimators of the λ-term: bias against the exact term and signal per "
+                 "transition", body, started, argv)
+
+
+def write_report(config: StudyConfig, name: str, title: str, body: str, started: float, argv: Sequence[str]) -> None:
+    """Write a study's Markdown report under its title and the command that made it, and print it."""
     elapsed = time.perf_counter() - started
     command = "python -m pref_brl.experiments.gridworld " + " ".join(argv)
-    title = "# Estimators of the λ-term: bias against the exact term and signal per transition"
-    (config.out / "estimators.md").write_text(f"{title}\n\nCommand: `{command.strip()}` — {elapsed:.0f} s.\n\n{body}")
+    (config.out / name).write_text(f"{title}\n\nCommand: `{command.strip()}` — {elapsed:.0f} s.\n\n{body}")
     print(body)
-    print(f"wrote estimators.md to {config.out} in {elapsed:.1f} s")
+    print(f"wrote {name} to {config.out} in {elapsed:.1f} s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
