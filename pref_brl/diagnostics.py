@@ -63,7 +63,10 @@ FPS_TAG = "time/fps"
 def run_seconds(run: RunData) -> float:
     """A run's training time from its logged throughput: the sum over log intervals of steps / (steps/s)
     (a resumed run's stopped time is not counted; time spent waiting for human labels is)."""
-    steps, fps = run.series(FPS_TAG)
+    return _seconds(*run.series(FPS_TAG))
+
+
+def _seconds(steps: np.ndarray, fps: np.ndarray) -> float:
     gaps = np.diff(np.r_[0.0, steps])
     ok = fps > 0
     return float((gaps[ok] / fps[ok]).sum())
@@ -74,13 +77,14 @@ def run_times_markdown(runs: list[RunData]) -> str:
     lines = ["| env | group | runs | steps | hours per run, median (min – max) | env steps/s |",
              "|---|---|---|---|---|---|"]
     for group in sorted({r.group for r in runs if r.group is not None}, key=sort_key):
-        members = [r for r in runs if r.group == group and len(r.series(FPS_TAG)[0])]
-        if not members:
+        logged = [r.series(FPS_TAG) for r in runs if r.group == group]
+        logged = [(steps, fps) for steps, fps in logged if len(steps)]
+        if not logged:
             continue
-        seconds = np.array([run_seconds(r) for r in members])
-        steps = np.array([r.series(FPS_TAG)[0][-1] for r in members])
+        seconds = np.array([_seconds(steps, fps) for steps, fps in logged])
+        steps = np.array([steps[-1] for steps, _ in logged])
         hours = seconds / 3600
-        lines.append(f"| {group.env} | {group.label} | {len(members)} | {int(steps.max())} | {_fmt(np.median(hours))} "
+        lines.append(f"| {group.env} | {group.label} | {len(logged)} | {int(steps.max())} | {_fmt(np.median(hours))} "
                      f"({_fmt(hours.min())} – {_fmt(hours.max())}) | {_fmt(steps.sum() / seconds.sum())} |")
     return "\n".join(lines) + "\n"
 

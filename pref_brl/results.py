@@ -68,13 +68,14 @@ class Group:
         return self.name if self.budget is not None else f"{self.name} (true reward)"
 
 
-def preset_value(config: dict[str, Any], key: str) -> Any:
-    """The value field `key` takes in the preset a run's config names (TrainConfig's default for a custom one)."""
+def preset_values(config: dict[str, Any]) -> dict[str, Any]:
+    """Every field's value in the preset a run's config names (TrainConfig's defaults for a custom one), as JSON
+    would hold it."""
     from pref_brl.config import PRESETS, TrainConfig, preset_config
 
     preset = config.get("preset", "cpu")
     cfg = preset_config(preset, config["env"]) if preset in PRESETS else TrainConfig(env=config["env"])
-    return json.loads(json.dumps(getattr(cfg, key, None)))
+    return json.loads(cfg.to_json())
 
 
 @dataclass
@@ -181,7 +182,8 @@ def assign_groups(runs: list[RunData]) -> None:
     for run, config in zip(runs, relevant):
         budget = run.config["max_feedback"] if uses_labels(run.config) else None
         extras = tuple((k, config[k]) for k in varying if k in config)
-        variant = tuple((k, v) for k, v in extras if v != preset_value(run.config, k))
+        preset = preset_values(run.config)
+        variant = tuple((k, v) for k, v in extras if v != preset.get(k))
         run.group = Group(run.config["env"], run.config["method"], budget, extras, variant)
         key = (run.group, run.config["seed"])
         if key in seen:
