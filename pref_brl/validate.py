@@ -364,6 +364,13 @@ def validate_bilevel(cfg: TrainConfig, need) -> None:
     need(cfg.lr_window >= 0, f"--lr-window must be >= 0 (0: the whole episode), got {cfg.lr_window}")
     need(cfg.lr_clip == 0 or 1 <= cfg.lr_clip < float("inf"),
          f"--lr-clip must be 0 (no cap) or a finite number >= 1, got {cfg.lr_clip}")
+    if cfg.snr_min > 0:  # a round with an SNR of NaN would skip the λ-term every time, silently
+        need(cfg.estimator != "shared-states",
+             f"--snr-min {cfg.snr_min} needs an estimator with independent units; --estimator shared-states has "
+             "no SNR (use --snr-min 0, or another --estimator)")
+        units, what = ((cfg.lr_episodes, "--lr-episodes") if cfg.estimator == "likelihood-ratio" else
+                       (cfg.paired_episodes - cfg.heldout_pairs, "--paired-episodes minus --heldout-pairs"))
+        need(units >= 2, f"--snr-min {cfg.snr_min} needs at least 2 units for an SNR, but {what} gives {units}")
     if cfg.estimator == "branch":
         need(cfg.pair_horizon + cfg.paired_episodes <= length,
              f"--estimator branch starts its {cfg.paired_episodes} branches at distinct steps t < episode length "

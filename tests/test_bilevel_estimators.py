@@ -65,11 +65,11 @@ def lr_trainer(tiny, **kw) -> Trainer:
 
 def test_likelihood_ratio_is_exactly_zero_when_b_is_a(tiny) -> None:
     learner = lr_trainer(tiny, b_updates=0).learner
-    closure, snr = learner._penalty_closure([])
+    closure, snr, units = learner._penalty_closure([])
     ens = learner.ensemble
     ens.zero_grad(set_to_none=True)
     value = closure(ens)
-    assert torch.equal(value, torch.zeros_like(value)) and math.isnan(snr)  # no signal: every unit is 0
+    assert torch.equal(value, torch.zeros_like(value)) and math.isnan(snr) and units == 4  # every unit is 0
     value.sum().backward()
     assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in ens.parameters())
 
@@ -94,9 +94,10 @@ def test_likelihood_ratio_weighs_b_against_a_and_its_gradient_reaches_the_reward
     assert want[inside].abs().max() > 0.05  # B has moved: the direction of the ratio matters
     for net in (learner.b_actor, learner.anchor, trainer.agents["A"].actor):
         net.zero_grad(set_to_none=True)
-    closure, snr = learner._penalty_closure([])
+    closure, snr, units = learner._penalty_closure([])
     value = closure(learner.ensemble)
     assert torch.count_nonzero(value) == learner.ensemble.n_members and math.isfinite(snr) and snr > 0
+    assert units == 4
     learner.ensemble.zero_grad(set_to_none=True)
     value.sum().backward()
     assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in learner.ensemble.parameters())
@@ -140,7 +141,7 @@ def test_branch_with_b_equal_to_a_gives_identical_halves_and_exactly_zero(tiny) 
     learner = trainer.learner
     for ep_a, ep_b in learner.pairs:
         assert np.array_equal(ep_a.obs, ep_b.obs) and np.array_equal(ep_a.act, ep_b.act)
-    closure, _ = learner._penalty_closure(learner.pairs[:2])
+    closure = learner._penalty_closure(learner.pairs[:2]).closure
     value = closure(learner.ensemble)
     assert torch.equal(value, torch.zeros_like(value))
 

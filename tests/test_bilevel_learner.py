@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from pref_brl.bilevel.learner import BilevelLearner
-from pref_brl.bilevel.penalty import upper_score_surrogate
+from pref_brl.agents.sac import squashed_log_prob
+from pref_brl.bilevel.learner import BACKTRACK_HALVINGS, BETA_LIMITS, BilevelLearner
+from pref_brl.bilevel.penalty import SNR_CAP, gaussian_kl, upper_score_surrogate
 from pref_brl.trainer import Trainer
 from tests.conftest import advance, scalars_without_time
 from tests.test_trainer import final_params, run_until_killed
@@ -59,25 +60,164 @@ def test_b_moves_but_stays_within_twice_the_kl_budget(tiny) -> None:
     assert not same(params(trainer.learner.b_actor), params(trainer.agents["A"].actor))
 
 
-def test_b_solve_lowers_the_upper_surrogate_and_touches_only_b(tiny) -> None:
-    """κ Ψ_f pushes B's probability down on badly predicted pairs' actions (Ψ_f < 0 = Ψ_f(A)); a flipped κ
-    would raise it. A's networks and the reward model are untouched."""
-    trainer = at_penalty(tiny, b_updates=150, kl_target=0.2)
-    learner = trainer.learner
-    a_actor, a_critic, reward = (params(m) for m in (trainer.agents["A"].actor, trainer.agents["A"].critic,
-                                                      learner.ensemble))
-    learner.solve_b()
+def upper_surrogate_of_b(learner) -> float:
+    """Ψ_f of B's current policy on the round's new pairs, ratios against the anchor (the learner's clip form)."""
     sa, losses = learner.psi
     obs, act = sa[..., :learner.ensemble.obs_dim], sa[..., learner.ensemble.obs_dim:]
-    from pref_brl.agents.sac import squashed_log_prob
-
     with torch.no_grad():
         old = squashed_log_prob(*learner.anchor(obs), act).squeeze(-1)
         new = squashed_log_prob(*learner.b_actor(obs), act).squeeze(-1)
-        psi = upper_score_surrogate(new, losses, sa.shape[1], old_log_probs=old)
-    assert psi < -1e-3
+        return float(upper_score_surrogate(new, losses, sa.shape[1], old_log_probs=old))
+
+
+def solve_b_from(learner, start, kappa: float) -> float:
+    """Ψ_f after B's solve from the saved (generator, β) `start` with upper-term weight κ."""
+    learner.b_generator.set_state(start[0])
+    learner.beta, learner.kappa = start[1], kappa
+    learner.solve_b()
+    return upper_surrogate_of_b(learner)
+
+
+@pytest.mark.parametrize("seed", [0, 1, *(pytest.param(s, marks=pytest.mark.slow) for s in range(2, 6))])
+def test_b_solve_lowers_the_upper_surrogate_below_a_kappa_zero_solve_and_touches_only_b(tiny, seed) -> None:
+    """κ Ψ_f pushes B's probability down on badly predicted pairs' actions: from the same start (minibatches,
+    noise, β), B's solve ends with a lower Ψ_f than the solve without the upper term, on every seed (a flipped
+    or missing κ would not). A's networks and the reward model are untouched."""
+    trainer = at_penalty(tiny, seed=seed, b_updates=150, kl_target=0.2)
+    learner = trainer.learner
+    a_actor, a_critic, reward = (params(m) for m in (trainer.agents["A"].actor, trainer.agents["A"].critic,
+                                                      learner.ensemble))
+    start, kappa = (learner.b_generator.get_state(), learner.beta), learner.kappa
+    with_upper, without = solve_b_from(learner, start, kappa), solve_b_from(learner, start, 0.0)
+    assert with_upper < without - 0.5  # seeds 0-5: -1.0 vs 5.7, 0.004 vs 2.8, -0.26 vs 3.0, 1.6 vs 9.5, ...
     assert same(a_actor, params(trainer.agents["A"].actor)) and same(a_critic, params(trainer.agents["A"].critic))
     assert same(reward, params(learner.ensemble))
+
+
+def test_b_loss_is_sac_plus_kappa_psi_plus_beta_kl_and_every_solve_step_uses_it(tiny, monkeypatch) -> None:
+    trainer = at_penalty(tiny, b_updates=5)
+    learner = trainer.learner
+    learner.solve_b()  # B a few steps away from the anchor: KL > 0 and ∇KL ≠ 0
+    obs = trainer.replay.sample(32, torch.Generator().manual_seed(0)).obs
+    noise = torch.randn((32, trainer.agents["A"].act_dim), generator=torch.Generator().manual_seed(1))
+    alpha, upper = trainer.agents["A"].alpha.detach(), learner._upper_term()
+    assert upper is not None
+
+    def loss_and_grad(beta: float):
+        learner.beta = beta
+        learner.b_actor.zero_grad(set_to_none=True)
+        total, parts = learner.b_loss(obs, noise, alpha, upper)
+        total.backward()
+        return total.detach(), parts, [p.grad.clone() for p in learner.b_actor.parameters()]
+
+    total3, (sac, psi, kl), grad3 = loss_and_grad(3.0)
+    total0, _, grad0 = loss_and_grad(0.0)
+    assert kl > 0 and learner.kappa > 0
+    torch.testing.assert_close(total3, sac + learner.kappa * psi + 3.0 * kl)
+    torch.testing.assert_close(total3 - total0, 3.0 * kl)
+    # the β term's gradient is β ∇_θB KL(π_B ‖ π_A)
+    learner.b_actor.zero_grad(set_to_none=True)
+    mu_a, log_std_a = (t.detach() for t in learner.anchor(obs))
+    gaussian_kl(*learner.b_actor(obs), mu_a, log_std_a).mean().backward()
+    difference = torch.cat([(g3 - g0).reshape(-1) for g3, g0 in zip(grad3, grad0, strict=True)])
+    kl_grad = torch.cat([3.0 * p.grad.reshape(-1) for p in learner.b_actor.parameters()])
+    assert float((difference - kl_grad).norm()) < 1e-3 * float(kl_grad.norm())  # float32 cancellation only
+    calls = []
+    real = learner.b_loss
+    monkeypatch.setattr(learner, "b_loss", lambda *a: calls.append(1) or real(*a))
+    learner.solve_b()
+    assert len(calls) == learner.cfg.b_updates
+
+
+def test_beta_doubles_over_one_and_a_half_delta_and_halves_under_delta_over_one_and_a_half(tiny) -> None:
+    learner = BilevelLearner.__new__(BilevelLearner)  # the rule reads only cfg.kl_target and β
+    learner.cfg = bilevel_cfg(tiny)
+    learner.beta = 1.0
+    learner._adapt_beta(1.6 * KL_TARGET)
+    assert learner.beta == 2.0
+    learner._adapt_beta(KL_TARGET)  # inside [δ / 1.5, 1.5 δ]: unchanged
+    assert learner.beta == 2.0
+    learner._adapt_beta(KL_TARGET / 2)
+    assert learner.beta == 1.0
+    learner.beta = BETA_LIMITS[1]
+    learner._adapt_beta(10.0)
+    assert learner.beta == BETA_LIMITS[1]
+
+
+@pytest.mark.parametrize("shift", [0.01, 0.3, 10.0])
+def test_backtracking_ends_every_step_inside_twice_the_budget(tiny, shift) -> None:
+    """However far a step threw B (a small, a large, an absurd step), the line search leaves KL ≤ 2 δ on the
+    step's minibatch: by halvings, or by putting B back to the anchor after the last one."""
+    trainer = at_penalty(tiny, b_updates=0)
+    learner = trainer.learner
+    obs = trainer.replay.sample(64, torch.Generator().manual_seed(0)).obs
+    with torch.no_grad():
+        for p in learner.b_actor.parameters():
+            p.add_(shift * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    halvings = learner._backtrack(obs)
+    with torch.no_grad():
+        kl = float(gaussian_kl(*learner.b_actor(obs), *learner.anchor(obs)).mean())
+    assert kl <= 2 * KL_TARGET and 0 <= halvings <= BACKTRACK_HALVINGS + 1
+    if halvings == BACKTRACK_HALVINGS + 1:
+        assert same(params(learner.b_actor), params(learner.anchor))
+
+
+def test_no_penalty_keeps_b_and_its_upper_term(tiny) -> None:
+    """--no-penalty switches off the λ-term only: κ = 1/λ̃ still shapes B, whose solve is the penalty run's."""
+    trainer = at_penalty(tiny, "off", penalty=False, penalty_weight=2.0, b_updates=40, kl_target=0.2)
+    learner = trainer.learner
+    assert learner.kappa == 0.5
+    start = (learner.b_generator.get_state(), learner.beta)
+    assert solve_b_from(learner, start, 0.5) != solve_b_from(learner, start, 0.0)
+    metrics = learner.penalty_round()
+    assert metrics["bilevel/penalty_used"] == 0.0 and "bilevel/penalty_grad_norm" not in metrics
+
+
+def test_held_out_pairs_never_reach_the_penalty_fit(tiny, monkeypatch) -> None:
+    trainer = at_penalty(tiny, paired_episodes=3, heldout_pairs=1)
+    learner = trainer.learner
+    pairs, seen = list(learner.pairs), []
+    real = learner._penalty_closure
+    monkeypatch.setattr(learner, "_penalty_closure", lambda fit: seen.append(list(fit)) or real(fit))
+    metrics = learner.penalty_round()
+    assert [tuple(map(id, p)) for p in seen[0]] == [tuple(map(id, p)) for p in pairs[:2]]
+    assert metrics["bilevel/penalty_units"] == 2.0 and "bilevel/gap_before" in metrics
+
+
+def test_pair_losses_come_from_the_ensemble_before_it_trains_on_the_new_pairs(tiny, monkeypatch) -> None:
+    """ℓ_i of a round's new pairs (Ψ_f's weights) are the losses of the ensemble that has not seen them."""
+    trainer = Trainer(bilevel_cfg(tiny), progress=False)
+    learner = trainer.learner
+    advance(trainer, lambda: learner.rounds == 1 and learner.feedback_due(trainer.step))
+    seen = {}
+    collect = learner.collect_labels
+
+    def collect_and_snapshot():
+        new = collect()
+        seen["new"], seen["ensemble"] = new, copy.deepcopy(learner.ensemble)
+        return new
+
+    monkeypatch.setattr(learner, "collect_labels", collect_and_snapshot)
+    learner.feedback_round(trainer.step)
+    before, new = seen["ensemble"], seen["new"]
+    with torch.no_grad():
+        want = before.pair_loss(before.pair_logits(learner.prefs.sa0[new], learner.prefs.sa1[new]),
+                                learner.prefs.labels[new]).mean(0)
+        after = learner.ensemble.pair_loss(learner.ensemble.pair_logits(learner.prefs.sa0[new], learner.prefs.sa1[new]),
+                                           learner.prefs.labels[new]).mean(0)
+    assert not torch.allclose(want, after)  # the round's training moved them: the test can tell the two apart
+    torch.testing.assert_close(learner.psi[1], want)
+
+
+def test_an_exact_agreement_of_units_is_logged_as_a_capped_snr_not_a_crash(tiny) -> None:
+    """Identical fitted pairs have a zero standard error: the SNR is reported as `SNR_CAP` (a log holds only
+    finite values) and the round's scalars log without a FloatingPointError."""
+    trainer = at_penalty(tiny)
+    learner = trainer.learner
+    learner.pairs = [learner.pairs[0]] * 3
+    metrics = learner.penalty_round()
+    assert metrics["bilevel/penalty_snr"] == SNR_CAP and metrics["bilevel/penalty_units"] == 2.0
+    trainer.log(metrics)
 
 
 def test_paired_halves_share_reset_seed_and_noise_and_have_the_pair_horizon(tiny) -> None:
@@ -117,7 +257,7 @@ def test_penalty_gradient_is_lambda_one_minus_gamma_times_the_pair_gap(tiny) -> 
     trainer = at_penalty(tiny, penalty_weight=3.0)
     learner = trainer.learner
     fit = learner.pairs[:2]
-    closure, _ = learner._penalty_closure(fit)
+    closure = learner._penalty_closure(fit).closure
     gamma = learner.cfg.discount
 
     def returns(eps):
@@ -130,7 +270,8 @@ def test_penalty_gradient_is_lambda_one_minus_gamma_times_the_pair_gap(tiny) -> 
 
 
 def test_small_penalty_weight_approaches_the_penalty_off_update(tiny) -> None:
-    """The bilevel reward update at λ̃ → 0 tends to its cross-entropy-only counterpart, linearly in λ̃."""
+    """The bilevel reward update at λ̃ → 0 tends to its cross-entropy-only counterpart, linearly in λ̃, for the
+    reward step given B: the pairs (and so B) are held fixed here, while in a run κ = 1/λ̃ also changes B."""
     trainer = at_penalty(tiny)
     learner = trainer.learner
     state = copy.deepcopy(learner.state_dict())

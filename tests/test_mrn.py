@@ -4,6 +4,7 @@ the sweep and plot treating it as a method of its own."""
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -161,6 +162,25 @@ def test_meta_step_reaches_every_reward_parameter_of_every_member_and_only_the_r
     step = next(s for s in range(trainer.step, trainer.step + 100) if s % trainer.cfg.meta_every)
     learner.update_agents(step)
     assert same(reward, params(learner.ensemble)) and learner.meta_steps == 1
+
+
+def test_meta_step_is_the_ensembles_adam_step_on_the_hypergradient(tiny) -> None:
+    """φ moves by exactly one step of the ensemble's own Adam (its moments carried over from the cross-entropy
+    updates) on the hypergradient: a hypergradient computed and then lost before the step would still move φ
+    through the moments, and only this comparison sees it."""
+    trainer = at_first_round(tiny)
+    learner = trainer.learner
+    reference = copy.deepcopy(learner.ensemble)  # parameters and optimiser state, the moments included
+    assert any(reference.optimizer.state.values())
+    stream = learner.meta_generator.get_state()
+    grads, _ = learner.hypergradient()
+    learner.meta_generator.set_state(stream)  # the meta-step draws the same minibatch again
+    learner.meta_step()
+    for p, g in zip(reference.parameters(), grads, strict=True):
+        p.grad = g.clone()
+    reference.optimizer.step()
+    for want, got in zip(reference.parameters(), learner.ensemble.parameters(), strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
 def test_zero_outer_weight_reproduces_pebble_bit_for_bit(tiny) -> None:

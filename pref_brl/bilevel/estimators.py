@@ -1,14 +1,15 @@
 """The λ-term's estimators of the bilevel learner, behind one name-keyed table (docs/bilevel.md).
 
 Each strategy takes the learner (its ensemble, actors, episode store and replay) and the round's fitted A/B
-pairs, and returns a per-member closure whose φ-gradient is the estimate (None: no λ-term this round) and
-the estimate's signal-to-noise ratio over its independent units (`bilevel/penalty_snr`). The tabular twin
+pairs, and returns an `Estimate`: a per-member closure whose φ-gradient is the estimate (None: no λ-term this
+round), the estimate's signal-to-noise ratio over its independent units (`bilevel/penalty_snr`; NaN below two
+units) and the number of those units (`bilevel/penalty_units`). The tabular twin
 measures the bias and signal of each (docs/tabular.md, section "Estimators of the λ-term").
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor
 
@@ -30,24 +31,34 @@ if TYPE_CHECKING:
 Pairs = list[tuple[Episode, Episode]]
 
 
-def paired_estimate(learner: BilevelLearner, fit: Pairs) -> tuple[Any, float]:
+class Estimate(NamedTuple):
+    """One round's λ-term: the per-member closure (None: no λ-term), its SNR and its number of units."""
+
+    closure: Any
+    snr: float
+    units: int
+
+
+def paired_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
     """`paired-rollouts`: λ [mean R^γ(A's halves) − mean R^γ(B's halves)]; SNR per pair."""
     if not fit:
-        return None, float("nan")
+        return Estimate(None, float("nan"), 0)
     cfg = learner.cfg
     sa_a, m_a = stack_episodes([a for a, _ in fit], cfg.device)
     sa_b, m_b = stack_episodes([b for _, b in fit], cfg.device)
     snr = penalty_snr(learner.ensemble, sa_a, m_a, sa_b, m_b, cfg.discount)
-    return (lambda ens: penalty_term(ens, sa_a, m_a, sa_b, m_b, learner.lam, cfg.discount)), snr
+    return Estimate(lambda ens: penalty_term(ens, sa_a, m_a, sa_b, m_b, learner.lam, cfg.discount), snr, len(fit))
 
 
-def shared_states_estimate(learner: BilevelLearner, fit: Pairs) -> tuple[Any, float]:
-    """`shared-states`: λ (1 − γ)^{-1} mean [r(s, a_A) − r(s, a_B)] at recent replay states; no SNR."""
+def shared_states_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
+    """`shared-states`: λ (1 − γ)^{-1} mean [r(s, a_A) − r(s, a_B)] at recent replay states; no SNR (its
+    states are one correlated batch, not independent units), so `--snr-min` refuses it."""
     obs, act_a, act_b = learner._shared_states()
-    return (lambda ens: shared_states_term(ens, obs, act_a, act_b, learner.lam, learner.cfg.discount)), float("nan")
+    return Estimate(lambda ens: shared_states_term(ens, obs, act_a, act_b, learner.lam, learner.cfg.discount),
+                    float("nan"), len(obs))
 
 
-def likelihood_ratio_estimate(learner: BilevelLearner, fit: Pairs) -> tuple[Any, float]:
+def likelihood_ratio_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
     """`likelihood-ratio`: A's `lr_episodes` most recent episodes, weights W_t of B against A's anchor.
 
     The episodes were played by A before the re-sync (an earlier A than the anchor); the weights treat
@@ -57,7 +68,7 @@ def likelihood_ratio_estimate(learner: BilevelLearner, fit: Pairs) -> tuple[Any,
     cfg = learner.cfg
     episodes = learner.store.recent("A", cfg.lr_episodes)
     if not episodes:
-        return None, float("nan")
+        return Estimate(None, float("nan"), 0)
     sa, mask = stack_episodes(episodes, cfg.device)
     weights = per_decision_weights(learner._log_ratios(sa), mask, cfg.lr_window, cfg.lr_clip)
     coefficients = discount_weights(sa.shape[1], cfg.discount, sa.device) * mask * (1.0 - weights)
@@ -67,7 +78,8 @@ def likelihood_ratio_estimate(learner: BilevelLearner, fit: Pairs) -> tuple[Any,
         return (rewards * coefficients[j]).sum()
 
     snr = unit_snr(learner.ensemble, episode, len(episodes))
-    return (lambda ens: likelihood_ratio_term(ens, sa, mask, weights, learner.lam, cfg.discount)), snr
+    return Estimate(lambda ens: likelihood_ratio_term(ens, sa, mask, weights, learner.lam, cfg.discount), snr,
+                    len(episodes))
 
 
 ESTIMATORS = {
@@ -76,6 +88,6 @@ ESTIMATORS = {
     "shared-states": shared_states_estimate,
     "likelihood-ratio": likelihood_ratio_estimate,
 }
-"""The λ-term's estimators: name -> (learner, the round's fitted pairs) -> (per-member closure or None, SNR)."""
+"""The λ-term's estimators: name -> (learner, the round's fitted pairs) -> `Estimate`."""
 ROLLOUT_ESTIMATORS = frozenset({"paired-rollouts", "branch"})
 """Estimators that need A/B rollouts collected after B's solve (the others update at once)."""

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from pref_brl.agents.sac import Actor, act_with, squashed_log_prob, squashed_sample
 from pref_brl.bilevel.branches import BranchStart, snapshot_steps, start_from_checkpoint, start_to_checkpoint
-from pref_brl.bilevel.estimators import ESTIMATORS, ROLLOUT_ESTIMATORS
+from pref_brl.bilevel.estimators import ESTIMATORS, ROLLOUT_ESTIMATORS, Estimate
 from pref_brl.bilevel.penalty import (
     discounted_returns,
     gaussian_kl,
@@ -49,6 +49,7 @@ PSI_MEMORY = 4  # sobirl: its term uses the pairs labelled in the last this-many
 SHARED_STATES = 1024  # replay states for the shared-states estimator, bilevel/kl_ab and bilevel/reward_shift
 BETA_INIT = 1.0  # initial KL coefficient β (adaptive-KL PPO's starting value)
 BETA_LIMITS = (1e-4, 1e4)
+BACKTRACK_HALVINGS = 10  # B's line search per step: halvings of θ_B − θ_A before B is put back to the anchor
 
 
 class ProbePolicy:
@@ -187,18 +188,12 @@ class BilevelLearner(PreferenceLearner):
         sums, kl_max, backtracks = torch.zeros(3, dtype=torch.float64), 0.0, 0
         for _ in range(cfg.b_updates):
             obs = self.loop.replay.sample(cfg.batch_size, self.b_generator).obs
-            mu, log_std = self.b_actor(obs)
-            act, logp = squashed_sample(mu, log_std, torch.randn(mu.shape, generator=self.b_generator,
-                                                                 device=mu.device))
-            sac = (alpha * logp - agent.q_values(obs, act, detach_weights=True).min(0).values).mean()
-            with torch.no_grad():
-                mu_a, log_std_a = self.anchor(obs)
-            kl = gaussian_kl(mu, log_std, mu_a, log_std_a).mean()
-            psi = upper() if upper is not None else torch.zeros((), device=obs.device)
+            noise = torch.randn((len(obs), agent.act_dim), generator=self.b_generator, device=obs.device)
+            total, (sac, psi, kl) = self.b_loss(obs, noise, alpha, upper)
             opt.zero_grad(set_to_none=True)
-            (sac + self.kappa * psi + self.beta * kl).backward()
+            total.backward()
             opt.step()
-            backtracks += self._backtrack(obs, mu_a, log_std_a)
+            backtracks += self._backtrack(obs)
             sums += torch.stack([sac.detach(), psi.detach(), kl.detach()]).double().cpu()
             kl_max = max(kl_max, float(kl.detach()))
             self._adapt_beta(float(kl.detach()))  # the KL of the minibatch before this step
@@ -207,16 +202,36 @@ class BilevelLearner(PreferenceLearner):
                 "bilevel/kl_solve_max": kl_max, "bilevel/beta": self.beta, "bilevel/backtracks": backtracks,
                 **self.kl_ab()}
 
+    def b_loss(self, obs: Tensor, noise: Tensor, alpha: Tensor, upper=None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """B's loss on one minibatch: SAC actor loss + κ Ψ_f + β KL(π_B ‖ π_A), and its three parts (detached).
+
+        `noise` is the standard-normal draw of B's reparameterised actions, `alpha` A's frozen temperature,
+        `upper` the Ψ_f closure of the round (None: no upper term)."""
+        mu, log_std = self.b_actor(obs)
+        act, logp = squashed_sample(mu, log_std, noise)
+        sac = (alpha * logp - self.loop.agent.q_values(obs, act, detach_weights=True).min(0).values).mean()
+        with torch.no_grad():
+            mu_a, log_std_a = self.anchor(obs)
+        kl = gaussian_kl(mu, log_std, mu_a, log_std_a).mean()
+        psi = upper() if upper is not None else torch.zeros((), device=obs.device)
+        total = sac + self.kappa * psi + self.beta * kl
+        return total, (sac.detach(), psi.detach(), kl.detach())
+
     @torch.no_grad()
-    def _backtrack(self, obs: Tensor, mu_a: Tensor, log_std_a: Tensor) -> int:
+    def _backtrack(self, obs: Tensor) -> int:
         """Keep B inside 2 δ on the step's minibatch: halve θ_B − θ_A until the KL is below it (at most
-        10 times, like TRPO's line search). The penalty β δ reacts one step late; this bounds each step."""
+        `BACKTRACK_HALVINGS` times, like TRPO's line search); if it is still above after the last halving,
+        B goes back to the anchor (KL 0), the one point surely inside. The penalty β δ reacts one step late;
+        this bounds each step. Returns the halvings made (one more when B was put back)."""
         b, a = list(self.b_actor.parameters()), list(self.anchor.parameters())
-        for halvings in range(10):
+        mu_a, log_std_a = self.anchor(obs)
+        for halvings in range(BACKTRACK_HALVINGS + 1):
             if float(gaussian_kl(*self.b_actor(obs), mu_a, log_std_a).mean()) <= 2 * self.cfg.kl_target:
                 return halvings
-            torch._foreach_lerp_(b, a, 0.5)
-        return 10
+            if halvings < BACKTRACK_HALVINGS:
+                torch._foreach_lerp_(b, a, 0.5)
+        torch._foreach_copy_(b, a)
+        return BACKTRACK_HALVINGS + 1
 
     def _adapt_beta(self, kl: float) -> None:
         """Adaptive-KL PPO's rule, applied after every step of B: double β when the KL is over 1.5 δ, halve it
@@ -262,8 +277,9 @@ class BilevelLearner(PreferenceLearner):
             actions = self._actions(self.loop.agent.actor, states, self._noise(states))
             before = ens.mean_reward(states, actions)
         metrics: dict[str, Any] = {"bilevel/lambda": self.lam, **self._gap(heldout, "before")}
-        extra, snr = self._penalty_closure(fit)
-        metrics["bilevel/penalty_snr"] = snr
+        extra, snr, units = self._penalty_closure(fit)
+        metrics["bilevel/penalty_snr"] = snr  # NaN (below two units; shared-states) is left out of the logs
+        metrics["bilevel/penalty_units"] = float(units)
         use = cfg.penalty and extra is not None and not (cfg.snr_min > 0 and not snr >= cfg.snr_min)
         metrics["bilevel/penalty_used"] = float(use)
         steps = ens.train_steps(self.prefs, cfg.penalty_steps, self.reward_rng, cfg.reward_minibatch,
@@ -278,8 +294,8 @@ class BilevelLearner(PreferenceLearner):
         self.loop.replay.relabel(ens.mean_reward)
         return {k: v for k, v in metrics.items() if v == v}
 
-    def _penalty_closure(self, fit: list[tuple[Episode, Episode]]):
-        """(per-member λ-term closure or None, its signal-to-noise ratio), by the configured estimator."""
+    def _penalty_closure(self, fit: list[tuple[Episode, Episode]]) -> Estimate:
+        """The round's λ-term (closure or None, SNR, units) by the configured estimator."""
         return ESTIMATORS[self.cfg.estimator](self, fit)
 
     @torch.no_grad()

@@ -173,7 +173,8 @@ def unit_snr(ensemble: RewardEnsemble, unit: Callable[[int], Tensor], n: int) ->
     """‖mean_j g_j‖ / sqrt(tr Cov(g) / n) of g_j = ∇_φ unit(j), j < n, over all ensemble parameters.
 
     A unit is one independent draw of the λ-term's estimate (a pair, a branch, an episode); NaN with fewer
-    than two units.
+    than two units or when every unit's gradient is zero, `SNR_CAP` when the units agree exactly (a zero
+    standard error under a non-zero mean: the ratio is unbounded, and a log holds only finite values).
     """
     if n < 2:
         return float("nan")
@@ -187,8 +188,12 @@ def unit_snr(ensemble: RewardEnsemble, unit: Callable[[int], Tensor], n: int) ->
     mean = g.mean(0)
     standard_error = ((g - mean).pow(2).sum() / (n * (n - 1))).sqrt()
     if standard_error == 0:
-        return float("nan") if mean.norm() == 0 else float("inf")
-    return float(mean.norm() / standard_error)
+        return float("nan") if mean.norm() == 0 else SNR_CAP
+    return min(float(mean.norm() / standard_error), SNR_CAP)
+
+
+SNR_CAP = 1e6
+"""The largest SNR `unit_snr` reports: units that agree to float precision (no measurable noise)."""
 
 
 def gaussian_kl(mu_p: Tensor, log_std_p: Tensor, mu_q: Tensor, log_std_q: Tensor) -> Tensor:
