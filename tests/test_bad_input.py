@@ -15,6 +15,7 @@ import torch
 
 from pref_brl.experiments.archive import main as archive_main
 from pref_brl.experiments.bench import main as bench_main
+from pref_brl.experiments.estimators import main as estimators_main
 from pref_brl.experiments.gridworld import main as gridworld_main
 from pref_brl.experiments.label import main as label_main
 from pref_brl.experiments.plot import main as plot_main
@@ -22,7 +23,7 @@ from pref_brl.experiments.sweep import main as sweep_main
 from pref_brl.experiments.train import main as train_main
 
 PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main, "bench": bench_main, "label": label_main,
-            "gridworld": gridworld_main, "archive": archive_main}
+            "gridworld": gridworld_main, "archive": archive_main, "estimators": estimators_main}
 PEBBLE = ["--method", "pebble"]
 HUMAN = [*PEBBLE, "--teacher", "human"]
 NO_CUDA = not torch.cuda.is_available()
@@ -202,6 +203,30 @@ BAD_INPUTS = [
     ("gridworld", ["--iteratons", "5"], "did you mean --iterations?"),
     ("bench", ["--json", "{tmp}/empty"], "--json {tmp}/empty is a folder; give a file name"),
     ("bench", ["--threads", "5000"], "--threads must be in [0, 1024]"),
+    # --- pref-brl-estimators: the run folder, every option, every part of a setting
+    ("estimators", ["{tmp}/nowhere", "--out", "{tmp}/e.md"], "{tmp}/nowhere is not a folder"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md"], "is not a run folder (no config.json)"),
+    ("estimators", ["{tmp}/study/run0", "--out", "{tmp}/e.md"], "is a pebble run; the λ-term's estimators need"),
+    ("estimators", ["{tmp}/bilevel_run", "--out", "{tmp}/e.md"], "has no checkpoint yet"),
+    ("estimators", ["{tmp}/plot_json/r", "--out", "{tmp}/e.md"], "is not a readable run config"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/empty"], "--out {tmp}/empty is a folder"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/a_file/e.md"], "is not a writable folder"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--repeats", "0"], "--repeats must be >= 1"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--reference-pairs", "3"], "--reference-pairs must be"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--threads", "-1"], "--threads must be >= 0"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--kl-target", "-1"], "--kl-target must be 0"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--kl-target", "inf"], "--kl-target must be 0"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--settings", "shared-states"],
+     "unknown estimator 'shared-states'; known (with an SNR)"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--settings", "branch+pair_horizon"], "is not key=value"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--settings", "branch+kl_target=1"],
+     "kl_target is not an estimator setting"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--settings", "branch+pair_horizon=ten"],
+     "setting 'branch+pair_horizon=ten'"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--settings", "branch+source=fresh"],
+     "source is for likelihood-ratio"),
+    ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--settings", "likelihood-ratio+source=old"],
+     "source is for likelihood-ratio, one of stored, fresh"),
     ("bench", ["--only", ","], "unknown section(s) (none given)"),
 ]
 
@@ -232,6 +257,7 @@ def scratch(tmp_path: Path):
     (tmp_path / "latin1.toml").write_bytes('name = "études"\n'.encode("latin-1"))
     plot_run(tmp_path / "study" / "run0")
     plot_run(tmp_path / "plot_json" / "r", '{"env": "walker_walk", "meth')
+    plot_run(tmp_path / "bilevel_run", {**RUN_CONFIG, "method": "bilevel"})
     plot_run(tmp_path / "plot_keys" / "r", {"seed": 0})
     plot_run(tmp_path / "plot_types" / "r", {**RUN_CONFIG, "env": 5})
     plot_run(tmp_path / "plot_middle" / "r", scalars='{"step": 1, "eval/mean_reward": 1}\n{"step": 2, "ev\n{}\n')

@@ -65,7 +65,8 @@ def lr_trainer(tiny, **kw) -> Trainer:
 
 def test_likelihood_ratio_is_exactly_zero_when_b_is_a(tiny) -> None:
     learner = lr_trainer(tiny, b_updates=0).learner
-    closure, snr, units = learner._penalty_closure([])
+    closure, snr, units, own = learner._penalty_closure([])
+    assert own == {"bilevel/lr_weight_mean": 1.0, "bilevel/lr_weight_max": 1.0}  # every weight is exactly 1
     ens = learner.ensemble
     ens.zero_grad(set_to_none=True)
     value = closure(ens)
@@ -94,7 +95,7 @@ def test_likelihood_ratio_weighs_b_against_a_and_its_gradient_reaches_the_reward
     assert want[inside].abs().max() > 0.05  # B has moved: the direction of the ratio matters
     for net in (learner.b_actor, learner.anchor, trainer.agents["A"].actor):
         net.zero_grad(set_to_none=True)
-    closure, snr, units = learner._penalty_closure([])
+    closure, snr, units, _ = learner._penalty_closure([])
     value = closure(learner.ensemble)
     assert torch.count_nonzero(value) == learner.ensemble.n_members and math.isfinite(snr) and snr > 0
     assert units == 4

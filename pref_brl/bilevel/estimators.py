@@ -32,11 +32,13 @@ Pairs = list[tuple[Episode, Episode]]
 
 
 class Estimate(NamedTuple):
-    """One round's λ-term: the per-member closure (None: no λ-term), its SNR and its number of units."""
+    """One round's λ-term: the per-member closure (None: no λ-term), its SNR, its number of units and the
+    estimator's own diagnostics (logged under bilevel/)."""
 
     closure: Any
     snr: float
     units: int
+    metrics: dict[str, float] = {}
 
 
 def paired_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
@@ -78,8 +80,12 @@ def likelihood_ratio_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
         return (rewards * coefficients[j]).sum()
 
     snr = unit_snr(learner.ensemble, episode, len(episodes))
+    # E[W_t] = 1 at every step when the episodes are π_A's: a mean far below 1 says the sample misses the
+    # weights' heavy tail (or the episodes are not π_A's), and the SNR over them is not to be trusted
+    weight_mean = float((weights * mask).sum() / mask.sum())
     return Estimate(lambda ens: likelihood_ratio_term(ens, sa, mask, weights, learner.lam, cfg.discount), snr,
-                    len(episodes))
+                    len(episodes), {"bilevel/lr_weight_mean": weight_mean,
+                                    "bilevel/lr_weight_max": float(weights.max())})
 
 
 ESTIMATORS = {

@@ -277,9 +277,10 @@ class BilevelLearner(PreferenceLearner):
             actions = self._actions(self.loop.agent.actor, states, self._noise(states))
             before = ens.mean_reward(states, actions)
         metrics: dict[str, Any] = {"bilevel/lambda": self.lam, **self._gap(heldout, "before")}
-        extra, snr, units = self._penalty_closure(fit)
+        extra, snr, units, own = self._penalty_closure(fit)
         metrics["bilevel/penalty_snr"] = snr  # NaN (below two units; shared-states) is left out of the logs
         metrics["bilevel/penalty_units"] = float(units)
+        metrics.update(own)
         use = cfg.penalty and extra is not None and not (cfg.snr_min > 0 and not snr >= cfg.snr_min)
         metrics["bilevel/penalty_used"] = float(use)
         steps = ens.train_steps(self.prefs, cfg.penalty_steps, self.reward_rng, cfg.reward_minibatch,
