@@ -187,7 +187,7 @@ def validate_run_dir(cfg: TrainConfig) -> None:
     """The run folder can be created or resumed here; its problems are RunFolderErrors, the ConfigError of a run
     folder. Whose run it holds (another config, or none) is compared when the run opens it, before it writes."""
     from pref_brl.inputs import folder_problem
-    from pref_brl.runs import CONFIG_FILE, DONE_FILE, RunFolderError, folder_holder, run_dir_of
+    from pref_brl.runs import CONFIG_FILE, RunFolderError, folder_holder, run_dir_of
 
     def need(ok: bool, message: str) -> None:
         if not ok:
@@ -201,9 +201,6 @@ def validate_run_dir(cfg: TrainConfig) -> None:
     holder = folder_holder(run_dir)
     need(holder is None, f"{run_dir} is in use by another process (pid {holder}); wait for it to end or choose "
                          "another --run-dir")
-    need(cfg.agent == "sac" or (run_dir / DONE_FILE).exists(),
-         f"{run_dir} holds an unfinished run of a Stable-Baselines3 agent, and those do not resume: delete the "
-         "folder or choose another --run-dir")
 
 
 def validate_preferences(cfg: TrainConfig, need) -> None:

@@ -4,6 +4,7 @@ SB3's replay buffer, the critic reset, evaluation and the run folder; from Pytho
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,11 @@ import torch
 
 import pref_brl
 from pref_brl.experiments.train import main as train_main
-from pref_brl.runs import RunFolderError
 from pref_brl.sb3 import PEBBLE, SB3Trainer
 from pref_brl.sb3 import pebble as sb3_pebble
 from pref_brl.training import make_trainer
 from pref_brl.validate import ConfigError, validate
+from tests.conftest import scalars_without_time
 from tests.test_crash_safety import cli_args
 from tests.test_library import QUICK
 
@@ -63,9 +64,48 @@ def test_sb3_sac_learns_from_preferences_through_feedback_rounds(tiny, monkeypat
     assert action.shape == (6,)
     assert len(pref_brl.load_preferences(pref_brl.export_preferences(result.run_dir, result.run_dir / "p"))) == 8
 
-    (result.run_dir / "done.json").unlink()
-    with pytest.raises(RunFolderError, match="do not resume"):
-        make_trainer(cfg, progress=False)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_an_sb3_run_killed_mid_run_resumes_from_its_checkpoint_and_finishes_like_one_never_stopped(tiny,
+                                                                                                     monkeypatch):
+    """Killed at step 330 (a checkpoint at 200, feedback rounds at 150 and 250), the run resumes from 200: the
+    labels, the reward model and SB3's step counter come back, the logs after the checkpoint are dropped, the
+    round at 250 runs again, and it ends with the schedule of an uninterrupted run."""
+    straight, killed = (tiny(name, method="pebble", agent="sb3-sac", **QUICK) for name in ("straight", "killed"))
+    make_trainer(straight, progress=False).train()
+    original = sb3_pebble.PreferenceCallback._on_step
+
+    def die_at_330(self):
+        if self.num_timesteps == 330:
+            raise Killed
+        return original(self)
+
+    monkeypatch.setattr(sb3_pebble.PreferenceCallback, "_on_step", die_at_330)
+    with pytest.raises(Killed):
+        make_trainer(killed, progress=False).train()
+    run = Path(killed.run_dir)
+    assert not (run / "done.json").exists()
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 200 and state["learner"]["counters"][0] == 4  # labels so far
+    monkeypatch.setattr(sb3_pebble.PreferenceCallback, "_on_step", original)
+    trainer = make_trainer(killed, progress=False)
+    assert trainer.model.num_timesteps == 200 and trainer.pebble.learner.total == 4
+    assert trainer.model.replay_buffer.filled() == 200  # the transitions before the checkpoint are back
+    trainer.train()
+    assert (run / "done.json").exists() and (run / "sb3_model.zip").exists()
+    steps = [r["step"] for r in scalars_without_time(run)]
+    assert steps == sorted(steps)  # nothing logged twice: the killed session's lines after 200 were dropped
+    for record in (scalars_without_time(straight.run_dir), scalars_without_time(run)):
+        assert [r["feedback/total"] for r in record if "feedback/total" in r] == [4.0, 8.0]
+        assert [r["step"] for r in record if "eval/mean_reward" in r] == [200, 400]
+    named = set(torch.load(run / "checkpoint.pt", weights_only=True)["sb3"].values())
+    named |= set(torch.load(run / "checkpoint.prev.pt", weights_only=True)["sb3"].values())
+    assert {p.name for p in run.glob("sb3_checkpoint_*")} == named  # older SB3 files are cleaned up
+    assert len(json.loads((run / "versions.json").read_text(encoding="utf-8"))) == 2  # the resume is recorded
 
 
 def test_cli_trains_an_sb3_td3_agent(tiny, capsys) -> None:

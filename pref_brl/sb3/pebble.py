@@ -138,9 +138,12 @@ class PEBBLE:
         self.last_eval: dict[str, float] = {}
         """the last evaluation's scalars"""
 
-    def callback(self, should_stop: Callable[[], Any] | None = None) -> PreferenceCallback:
-        """The callback to pass to `model.learn`; training stops when `should_stop()` is true."""
-        return PreferenceCallback(self, should_stop)
+    def callback(self, should_stop: Callable[[], Any] | None = None,
+                 on_step_end: Callable[[int, int], None] | None = None, evaluated: int = 0) -> PreferenceCallback:
+        """The callback to pass to `model.learn`; training stops when `should_stop()` is true.
+        `on_step_end(step, last evaluation's step)` runs after each step's schedule (the run's checkpoints);
+        `evaluated` is the step of the last evaluation when training resumes."""
+        return PreferenceCallback(self, should_stop, on_step_end, evaluated)
 
     @torch.no_grad()
     def evaluate(self, model: OffPolicyAlgorithm) -> dict[str, float]:
@@ -169,11 +172,13 @@ class PEBBLE:
 class PreferenceCallback(BaseCallback):
     """Runs :class:`PEBBLE`'s schedule inside SB3's `learn`: after each collected step (and its storage)."""
 
-    def __init__(self, pebble: PEBBLE, should_stop: Callable[[], Any] | None = None) -> None:
+    def __init__(self, pebble: PEBBLE, should_stop: Callable[[], Any] | None = None,
+                 on_step_end: Callable[[int, int], None] | None = None, evaluated: int = 0) -> None:
         super().__init__()
         self.pebble = pebble
         self.should_stop = should_stop or (lambda: False)
-        self.evaluated = 0
+        self.on_step_end = on_step_end
+        self.evaluated = evaluated
         """the step of the last evaluation"""
 
     def _on_training_start(self) -> None:
@@ -204,6 +209,8 @@ class PreferenceCallback(BaseCallback):
             self.evaluated = step
             self.record(self.pebble.evaluate(self.model))
             self.logger.dump(step)
+        if self.on_step_end is not None:
+            self.on_step_end(step, self.evaluated)
 
     def record(self, scalars: dict[str, Any]) -> None:
         for key, value in scalars.items():
