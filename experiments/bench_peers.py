@@ -37,12 +37,7 @@ class OurSAC:
         tr = self.trainer
         start = time.perf_counter()
         for _ in range(steps):
-            if tr.obs is None:
-                tr.begin_episode()
-            tr.collect_step()
-            if tr.learning_due():
-                tr.update_agents()
-            tr.step += 1
+            tr.env_step()
         return steps / (time.perf_counter() - start)
 
     def close(self) -> None:

@@ -142,11 +142,7 @@ class Trainer:
                     print(f"stopped by {self.interrupted} at step {self.step}; checkpoint saved in "
                           f"{self.run_dir}; run the same command again to resume", flush=True)
                     return
-                self.begin_episode()
-            self.collect_step()
-            if self.learning_due():
-                self.update_agents()
-            self.step += 1
+            self.env_step()
             if self.learner is not None and self.learner.feedback_due(self.step):
                 try:
                     values = self.log(self.learner.feedback_round(self.step))
@@ -160,6 +156,17 @@ class Trainer:
                 self.announce("eval", self.log(self.evaluate()))
             if self.log_due():
                 self.log_training()
+
+    def env_step(self) -> None:
+        """One env step of the loop: an episode begins when none runs, the acting agent acts, the transition is
+        stored, the agents learn once learning has started, and the step is counted. `loop` adds checkpoints,
+        feedback rounds, evaluations and logs around it; the tests and the bench drive it directly."""
+        if self.obs is None:
+            self.begin_episode()
+        self.collect_step()
+        if self.learning_due():
+            self.update_agents()
+        self.step += 1
 
     def learning_due(self) -> bool:
         return self.step >= self.cfg.learning_starts

@@ -29,12 +29,7 @@ def advance(trainer, stop) -> None:
     round runs), so that a test can look at the learner in the middle of a phase."""
     learner = trainer.learner
     while not stop():
-        if trainer.obs is None:
-            trainer.begin_episode()
-        trainer.collect_step()
-        if trainer.learning_due():
-            trainer.update_agents()
-        trainer.step += 1
+        trainer.env_step()
         if stop():
             return
         if learner.feedback_due(trainer.step):
