@@ -142,8 +142,9 @@ class PreferenceLearner:
 
     # ------------------------------------------------------------------------------------------ rewards
     @torch.no_grad()
-    def step_reward(self, obs: np.ndarray, act: np.ndarray) -> float:
-        """Learned reward stored in the replay buffer (0 before the first round; relabelled then)."""
+    def step_reward(self, obs: np.ndarray, act: np.ndarray, true_reward: float = 0.0) -> float:
+        """Learned reward stored in the replay buffer (0 before the first round; relabelled then); the
+        environment's `true_reward` is never read."""
         if self.rounds == 0:
             return 0.0
         model = self.reward_model

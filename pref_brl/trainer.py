@@ -22,7 +22,7 @@ from pref_brl.checkpoint import load_checkpoint, save_checkpoint
 from pref_brl.config import TrainConfig
 from pref_brl.envs import episode_length, is_metaworld, make_env
 from pref_brl.episodes import EpisodeRecorder
-from pref_brl.feedback import LABEL_WAIT_TAG, Collaborators, EpisodePlan
+from pref_brl.feedback import LABEL_WAIT_TAG, Collaborators
 from pref_brl.human.session import LabellingInterrupted
 from pref_brl.logger import Logger, Progress
 from pref_brl.methods import make_learner
@@ -86,8 +86,7 @@ class Trainer:
             self.logger = self.open(resuming)
             if resuming:
                 record_resume(self.run_dir)  # after the checkpoint loaded: a refused resume changes nothing
-            if self.learner is not None:
-                self.learner.open_run_dir(self.run_dir)  # labelling by hand: its database and page
+            self.learner.open_run_dir(self.run_dir)  # labelling by hand: its database and page
         except BaseException:
             if hasattr(self, "logger"):
                 self.logger.close()
@@ -143,7 +142,7 @@ class Trainer:
                           f"{self.run_dir}; run the same command again to resume", flush=True)
                     return
             self.env_step()
-            if self.learner is not None and self.learner.feedback_due(self.step):
+            if self.learner.feedback_due(self.step):
                 try:
                     values = self.log(self.learner.feedback_round(self.step))
                 except LabellingInterrupted as exc:  # the labels given so far are in the run's database
@@ -184,9 +183,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ acting
     def begin_episode(self) -> None:
-        plan = EpisodePlan("A", int(self.rng.integers(2**31)), self.ep_len)
-        if self.learner is not None:
-            plan = self.learner.next_episode(self.step, plan.reset_seed)
+        plan = self.learner.next_episode(self.step, int(self.rng.integers(2**31)))
         agent_name, reset_seed, self.episode_limit = plan.agent, plan.reset_seed, plan.max_steps
         self.obs, _ = self.env.reset(seed=reset_seed)
         if plan.start is not None:  # a branch: continue from a snapshot of an earlier episode (simulator only)
@@ -194,7 +191,7 @@ class Trainer:
             self.obs = plan.start.obs.copy()
         self.snapshots = plan.snapshots
         self.acting = agent_name
-        self.policy = self.agents["A"] if self.learner is None else self.learner.policy(agent_name)
+        self.policy = self.learner.policy(agent_name)
         # The action noise stream is a function of the reset seed, so paired episodes share it.
         self.noise = np.random.default_rng([self.cfg.seed, reset_seed, 3])
         self.recorder.start(agent_name, reset_seed)
@@ -220,10 +217,8 @@ class Trainer:
             self.learner.record_snapshot(self.recorder.t, self.env.get_sim_state(), self.obs.copy())
         action = self.choose_action()
         next_obs, true_reward, terminated, truncated, info = self.env.step(action)
-        reward = true_reward
-        if self.learner is not None:
-            reward = self.learner.step_reward(self.obs, action)
-        if self.learner is None or self.learner.stores_transitions_of(self.acting):
+        reward = self.learner.step_reward(self.obs, action, true_reward)
+        if self.learner.stores_transitions_of(self.acting):
             self.replay.add(self.obs, action, reward, next_obs, terminated, 0 if self.acting == "A" else 1)
         self.recorder.add(self.obs, action, true_reward, float(info.get("success", 0.0)))
         self.obs = next_obs
@@ -236,18 +231,14 @@ class Trainer:
         if episode.agent == "A" and whole:
             self.returns.append(float(episode.true_reward.sum()))
             self.successes.append(float(self.recorder.success))
-        if self.learner is not None:
-            self.learner.add_episode(episode)
-            if whole:
-                self.learned_returns.append(self.learner.learned_return(episode))
+        self.learner.add_episode(episode)
+        learned = self.learner.learned_return(episode) if whole else None
+        if learned is not None:
+            self.learned_returns.append(learned)
         self.obs = None
 
     def update_agents(self) -> None:
-        if self.learner is not None:
-            self.metrics.update(self.learner.update_agents(self.step))
-            return
-        batch = self.replay.sample(self.cfg.batch_size, self.sample_generator)
-        self.metrics.update(self.agents["A"].update(batch))
+        self.metrics.update(self.learner.update_agents(self.step))
 
     # ------------------------------------------------------------------------------------------ eval / logs
     @torch.no_grad()
@@ -273,10 +264,9 @@ class Trainer:
             out[f"{prefix}/success_rate"] = float(np.mean(successes))
         if agent_name == "A":
             self.last_eval = out
-            if self.learner is not None:
-                out.update(self.learner.eval_metrics())
-                for name in self.learner.extra_policies():
-                    out.update(self.evaluate(name))
+            out.update(self.learner.eval_metrics())
+            for name in self.learner.extra_policies():
+                out.update(self.evaluate(name))
         return out
 
     def log_training(self) -> None:
@@ -333,10 +323,9 @@ class Trainer:
     def check_finite(self) -> None:
         modules = {f"agent {k}": a.actor for k, a in self.agents.items()}
         modules.update({f"agent {k} critic": a.critic for k, a in self.agents.items()})
-        if self.learner is not None:
-            if isinstance(self.learner.reward_model, torch.nn.Module):
-                modules["reward model"] = self.learner.reward_model
-            modules.update({f"agent {k}": p.actor for k, p in self.learner.extra_policies().items()})
+        if isinstance(self.learner.reward_model, torch.nn.Module):
+            modules["reward model"] = self.learner.reward_model
+        modules.update({f"agent {k}": p.actor for k, p in self.learner.extra_policies().items()})
         for name, module in modules.items():
             if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
                 raise FloatingPointError(f"non-finite parameters in the {name} at step {self.step}; the last "
@@ -348,8 +337,7 @@ class Trainer:
     def close(self) -> None:
         """Flush and release everything (also after an error or a signal)."""
         self.progress.close()
-        if self.learner is not None:
-            self.learner.close()
+        self.learner.close()
         if self.videos is not None:
             self.videos.close()
         if not self.logger.file.closed:
@@ -362,12 +350,11 @@ class Trainer:
                 "sample_generator": self.sample_generator.get_state(), "returns": list(self.returns),
                 "learned_returns": list(self.learned_returns), "successes": list(self.successes),
                 "last_eval": self.last_eval, "metrics": {k: float(v) for k, v in self.metrics.items()},
-                "learner": self.learner.state_dict() if self.learner is not None else None}
+                "learner": self.learner.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = self._last_checkpoint_step = state["step"]
-        if self.learner is not None:
-            self.learner.load_state_dict(state["learner"])
+        self.learner.load_state_dict(state["learner"])
         self.agents["A"].load_state_dict(state["agents"]["A"])
         self.replay.load_state_dict(state["replay"])
         self.rng.bit_generator.state = state["rng"]
