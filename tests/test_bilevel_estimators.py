@@ -190,3 +190,27 @@ def test_a_branch_start_survives_a_weights_only_checkpoint_bit_for_bit(tmp_path,
     for (obs_1, r_1, *flags_1), (obs_2, r_2, *flags_2) in zip(*runs, strict=True):
         np.testing.assert_array_equal(obs_1, obs_2)
         assert r_1 == r_2 and flags_1 == flags_2
+
+
+def test_a_checkpoint_of_the_earlier_pair_format_loads_into_the_pair_collection(tiny) -> None:
+    """Checkpoints written before the pair collections kept three flags, the pairs and the branch fields
+    beside them; a learner loads them into the same phase and collection state."""
+    trainer = Trainer(bilevel_cfg(tiny, estimator="branch"), progress=False)
+    learner = trainer.learner
+    advance(trainer, lambda: learner.pairs_open and learner.collection.pending is not None and learner.pairs)
+    new = learner.state_dict()
+    collection = new["collection"]
+    earlier = {k: v for k, v in new.items() if k not in ("phase", "anchor_playing", "collection")}
+    earlier.update(flags=(True, False, learner.anchor_playing), pairs=collection["pairs"],
+                   pending=collection["pending"],
+                   branch={"pool": collection["pool"], "starts": collection["starts"],
+                           "pending": collection["pending_start"], "rng": collection["rng"]})
+    fresh = Trainer(bilevel_cfg(tiny, "fresh", estimator="branch"), progress=False).learner
+    fresh.load_state_dict(earlier)
+    assert fresh.phase == "pairing" and fresh.anchor_playing == learner.anchor_playing
+    loaded = fresh.collection
+    assert [(id(a), id(b)) for a, b in loaded.pairs] != [] and len(loaded.pairs) == len(learner.pairs)
+    assert np.array_equal(loaded.pending.obs, learner.collection.pending.obs)
+    assert [s.step for s in loaded.starts] == [s.step for s in learner.collection.starts]
+    assert np.array_equal(loaded.pending_start.obs, learner.collection.pending_start.obs)
+    assert loaded.rng.bit_generator.state == learner.collection.rng.bit_generator.state

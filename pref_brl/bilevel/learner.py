@@ -11,7 +11,8 @@ evaluated). At every feedback round after the first, once PEBBLE's cross-entropy
 4. `penalty_steps` reward steps of cross-entropy + λ [R^γ(A) − R^γ(B)] on those pairs (held-out pairs
    excluded and used for `bilevel/gap_before` / `gap_after`), then a relabel. Pairs serve one round only.
 
-Steps 3–4 are the `paired-rollouts` estimator of the λ-term; `--estimator` picks another strategy from
+Steps 3–4 are the `paired-rollouts` estimator of the λ-term (its pairs collected by a strategy of
+`pref_brl.bilevel.pairs`); `--estimator` picks another strategy from
 `ESTIMATORS`: `branch` (the same pairs, each started from a simulator snapshot of A's most recent episode
 instead of a reset; simulation only, `pref_brl.bilevel.branches`), `shared-states` (one action of A and of
 B at recent replay states) or `likelihood-ratio` (A's own recent episodes reweighted by per-decision ratios
@@ -30,8 +31,8 @@ import torch
 from torch import Tensor
 
 from pref_brl.agents.sac import Actor, act_with, squashed_log_prob, squashed_sample
-from pref_brl.bilevel.branches import BranchStart, snapshot_steps, start_from_checkpoint, start_to_checkpoint
-from pref_brl.bilevel.estimators import ESTIMATORS, ROLLOUT_ESTIMATORS, Estimate
+from pref_brl.bilevel.estimators import ESTIMATORS, Estimate
+from pref_brl.bilevel.pairs import PAIR_COLLECTIONS, Pair
 from pref_brl.bilevel.penalty import (
     discounted_returns,
     gaussian_kl,
@@ -40,7 +41,7 @@ from pref_brl.bilevel.penalty import (
     upper_score_surrogate,
 )
 from pref_brl.feedback import Collaborators, EpisodePlan, PreferenceLearner
-from pref_brl.preferences import Episode, episode_state
+from pref_brl.preferences import Episode
 
 if TYPE_CHECKING:
     from pref_brl.config import TrainConfig
@@ -49,6 +50,7 @@ PSI_MEMORY = 4  # sobirl: its term uses the pairs labelled in the last this-many
 SHARED_STATES = 1024  # replay states for the shared-states estimator, bilevel/kl_ab and bilevel/reward_shift
 BETA_INIT = 1.0  # initial KL coefficient β (adaptive-KL PPO's starting value)
 BETA_LIMITS = (1e-4, 1e4)
+ACTING, PAIRING, PENALTY_DUE = "acting", "pairing", "penalty-due"  # the bilevel learner's phases
 BACKTRACK_HALVINGS = 10  # B's line search per step: halvings of θ_B − θ_A before B is put back to the anchor
 
 
@@ -69,42 +71,51 @@ class BilevelLearner(PreferenceLearner):
         super().__init__(cfg, obs_dim, act_dim, loop)
         self.lam = (1.0 - cfg.discount) * cfg.penalty_weight
         self.kappa = 1.0 / cfg.penalty_weight if cfg.upper_term else 0.0
-        self.paired = cfg.estimator in ROLLOUT_ESTIMATORS
+        collection = PAIR_COLLECTIONS.get(cfg.estimator)
+        self.collection = None if collection is None else collection(cfg)  # None: no rollouts to collect
         self.anchor: Actor | None = None  # π_A at this round's re-sync, frozen
         self.b_actor: Actor | None = None  # π_B
         self.beta = BETA_INIT
         self.psi: tuple[Tensor, Tensor] | None = None  # this round's new pairs [P, 2H, D] and their ℓ_i [P]
-        self.pairs: list[tuple[Episode, Episode]] = []
-        self.pending: Episode | None = None  # A's half of the pair being collected
-        self.pairs_open = self.penalty_ready = self.anchor_playing = False
+        self.phase = ACTING  # ACTING (A's ordinary episodes), PAIRING (the round's halves), PENALTY_DUE
+        self.anchor_playing = False  # the running episode is A's half of a pair (played by the anchor)
         self.b_generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 31)
-        self.branching = cfg.estimator == "branch"
-        self.branch_rng = np.random.default_rng([cfg.seed, 32])  # which steps of A's episodes are snapshot
-        self.snapshots: list[BranchStart] = []  # taken in the running episode of A
-        self.branch_pool: list[BranchStart] = []  # the K snapshots of A's most recent complete episode
-        self.branch_starts: list[BranchStart] = []  # this round's starts not yet played
-        self.pending_start: BranchStart | None = None  # where the pair being collected started
+
+    @property
+    def pairs_open(self) -> bool:
+        return self.phase == PAIRING
+
+    @property
+    def penalty_ready(self) -> bool:
+        return self.phase == PENALTY_DUE
+
+    @property
+    def pairs(self) -> list[Pair]:
+        """The round's complete pairs so far."""
+        return [] if self.collection is None else self.collection.pairs
+
+    @pairs.setter
+    def pairs(self, pairs: list[Pair]) -> None:
+        self.collection.pairs = pairs
+
+    @property
+    def branch_pool(self) -> list:
+        """`branch`: the snapshots the next round's pairs start from."""
+        return self.collection.pool
 
     # ------------------------------------------------------------------------------------------ acting
     def next_episode(self, step: int, reset_seed: int) -> EpisodePlan:
         """A; while pairs are collected: A's anchor, then B on the same reset seed, each `pair_horizon` steps."""
         self.anchor_playing = False
-        if not self.pairs_open:
+        if self.phase != PAIRING:
             plan = super().next_episode(step, reset_seed)
-            if not self.branching:
-                return plan
-            self.snapshots = []
-            steps = snapshot_steps(self.branch_rng, plan.max_steps, self.cfg.pair_horizon, self.cfg.paired_episodes)
-            return plan._replace(snapshots=steps)
-        if self.pending is not None:  # B's half: A's reset seed (and noise stream) and, for a branch, its start
-            return EpisodePlan("B", self.pending.reset_seed, self.cfg.pair_horizon, self.pending_start)
-        self.anchor_playing = True
-        if self.branching:
-            self.pending_start = self.branch_starts.pop(0)
-        return EpisodePlan("A", reset_seed, self.cfg.pair_horizon, self.pending_start)
+            return plan if self.collection is None else self.collection.ordinary_plan(plan)
+        plan = self.collection.next_half(reset_seed)
+        self.anchor_playing = plan.agent == "A"
+        return plan
 
     def record_snapshot(self, step: int, state: Any, obs: np.ndarray) -> None:
-        self.snapshots.append(BranchStart(state, obs, step))
+        self.collection.record_snapshot(step, state, obs)
 
     def policy(self, agent: str) -> Any:
         if agent == "B" and self.b_actor is not None:
@@ -121,17 +132,13 @@ class BilevelLearner(PreferenceLearner):
 
     def add_episode(self, episode: Episode) -> None:
         super().add_episode(episode)
-        if self.branching and len(self.snapshots) == self.cfg.paired_episodes:
-            self.branch_pool, self.snapshots = self.snapshots, []  # A's most recent complete episode
-        if not self.pairs_open:
+        if self.collection is None:
             return
-        if episode.agent == "B" and self.pending is not None:
-            self.pairs.append((self.pending, episode))
-            self.pending = None
-            if len(self.pairs) == self.cfg.paired_episodes:
-                self.pairs_open, self.penalty_ready = False, True
-        elif self.anchor_playing:
-            self.pending = episode
+        self.collection.ordinary_episode_done()
+        # the ordinary episode running when the round opened ends during PAIRING too: it is no half
+        half = episode.agent == "B" or self.anchor_playing
+        if self.phase == PAIRING and half and self.collection.add_half(episode):
+            self.phase = PENALTY_DUE
 
     def query_agent(self) -> str | None:
         """`query_agent`'s episodes (A by default); any agent's while B has none long enough."""
@@ -169,11 +176,12 @@ class BilevelLearner(PreferenceLearner):
         if self.rounds < 2:  # `rounds` already counts this round: no B after the first one
             return {}
         metrics = self.solve_b()
-        self.pairs, self.pending, self.penalty_ready = [], None, False
-        self.pairs_open = self.paired
-        self.branch_starts, self.pending_start = list(self.branch_pool), None
-        if not self.paired:
+        if self.collection is None:
+            self.phase = ACTING
             metrics.update(self.penalty_round())
+        else:
+            self.collection.open()
+            self.phase = PAIRING
         return metrics
 
     # ------------------------------------------------------------------------------------------ agent B
@@ -268,8 +276,8 @@ class BilevelLearner(PreferenceLearner):
     def penalty_round(self) -> dict[str, Any]:
         """Exactly `penalty_steps` reward steps of CE + λ-term, held-out gaps around them, then a relabel."""
         cfg, ens = self.cfg, self.ensemble
-        self.penalty_ready = False
-        pairs, self.pairs = self.pairs, []
+        self.phase = ACTING
+        pairs = [] if self.collection is None else self.collection.take()
         held = cfg.heldout_pairs if len(pairs) > cfg.heldout_pairs else 0
         fit, heldout = pairs[: len(pairs) - held], pairs[len(pairs) - held:]
         with torch.no_grad():
@@ -295,7 +303,7 @@ class BilevelLearner(PreferenceLearner):
         self.loop.replay.relabel(ens.mean_reward)
         return {k: v for k, v in metrics.items() if v == v}
 
-    def _penalty_closure(self, fit: list[tuple[Episode, Episode]]) -> Estimate:
+    def _penalty_closure(self, fit: list[Pair]) -> Estimate:
         """The round's λ-term (closure or None, SNR, units) by the configured estimator."""
         return ESTIMATORS[self.cfg.estimator](self, fit)
 
@@ -335,15 +343,9 @@ class BilevelLearner(PreferenceLearner):
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         nets = {k: None if m is None else m.state_dict() for k, m in (("anchor", self.anchor), ("b", self.b_actor))}
-        pairs = [(episode_state(a), episode_state(b)) for a, b in self.pairs]
-        pending = None if self.pending is None else episode_state(self.pending)
-        branch = {"pool": [start_to_checkpoint(s) for s in self.branch_pool],
-                  "starts": [start_to_checkpoint(s) for s in self.branch_starts],
-                  "pending": None if self.pending_start is None else start_to_checkpoint(self.pending_start),
-                  "rng": self.branch_rng.bit_generator.state}  # checkpoints fall between episodes: no snapshots
-        return {**super().state_dict(), **nets, "beta": self.beta, "pairs": pairs, "pending": pending,
-                "flags": (self.pairs_open, self.penalty_ready, self.anchor_playing),
-                "b_generator": self.b_generator.get_state(), "branch": branch}
+        return {**super().state_dict(), **nets, "beta": self.beta, "phase": self.phase,
+                "anchor_playing": self.anchor_playing, "b_generator": self.b_generator.get_state(),
+                "collection": None if self.collection is None else self.collection.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -353,16 +355,24 @@ class BilevelLearner(PreferenceLearner):
                 net.load_state_dict(state[name])
                 setattr(self, attr, net.requires_grad_(attr == "b_actor"))
         self.beta = state["beta"]
-        self.pairs = [(Episode(**a), Episode(**b)) for a, b in state["pairs"]]
-        self.pending = None if state["pending"] is None else Episode(**state["pending"])
-        self.pairs_open, self.penalty_ready, self.anchor_playing = state["flags"]
         self.b_generator.set_state(state["b_generator"])
-        branch = state.get("branch")  # absent from checkpoints written before branches existed
-        if branch is not None:
-            self.branch_pool = [start_from_checkpoint(s) for s in branch["pool"]]
-            self.branch_starts = [start_from_checkpoint(s) for s in branch["starts"]]
-            self.pending_start = None if branch["pending"] is None else start_from_checkpoint(branch["pending"])
-            self.branch_rng.bit_generator.state = branch["rng"]
+        if "phase" not in state:  # a checkpoint written before the pair collections existed
+            state = _collection_state_of_earlier_checkpoints(state)
+        self.phase, self.anchor_playing = state["phase"], state["anchor_playing"]
+        if self.collection is not None and state["collection"] is not None:
+            self.collection.load_state_dict(state["collection"])
+
+
+def _collection_state_of_earlier_checkpoints(state: dict[str, Any]) -> dict[str, Any]:
+    """Phase and pair-collection state from a checkpoint of the three flags (pairs open, penalty ready, anchor
+    playing) and the pairs and branch fields kept beside them."""
+    pairs_open, penalty_ready, anchor_playing = state["flags"]
+    branch = state.get("branch") or {}
+    collection = {"pairs": state["pairs"], "pending": state["pending"], "pending_start": branch.get("pending")}
+    if branch:
+        collection.update(pool=branch["pool"], starts=branch["starts"], rng=branch["rng"])
+    phase = PAIRING if pairs_open else PENALTY_DUE if penalty_ready else ACTING
+    return {"phase": phase, "anchor_playing": anchor_playing, "collection": collection}
 
 
 class SoBiRLLearner(PreferenceLearner):
