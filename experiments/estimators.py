@@ -17,10 +17,9 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -98,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     text = table(measured)
     out.write_text(text, encoding="utf-8")
-    out.with_name(out.name + ".json").write_text(json.dumps(
-        {"run_dir": args.run_dir, "step": measured.step, "kl_target": measured.kl_target,
-         "references": measured.references, "rows": [asdict(r) for r in measured.rows]}, indent=1), encoding="utf-8")
+    out.with_name(out.name + ".json").write_text(measured.to_json(), encoding="utf-8")
     print(text)
     print(f"wrote {out} and {out.name}.json")
     return 0

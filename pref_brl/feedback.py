@@ -79,7 +79,38 @@ class EpisodePlan(NamedTuple):
     snapshots: frozenset[int] = frozenset()
 
 
-class PreferenceLearner:
+class OneAgent:
+    """Acting for a learner whose only agent is A, playing whole episodes: PEBBLE's learner (and those built
+    on it that keep A alone) and method sac's true-reward learner."""
+
+    cfg: TrainConfig
+    loop: Collaborators
+
+    def next_episode(self, step: int, reset_seed: int) -> EpisodePlan:
+        """Who plays the next episode (here always A, a whole episode)."""
+        return EpisodePlan("A", reset_seed, self.loop.ep_len)
+
+    def policy(self, agent: str) -> Any:
+        """The policy (anything with `act(obs, noise)`) that plays an episode of `agent` (here A)."""
+        if agent != "A":
+            raise KeyError(f"unknown agent {agent!r}")
+        return self.loop.agent
+
+    def stores_transitions_of(self, agent: str) -> bool:
+        """Whether `agent`'s transitions enter the shared replay buffer."""
+        return True
+
+    def record_snapshot(self, step: int, state: Any, obs: np.ndarray) -> None:
+        """A simulator snapshot (`envs.sim_state.SimState`) before the action at `step` of the running
+        episode, taken because the episode's plan listed `step` in `snapshots` (never asked for here)."""
+        raise NotImplementedError(f"method {self.cfg.method} takes no simulator snapshots")
+
+    def extra_policies(self) -> dict[str, Any]:
+        """Policies evaluated next to A (name -> object with `act(obs, noise)` and an `actor` module)."""
+        return {}
+
+
+class PreferenceLearner(OneAgent):
     """Reward model, query and label stores, teacher and the feedback schedule (`pebble`)."""
 
     def __init__(self, cfg: TrainConfig, obs_dim: int, act_dim: int, loop: Collaborators) -> None:
@@ -116,29 +147,6 @@ class PreferenceLearner:
     # ------------------------------------------------------------------------------------------ schedule
     def feedback_due(self, step: int) -> bool:
         return step == self.next_round and self.total < self.cfg.max_feedback
-
-    def next_episode(self, step: int, reset_seed: int) -> EpisodePlan:
-        """Who plays the next episode (PEBBLE: always A, a whole episode)."""
-        return EpisodePlan("A", reset_seed, self.loop.ep_len)
-
-    def policy(self, agent: str) -> Any:
-        """The policy (anything with `act(obs, noise)`) that plays an episode of `agent` (PEBBLE: A)."""
-        if agent != "A":
-            raise KeyError(f"unknown agent {agent!r}")
-        return self.loop.agent
-
-    def stores_transitions_of(self, agent: str) -> bool:
-        """Whether `agent`'s transitions enter the shared replay buffer."""
-        return True
-
-    def record_snapshot(self, step: int, state: Any, obs: np.ndarray) -> None:
-        """A simulator snapshot (`envs.sim_state.SimState`) before the action at `step` of the running
-        episode, taken because the episode's plan listed `step` in `snapshots` (PEBBLE never asks)."""
-        raise NotImplementedError(f"method {self.cfg.method} takes no simulator snapshots")
-
-    def extra_policies(self) -> dict[str, Any]:
-        """Policies evaluated next to A (name -> object with `act(obs, noise)` and an `actor` module)."""
-        return {}
 
     # ------------------------------------------------------------------------------------------ rewards
     @torch.no_grad()

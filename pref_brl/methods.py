@@ -9,12 +9,12 @@ import numpy as np
 
 from pref_brl.bilevel.learner import BilevelLearner, SoBiRLLearner
 from pref_brl.config import TrainConfig
-from pref_brl.feedback import Collaborators, EpisodePlan, PreferenceLearner
+from pref_brl.feedback import Collaborators, OneAgent, PreferenceLearner
 from pref_brl.mrn import MRNLearner
 from pref_brl.preferences import Episode
 
 
-class TrueRewardLearner:
+class TrueRewardLearner(OneAgent):
     """Method `sac`'s learner: agent A alone on the environment's reward (the upper bound of the preference
     methods). It learns no reward, asks for no labels and keeps no state: its checkpoint entry is None."""
 
@@ -22,20 +22,6 @@ class TrueRewardLearner:
 
     def __init__(self, cfg: TrainConfig, loop: Collaborators) -> None:
         self.cfg, self.loop = cfg, loop
-
-    def next_episode(self, step: int, reset_seed: int) -> EpisodePlan:
-        return EpisodePlan("A", reset_seed, self.loop.ep_len)
-
-    def policy(self, agent: str) -> Any:
-        if agent != "A":
-            raise KeyError(f"unknown agent {agent!r}")
-        return self.loop.agent
-
-    def stores_transitions_of(self, agent: str) -> bool:
-        return True
-
-    def record_snapshot(self, step: int, state: Any, obs: np.ndarray) -> None:
-        raise NotImplementedError("method sac takes no simulator snapshots")
 
     def step_reward(self, obs: np.ndarray, act: np.ndarray, true_reward: float = 0.0) -> float:
         """The environment's reward, stored as it is."""
@@ -58,9 +44,6 @@ class TrueRewardLearner:
         return {}
 
     def eval_metrics(self) -> dict[str, float]:
-        return {}
-
-    def extra_policies(self) -> dict[str, Any]:
         return {}
 
     def open_run_dir(self, run_dir: Path) -> None:

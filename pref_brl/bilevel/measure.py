@@ -307,6 +307,19 @@ class Measurement:
     references: list[dict[str, float]]
     step: int
     kl_target: float
+    run: dict[str, Any] = dataclasses.field(default_factory=dict)  # env, method and seed of the measured run
+
+    def to_json(self) -> str:
+        """Everything `table` reads, no path of the machine that measured it."""
+        return json.dumps({"run": self.run, "step": self.step, "kl_target": self.kl_target,
+                           "references": self.references, "rows": [dataclasses.asdict(r) for r in self.rows]},
+                          indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Measurement:
+        data = json.loads(text)
+        return cls([Row(**r) for r in data["rows"]], data["references"], data["step"], data["kl_target"],
+                   data.get("run", {}))
 
 
 def measure(run_dir: Path, settings: Sequence[Setting], repeats: int = 3, reference_pairs: int = 40,
@@ -349,7 +362,8 @@ def measure(run_dir: Path, settings: Sequence[Setting], repeats: int = 3, refere
             rows.append(row)
             progress(f"  {row.setting}: SNR {row.snr:.2f} over {row.units} units, cosine with the reference "
                      f"{row.cosine:.2f}, {row.env_steps} env steps, {row.seconds:.1f} s")
-    return Measurement(rows, references, world.step, world.cfg.kl_target)
+    run = {"env": world.cfg.env, "method": world.cfg.method, "seed": world.cfg.seed}
+    return Measurement(rows, references, world.step, world.cfg.kl_target, run)
 
 
 def table(measured: Measurement) -> str:
