@@ -8,7 +8,9 @@ A documented table sits between two markers that name the command that makes it:
 
 (`diagnostics.md of:` for a `--diagnostics` table). Each one is recomputed here from the archived run folders
 (paths relative to the repository root) and must match the docs character for character, so a number in the
-docs cannot drift from the data behind it.
+docs cannot drift from the data behind it. Tables of `pref-brl-estimators` sit between
+`<!-- estimators of: <its .json> -->` and `<!-- end -->` and are recomputed from the measurement file kept in
+the repository.
 """
 
 from __future__ import annotations
@@ -54,3 +56,27 @@ def test_documented_table_equals_the_recomputed_one(doc: str, kind: str, argv: s
     assert computed is not None, f"{doc}: a diagnostics table needs --diagnostics in its command"
     assert body.strip() == computed.strip(), (
         f"{doc}: the {kind} table differs from `pref-brl-plot {argv}`; re-run it and paste its {kind}.md")
+
+
+ESTIMATOR_BLOCK = re.compile(r"<!-- estimators of: (\S+\.json) -->\n(.*?)<!-- end -->", re.S)
+
+
+def documented_estimator_tables() -> list[tuple[str, str, str]]:
+    """(doc file, measurement file, documented table) for every `pref-brl-estimators` table in the docs."""
+    return [(doc.name, path, body) for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+            for path, body in ESTIMATOR_BLOCK.findall(doc.read_text(encoding="utf-8"))]
+
+
+def test_the_walker_estimators_are_documented_from_their_measurements() -> None:
+    assert any(doc == "bilevel.md" for doc, _, _ in documented_estimator_tables()), \
+        "docs/bilevel.md lost its walker estimator tables"
+
+
+@pytest.mark.parametrize("doc, path, body", documented_estimator_tables(),
+                         ids=lambda value: value if isinstance(value, str) and len(value) < 60 else None)
+def test_documented_estimator_table_equals_the_one_its_measurement_gives(doc: str, path: str, body: str) -> None:
+    from pref_brl.bilevel.measure import Measurement, table
+
+    measured = Measurement.from_json((ROOT / path).read_text(encoding="utf-8"))
+    assert body.strip() == table(measured).strip(), (
+        f"{doc}: the estimator table differs from the one {path} gives; paste the .md written beside it")
