@@ -9,7 +9,7 @@ Examples:
 Rows: SAC training throughput on walker_walk (2x256/batch 256 and 2x1024/batch 1024) against
 Stable-Baselines3's SAC with identical networks, timed in this process; one SAC update against the compute
 limit (its matrix-product FLOPs at the best fp32 matmul rate measured here); the Meta-World agent (3x256,
-batch 512) on door-open; one reward-ensemble training step; relabelling 1M transitions; a k-NN
+batch 512) on door-open, and door-open's env step alone against walker's; one reward-ensemble training step; relabelling 1M transitions; a k-NN
 state-entropy step; `pebble`, `bilevel` and `mrn` end to end; the clips of a labelling round (`--teacher
 human`) against a plain renderer. Ours and the peer alternate in rounds, so a slow
 spell on a shared machine hits both; cells are medians over rounds, ratios the median of per-round ratios.
@@ -318,9 +318,40 @@ def throughput_rows(scale: Scale, compile_: bool, workdir: Path) -> list[Row]:
             for (hidden, batch), steps in ((scale.small, scale.sac_steps), (scale.big, scale.big_steps))]
 
 
+def env_rate(env, steps: int, rng: torch.Generator) -> float:
+    """Env steps/s of `env` alone: uniform random actions, a reset whenever an episode ends."""
+    low, high = env.action_space.low, env.action_space.high
+    actions = (torch.rand((steps, len(low)), generator=rng).numpy() * (high - low) + low).astype(low.dtype)
+    env.reset(seed=0)
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def env_step_row(scale: Scale) -> Row:
+    """Door-open's env step against walker's, alternating in rounds (what a door run pays before learning)."""
+    from pref_brl.envs import make_env
+
+    envs = {name: make_env(name, seed=0) for name in (DOOR[0], WALKER[0])}
+    rng = torch.Generator().manual_seed(0)
+    steps = 10 * scale.door_steps
+    rates: dict[str, list[float]] = {name: [] for name in envs}
+    for _ in range(scale.rounds):
+        for name, env in envs.items():
+            rates[name].append(env_rate(env, steps, rng))
+    door, walker = rates[DOOR[0]], rates[WALKER[0]]
+    return Row(f"door-open env step alone (uniform random actions, resets included, {steps} steps a round)",
+               median(door), median(walker), paired(door, walker), "env steps/s", "walker_walk's env step",
+               "x walker's rate")
+
+
 def door_rows(scale: Scale, compile_: bool, workdir: Path) -> list[Row]:
-    """The Meta-World agent (3x256, batch 512) on door-open against SB3."""
-    return [sac_throughput(DOOR, 256, 3, 512, scale.door_steps, scale.rounds, compile_, workdir)]
+    """The Meta-World agent (3x256, batch 512) on door-open against SB3, and its env step against walker's."""
+    return [sac_throughput(DOOR, 256, 3, 512, scale.door_steps, scale.rounds, compile_, workdir),
+            env_step_row(scale)]
 
 
 def clip_rows(scale: Scale) -> list[Row]:

@@ -82,3 +82,10 @@ def test_help_and_bad_section(capsys) -> None:
     with pytest.raises(SystemExit):
         bench.main(["--only", "warp-drive"])
     assert "unknown section" in capsys.readouterr().err
+
+
+def test_env_step_row_pairs_door_opens_env_against_walkers() -> None:
+    row = bench.env_step_row(bench.Scale(rounds=2, sac_steps=1, big_steps=1, door_steps=3, updates=1,
+                                         reward_steps=1, relabel=1, knn=(1, 1), e2e_steps=1, matmul=8))
+    assert row.ours > 0 and row.peer > 0 and row.ratio > 0 and row.peer_name == "walker_walk's env step"
+    assert "30 steps a round" in row.component
