@@ -21,6 +21,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import tyro
@@ -40,7 +41,7 @@ DEFAULT_SETTINGS = ("paired-rollouts", "paired-rollouts+pair_horizon=100+paired_
 class EstimatorArgs:
     """Which run's checkpoint, which settings, how many repeats."""
 
-    run_dir: tyro.conf.Positional[str]
+    run_dir: tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="RUN_DIR")]]
     """a bilevel run folder with a checkpoint (only read)"""
     out: str
     """markdown file for the table; the rows go beside it as <out>.json"""
