@@ -9,10 +9,11 @@ Examples:
 Rows: SAC training throughput on walker_walk (2x256/batch 256 and 2x1024/batch 1024) against
 Stable-Baselines3's SAC with identical networks, timed in this process; one SAC update against the compute
 limit (its matrix-product FLOPs at the best fp32 matmul rate measured here); the Meta-World agent (3x256,
-batch 512) on door-open, and door-open's env step alone against walker's; one reward-ensemble training step; relabelling 1M transitions; a k-NN
-state-entropy step; `pebble`, `bilevel` and `mrn` end to end; the clips of a labelling round (`--teacher
-human`) against a plain renderer. Ours and the peer alternate in rounds, so a slow
-spell on a shared machine hits both; cells are medians over rounds, ratios the median of per-round ratios.
+batch 512) on door-open, and door-open's env step alone against walker's; one reward-ensemble training
+step; relabelling 1M transitions; a k-NN state-entropy step; `pebble`, `bilevel` and `mrn` end to end; the
+clips of a labelling round (`--teacher human`) against a plain renderer. Ours and the peer alternate in
+rounds, so a slow spell on a shared machine hits both; cells are medians over rounds, ratios the median of
+per-round ratios.
 Compiled-update warm-up (first call of each graph: compilation, or loading it from the inductor cache)
 is reported on its own and excluded from the rates.
 
