@@ -9,7 +9,7 @@ measures the bias and signal of each (docs/tabular.md, section "Estimators of th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from torch import Tensor
 
@@ -26,9 +26,28 @@ from pref_brl.bilevel.penalty import (
 from pref_brl.preferences import Episode
 
 if TYPE_CHECKING:
-    from pref_brl.bilevel.learner import BilevelLearner
+    from pref_brl.config import TrainConfig
+    from pref_brl.preferences import EpisodeStore
+    from pref_brl.reward_model import RewardEnsemble
 
 Pairs = list[tuple[Episode, Episode]]
+
+
+class Learner(Protocol):
+    """What an estimator reads of the bilevel learner (`pref_brl.bilevel.learner.BilevelLearner`)."""
+
+    cfg: TrainConfig
+    ensemble: RewardEnsemble
+    lam: float
+    store: EpisodeStore
+
+    def log_ratios(self, sa: Tensor) -> Tensor:
+        """log π_B(a|s) − log π_A(a|s) at stored steps, without a graph."""
+        ...
+
+    def shared_states(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Recent replay states and one action of A and of B at each under shared noise."""
+        ...
 
 
 class Estimate(NamedTuple):
@@ -41,7 +60,7 @@ class Estimate(NamedTuple):
     metrics: dict[str, float] = {}
 
 
-def paired_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
+def paired_estimate(learner: Learner, fit: Pairs) -> Estimate:
     """`paired-rollouts`: λ [mean R^γ(A's halves) − mean R^γ(B's halves)]; SNR per pair."""
     if not fit:
         return Estimate(None, float("nan"), 0)
@@ -52,15 +71,15 @@ def paired_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
     return Estimate(lambda ens: penalty_term(ens, sa_a, m_a, sa_b, m_b, learner.lam, cfg.discount), snr, len(fit))
 
 
-def shared_states_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
+def shared_states_estimate(learner: Learner, fit: Pairs) -> Estimate:
     """`shared-states`: λ (1 − γ)^{-1} mean [r(s, a_A) − r(s, a_B)] at recent replay states; no SNR (its
     states are one correlated batch, not independent units), so `--snr-min` refuses it."""
-    obs, act_a, act_b = learner._shared_states()
+    obs, act_a, act_b = learner.shared_states()
     return Estimate(lambda ens: shared_states_term(ens, obs, act_a, act_b, learner.lam, learner.cfg.discount),
                     float("nan"), len(obs))
 
 
-def likelihood_ratio_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
+def likelihood_ratio_estimate(learner: Learner, fit: Pairs) -> Estimate:
     """`likelihood-ratio`: A's `lr_episodes` most recent episodes, weights W_t of B against A's anchor.
 
     The episodes were played by A before the re-sync (an earlier A than the anchor); the weights treat
@@ -72,7 +91,7 @@ def likelihood_ratio_estimate(learner: BilevelLearner, fit: Pairs) -> Estimate:
     if not episodes:
         return Estimate(None, float("nan"), 0)
     sa, mask = stack_episodes(episodes, cfg.device)
-    weights = per_decision_weights(learner._log_ratios(sa), mask, cfg.lr_window, cfg.lr_clip)
+    weights = per_decision_weights(learner.log_ratios(sa), mask, cfg.lr_window, cfg.lr_clip)
     coefficients = discount_weights(sa.shape[1], cfg.discount, sa.device) * mask * (1.0 - weights)
 
     def episode(j: int) -> Tensor:

@@ -308,7 +308,7 @@ class BilevelLearner(PreferenceLearner):
         return ESTIMATORS[self.cfg.estimator](self, fit)
 
     @torch.no_grad()
-    def _log_ratios(self, sa: Tensor) -> Tensor:
+    def log_ratios(self, sa: Tensor) -> Tensor:
         """log π_B(a|s) − log π_A(a|s) at stored steps [N, T], π_A the anchor; computed without a graph."""
         obs, act = sa[..., : self.ensemble.obs_dim], sa[..., self.ensemble.obs_dim:]
         log_b = squashed_log_prob(*self.b_actor(obs), act).squeeze(-1)
@@ -327,7 +327,7 @@ class BilevelLearner(PreferenceLearner):
         return {f"bilevel/gap_{when}": float(gap)}
 
     @torch.no_grad()
-    def _shared_states(self) -> tuple[Tensor, Tensor, Tensor]:
+    def shared_states(self) -> tuple[Tensor, Tensor, Tensor]:
         obs = self.loop.replay.recent_obs(SHARED_STATES, agent=0)
         noise = self._noise(obs)  # one noise draw for both: common random numbers
         return obs, self._actions(self.anchor, obs, noise), self._actions(self.b_actor, obs, noise)
