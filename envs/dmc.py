@@ -13,14 +13,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
-from dm_control import suite
-from gymnasium import spaces
+# Our rendering (evaluation videos, labelling clips) happens on the thread that made the context, so
+# dm_control's render thread buys nothing; freeing a context whose render thread is gone (a context left to
+# the garbage collector at interpreter exit) can wait on it forever. Set before dm_control is first imported.
+os.environ.setdefault("DISABLE_RENDER_THREAD_OFFLOADING", "1")
 
-from pref_brl.envs.sim_state import SimState, capture_mujoco, restore_mujoco
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from dm_control import suite  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+
+from pref_brl.envs.sim_state import SimState, capture_mujoco, restore_mujoco  # noqa: E402
 
 
 class _SensorNameCache(dict):
@@ -171,5 +177,7 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._env.physics.render(height=height, width=width, camera_id=0)
 
     def close(self) -> None:
-        """Release the simulator."""
+        """Release the simulator and its rendering contexts now. Left to the garbage collector, a context freed
+        at interpreter exit can wait forever on dm_control's render thread; the env is unusable afterwards."""
         self._env.close()
+        self._env.physics.free()
