@@ -323,6 +323,27 @@ def start_training(run: Path) -> tuple[subprocess.Popen, str]:
 
 
 @needs_rendering
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie waiting to be reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def test_a_killed_run_keeps_its_labels_and_offers_only_the_rest(tmp_path: Path) -> None:
     from pref_brl.logger import read_scalars
 
@@ -335,9 +356,12 @@ def test_a_killed_run_keeps_its_labels_and_offers_only_the_rest(tmp_path: Path) 
                                                                                  "left") == 200]
         given = LabelDB(db_path(run)).labels()
     finally:
+        workers = children_of(child.pid)  # the clip-rendering pool, if it has started
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert len(first) == 2 and len(given) == 2
+    assert workers, "the run had started no clip workers to check"
+    wait_for(lambda: not any(alive(pid) for pid in workers), what="the killed run's clip workers to end with it")
     child, url = start_training(run)
     try:
         client = Client(url)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +189,16 @@ _WORKER: ClipRenderer | None = None
 
 def _start_worker(env_name: str, goal_mode: str, limit: int, size: int) -> None:
     global _WORKER
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _WORKER = ClipRenderer(env_name, goal_mode, limit, size, workers=1)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose run was killed (SIGKILL leaves no time to shut the pool down) would wait for jobs
+    forever: it ends itself within a second of its parent's death (it is then re-parented)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _write_job(job: ClipJob) -> int:
