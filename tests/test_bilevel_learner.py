@@ -214,7 +214,7 @@ def test_an_exact_agreement_of_units_is_logged_as_a_capped_snr_not_a_crash(tiny)
     finite values) and the round's scalars log without a FloatingPointError."""
     trainer = at_penalty(tiny)
     learner = trainer.learner
-    learner.pairs = [learner.pairs[0]] * 3
+    learner.collection.pairs = [learner.pairs[0]] * 3
     metrics = learner.penalty_round()
     assert metrics["bilevel/penalty_snr"] == SNR_CAP and metrics["bilevel/penalty_units"] == 2.0
     trainer.log(metrics)

@@ -94,10 +94,6 @@ class BilevelLearner(PreferenceLearner):
         """The round's complete pairs so far."""
         return [] if self.collection is None else self.collection.pairs
 
-    @pairs.setter
-    def pairs(self, pairs: list[Pair]) -> None:
-        self.collection.pairs = pairs
-
     @property
     def branch_pool(self) -> list:
         """`branch`: the snapshots the next round's pairs start from."""

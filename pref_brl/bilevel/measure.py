@@ -218,9 +218,7 @@ class Round:
         out = []
         for _ in range(n):
             seed = int(rng.integers(2**31))
-            halves = [play(self.world.env, pol, seed, horizon, np.random.default_rng([seed, 3]), name)[0]
-                      for pol, name in ((self.a, "A"), (self.b, "B"))]
-            out.append((halves[0], halves[1]))
+            out.append(self.pair(seed, seed, horizon))
         return out
 
     def branches(self, rng: np.random.Generator, n: int, horizon: int) -> list[tuple[Episode, Episode]]:
@@ -232,11 +230,15 @@ class Round:
                          snapshot_at=steps)
         out = []
         for start in starts:
-            noise_seed = int(rng.integers(2**31))
-            halves = [play(self.world.env, pol, seed, horizon, np.random.default_rng([noise_seed, 3]), name,
-                           start=start)[0] for pol, name in ((self.a, "A"), (self.b, "B"))]
-            out.append((halves[0], halves[1]))
+            out.append(self.pair(seed, int(rng.integers(2**31)), horizon, start))
         return out
+
+    def pair(self, reset_seed: int, noise_seed: int, horizon: int, start: BranchStart | None = None
+             ) -> tuple[Episode, Episode]:
+        """A's half then B's, from the same reset (or snapshot) and the same noise stream."""
+        a, b = (play(self.world.env, policy, reset_seed, horizon, np.random.default_rng([noise_seed, 3]), name,
+                     start=start)[0] for policy, name in ((self.a, "A"), (self.b, "B")))
+        return a, b
 
     def episodes_of_a(self, rng: np.random.Generator, n: int) -> list[Episode]:
         """n fresh whole episodes of the re-synced A."""
