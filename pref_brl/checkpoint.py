@@ -57,10 +57,15 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+RESUME_REMEDY = "delete the folder or pick another --run-dir"
+"""What a run that cannot resume should do: the `remedy` of the trainers' `load_checkpoint`."""
+
+
+def load_checkpoint(run_dir: Path, remedy: str = "") -> dict[str, Any] | None:
     """The newest readable checkpoint in `run_dir`, falling back to the previous one; None if none.
 
-    CheckpointError when checkpoints exist but none can be read (the files are left as they are)."""
+    CheckpointError when checkpoints exist but none can be read (the files are left as they are); its message
+    ends with `remedy`, what the caller's user can do about it, when one is given."""
     candidates = [p for p in (run_dir / LATEST, run_dir / PREVIOUS) if p.exists()]
     problems = []
     for i, path in enumerate(candidates):
@@ -75,9 +80,9 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
                               "one", stacklevel=2)
             continue
         if i > 0:
-            warnings.warn(f"resuming from the previous checkpoint {path}", stacklevel=2)
+            warnings.warn(f"reading the previous checkpoint {path}", stacklevel=2)
         return state
     if candidates:
-        raise CheckpointError(f"no readable checkpoint in {run_dir} ({'; '.join(problems)}): delete the folder "
-                              "or pick another --run-dir")
+        raise CheckpointError(f"no readable checkpoint in {run_dir} ({'; '.join(problems)})"
+                              + (f": {remedy}" if remedy else ""))
     return None

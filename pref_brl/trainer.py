@@ -18,7 +18,7 @@ import torch
 
 from pref_brl.agents.replay import ReplayBuffer
 from pref_brl.agents.sac import SAC
-from pref_brl.checkpoint import load_checkpoint, save_checkpoint
+from pref_brl.checkpoint import RESUME_REMEDY, load_checkpoint, save_checkpoint
 from pref_brl.config import TrainConfig
 from pref_brl.envs import episode_length, is_metaworld, make_env
 from pref_brl.episodes import EpisodeRecorder
@@ -100,7 +100,7 @@ class Trainer:
     def open(self, resuming: bool) -> Logger:
         """Load the checkpoint of a resumed run; the logger (a new run's records its config first)."""
         cfg = self.cfg
-        state = load_checkpoint(self.run_dir) if resuming else None
+        state = load_checkpoint(self.run_dir, RESUME_REMEDY) if resuming else None
         if state is not None:
             self.load_state_dict(state)
         # a resumed run drops what its killed session logged after the checkpoint (everything, when there is none)

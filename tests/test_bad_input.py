@@ -208,6 +208,8 @@ BAD_INPUTS = [
     ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md"], "is not a run folder (no config.json)"),
     ("estimators", ["{tmp}/study/run0", "--out", "{tmp}/e.md"], "is a pebble run; the λ-term's estimators need"),
     ("estimators", ["{tmp}/bilevel_run", "--out", "{tmp}/e.md"], "has no checkpoint yet"),
+    ("estimators", ["{tmp}/bilevel_damaged", "--out", "{tmp}/e.md"],
+     "(UnpicklingError)): measure another run folder"),
     ("estimators", ["{tmp}/plot_json/r", "--out", "{tmp}/e.md"], "is not a readable run config"),
     ("estimators", ["{tmp}/empty", "--out", "{tmp}/empty"], "--out {tmp}/empty is a folder"),
     ("estimators", ["{tmp}/empty", "--out", "{tmp}/a_file/e.md"], "is not a writable folder"),
@@ -258,6 +260,8 @@ def scratch(tmp_path: Path):
     plot_run(tmp_path / "study" / "run0")
     plot_run(tmp_path / "plot_json" / "r", '{"env": "walker_walk", "meth')
     plot_run(tmp_path / "bilevel_run", {**RUN_CONFIG, "method": "bilevel"})
+    plot_run(tmp_path / "bilevel_damaged", {**RUN_CONFIG, "method": "bilevel"})
+    (tmp_path / "bilevel_damaged" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     plot_run(tmp_path / "plot_keys" / "r", {"seed": 0})
     plot_run(tmp_path / "plot_types" / "r", {**RUN_CONFIG, "env": 5})
     plot_run(tmp_path / "plot_middle" / "r", scalars='{"step": 1, "eval/mean_reward": 1}\n{"step": 2, "ev\n{}\n')

@@ -48,6 +48,7 @@ def test_unreadable_checkpoint_without_a_previous_one_is_one_error_line(tiny, ca
     code, lines = train_cli(cfg, capsys)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: no readable checkpoint"), lines
     assert "checkpoint.pt is unreadable" in lines[0]
+    assert lines[0].endswith(": delete the folder or pick another --run-dir")
     after = snapshot(run_dir)
     after.pop("lock")  # the run's lock file (it holds the pid of the last process that opened the run)
     assert after == before

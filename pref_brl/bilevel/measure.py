@@ -140,7 +140,7 @@ def load(run_dir: Path, seed: int) -> Checkpointed:
     if cfg.method != "bilevel" or cfg.agent != "sac" or cfg.penalty_weight == 0:
         raise MeasureError(f"{run_dir} is a {cfg.method} run; the λ-term's estimators need a bilevel run "
                            "(our SAC agent, --penalty-weight > 0)")
-    state = load_checkpoint(run_dir)
+    state = load_checkpoint(run_dir, "measure another run folder")
     if state is None:
         raise MeasureError(f"{run_dir} has no checkpoint yet: wait for its first one")
     cfg = dataclasses.replace(cfg, device="cpu", compile=False)

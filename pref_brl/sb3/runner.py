@@ -25,7 +25,7 @@ from stable_baselines3.common.logger import HumanOutputFormat, KVWriter, Logger
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from pref_brl.checkpoint import LATEST, PREVIOUS, load_checkpoint, save_checkpoint
+from pref_brl.checkpoint import LATEST, PREVIOUS, RESUME_REMEDY, load_checkpoint, save_checkpoint
 from pref_brl.config import TrainConfig
 from pref_brl.logger import Logger as RunLogger
 from pref_brl.runs import (
@@ -128,7 +128,7 @@ class SB3Trainer:
 
     def resume(self) -> None:
         """Load the newest readable checkpoint (its SB3 files included); none yet: start afresh."""
-        state = load_checkpoint(self.run_dir)
+        state = load_checkpoint(self.run_dir, RESUME_REMEDY)
         if state is None:
             return
         files = state["sb3"]
