@@ -39,7 +39,8 @@ LABEL_WAIT_TAG = "feedback/label_wait_s"
 """seconds a round taught by hand waited for its labels (the progress line's rate and ETA leave them out)"""
 CORR_EPISODES = 10
 UNIFORM_PAIRS = 256
-"""segment pairs drawn uniformly at each evaluation for `reward/uniform_accuracy` and `reward/segment_corr`"""
+"""segment pairs drawn uniformly at each evaluation for `reward/uniform_accuracy` and `reward/segment_corr`, and
+at each round for the query pool's `feedback/pool_return` and `feedback/pool_gap`"""
 
 
 def _never() -> bool:
@@ -133,6 +134,7 @@ class PreferenceLearner(OneAgent):
         self.query_rng = np.random.default_rng([cfg.seed, 22])
         self.reward_rng = np.random.default_rng([cfg.seed, 23])
         self.diagnostic_rng = np.random.default_rng([cfg.seed, 25])  # draws only the diagnostic pairs
+        self.pool_rng = np.random.default_rng([cfg.seed, 26])  # draws only the query pool's diagnostic pairs
         self.entropy = StateEntropy(k=5)
         self.total = self.labeled = self.rounds = 0
         self.next_round = cfg.feedback_starts
@@ -243,6 +245,7 @@ class PreferenceLearner(OneAgent):
         strategy = "uniform" if self.rounds == 0 else cfg.query
         pairs = select_queries(strategy, self.store, self.reward_model, n, cfg.segment, self.query_rng,
                                self.query_agent(), prefs=self.prefs)
+        self.round_metrics = self.query_metrics(pairs)
         if self.human is not None:
             return self.collect_human(pairs, n)
         labels = self.label(pairs)
@@ -288,7 +291,7 @@ class PreferenceLearner(OneAgent):
         if taken is not None and bool(keep.any()):
             self.prefs.add(taken.select(keep), torch.from_numpy(labels[keep]))
         self.labeled += int(keep.sum())
-        self.round_metrics = {**self.human.agreement(), LABEL_WAIT_TAG: waited}
+        self.round_metrics.update({**self.human.agreement(), LABEL_WAIT_TAG: waited})
         return slice(first, len(self.prefs))
 
     def close(self) -> None:
@@ -353,6 +356,27 @@ class PreferenceLearner(OneAgent):
             out["reward/uniform_accuracy"] = float(correct[hard].double().mean())
         return out
 
+    @torch.no_grad()
+    def query_metrics(self, pairs: SegmentPairs) -> dict[str, float]:
+        """Where the round's queries sit in the pool they were picked from (the query agent's recent episodes),
+        by the environment's true reward: the mean segment return of the queried segments
+        (`feedback/query_return`) and the mean true-return gap |R(σ⁰) − R(σ¹)| of a queried pair
+        (`feedback/query_gap`), beside the same of UNIFORM_PAIRS pairs drawn uniformly from the pool at that
+        moment (`feedback/pool_return`, `feedback/pool_gap`). A query gap far below the pool's: the strategy asks
+        about near-ties, whose labels say little about the true reward's scale; a query return below the pool's:
+        the queries miss the best behaviour the agent has shown. Drawn with a generator of their own, so the
+        run's training is the same with or without them."""
+        try:
+            pool = self.store.sample_pairs(UNIFORM_PAIRS, self.cfg.segment, self.pool_rng, self.query_agent())
+        except ValueError:  # no stored episode of a segment's length (the queries came from elsewhere)
+            return {}
+        out = {}
+        for name, p in (("query", pairs), ("pool", pool)):
+            r0, r1 = p.rew0.double().sum(1), p.rew1.double().sum(1)
+            out[f"feedback/{name}_return"] = float(torch.cat([r0, r1]).mean())
+            out[f"feedback/{name}_gap"] = float((r0 - r1).abs().mean())
+        return out
+
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"ensemble": self.reward_model.full_state(), "store": self.store.state_dict(),
@@ -360,6 +384,7 @@ class PreferenceLearner(OneAgent):
                 "seeded_teachers": list(self.seeded_teachers),
                 "query_rng": self.query_rng.bit_generator.state, "reward_rng": self.reward_rng.bit_generator.state,
                 "diagnostic_rng": self.diagnostic_rng.bit_generator.state,
+                "pool_rng": self.pool_rng.bit_generator.state,
                 "entropy": self.entropy.state_dict(), "counters": (self.total, self.labeled, self.rounds,
                                                                   self.next_round),
                 **({"human": {"folded": sorted(self.folded), "audit_rng": self.audit_rng.bit_generator.state}}
@@ -375,6 +400,8 @@ class PreferenceLearner(OneAgent):
         self.reward_rng.bit_generator.state = state["reward_rng"]
         if "diagnostic_rng" in state:  # checkpoints written before the uniform-pair diagnostics have none
             self.diagnostic_rng.bit_generator.state = state["diagnostic_rng"]
+        if "pool_rng" in state:  # nor, before the query pool's diagnostics, this one
+            self.pool_rng.bit_generator.state = state["pool_rng"]
         self.entropy.load_state_dict(state["entropy"])
         self.total, self.labeled, self.rounds, self.next_round = state["counters"]
         if "human" in state:

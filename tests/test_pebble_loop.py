@@ -57,13 +57,16 @@ def test_pebble_logs_and_counters(tiny) -> None:
     assert explore and max(explore) <= cfg.feedback_starts
 
 
-@pytest.mark.parametrize("query", ["disagreement", "kcenter_entropy"])
-def test_pebble_resumes_exactly_after_a_kill(tiny, query) -> None:
+@pytest.mark.parametrize(("query", "kill_at"), [("disagreement", 850), ("kcenter_entropy", 850),
+                                              ("disagreement", 450)])
+def test_pebble_resumes_exactly_after_a_kill(tiny, query, kill_at) -> None:
+    """Killed after its three feedback rounds (at 300, 500, 700) and an eval, or between its first two rounds
+    (every generator a round draws from must come back from the checkpoint); checkpoints every 200 steps."""
     straight, killed = pebble_cfg(tiny, "straight", query=query), pebble_cfg(tiny, "killed", query=query)
     Trainer(straight, progress=False).train()
-    run_until_killed(killed, kill_at=850)  # after two feedback rounds and an eval; last checkpoint at 800
+    run_until_killed(killed, kill_at=kill_at)
     resumed = Trainer(killed, progress=False)
-    assert resumed.step == 800 and resumed.learner.total == 12
+    assert resumed.step == kill_at // 200 * 200 and resumed.learner.total == (12 if kill_at > 700 else 4)
     resumed.train()
     assert scalars_without_time(killed.run_dir) == scalars_without_time(straight.run_dir)
     assert all(torch.equal(x, y) for x, y in zip(final_params(killed), final_params(straight)))
@@ -119,3 +122,42 @@ def test_uniform_pair_diagnostics_tell_a_true_reward_from_a_reversed_one(tiny) -
         out = learner.uniform_pair_metrics()
         assert out["reward/uniform_accuracy"] == accuracy
         assert out["reward/segment_corr"] == pytest.approx(corr, abs=1e-5)
+
+
+def test_query_diagnostics_place_each_rounds_queries_in_their_pool(tiny, monkeypatch) -> None:
+    """feedback/query_return and feedback/query_gap are the true segment returns and gaps of the pairs the
+    strategy returned; feedback/pool_* those of pairs drawn uniformly from the same pool by their own generator.
+    Twin segments (a pair of identical halves) read a gap of exactly 0 beside the pool's positive one."""
+    import numpy as np
+
+    import pref_brl.feedback as feedback
+    from pref_brl.preferences import SegmentPairs
+
+    cfg = pebble_cfg(tiny, "queries")
+    trainer = Trainer(cfg, progress=False)
+    learner, seen = trainer.learner, []
+    select = feedback.select_queries
+    monkeypatch.setattr(feedback, "select_queries", lambda *a, **kw: seen.append(select(*a, **kw)) or seen[-1])
+    trainer.train()
+    logged = [r for r in scalars_without_time(cfg.run_dir) if "feedback/query_gap" in r]
+    assert len(logged) == len(seen) == 3
+
+    def returns(p: SegmentPairs) -> tuple[torch.Tensor, torch.Tensor]:
+        return p.rew0.double().sum(1), p.rew1.double().sum(1)
+
+    for record, pairs in zip(logged, seen):
+        r0, r1 = returns(pairs)
+        assert record["feedback/query_gap"] == pytest.approx(float((r0 - r1).abs().mean()))
+        assert record["feedback/query_return"] == pytest.approx(float(torch.cat([r0, r1]).mean()))
+        assert record["feedback/pool_gap"] > 0
+    half = learner.store.sample_pairs(8, cfg.segment, np.random.default_rng(0))
+    twins = SegmentPairs(half.obs0, half.act0, half.rew0, half.obs0, half.act0, half.rew0)
+    state = learner.pool_rng.bit_generator.state
+    out = learner.query_metrics(twins)
+    pool_rng = np.random.default_rng()
+    pool_rng.bit_generator.state = state
+    p0, p1 = returns(learner.store.sample_pairs(feedback.UNIFORM_PAIRS, cfg.segment, pool_rng, None))
+    assert out == pytest.approx({"feedback/query_gap": 0.0, "feedback/query_return": float(returns(half)[0].mean()),
+                                 "feedback/pool_gap": float((p0 - p1).abs().mean()),
+                                 "feedback/pool_return": float(torch.cat([p0, p1]).mean())})
+    assert out["feedback/pool_gap"] > 0
