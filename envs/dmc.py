@@ -177,7 +177,14 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._env.physics.render(height=height, width=width, camera_id=0)
 
     def close(self) -> None:
-        """Release the simulator and its rendering contexts now. Left to the garbage collector, a context freed
-        at interpreter exit can wait forever on dm_control's render thread; the env is unusable afterwards."""
+        """Release the simulator and, where this thread can, its rendering contexts now (the env is unusable
+        afterwards). Left to the garbage collector, a context freed at interpreter exit could wait forever on
+        dm_control's render thread."""
         self._env.close()
-        self._env.physics.free()
+        try:
+            self._env.physics.free()
+        except RuntimeError:
+            # The context is current on another thread (it rendered there; a run trained on a thread of its own
+            # closes here), and only that thread may free it. With no render thread (above) nothing waits on it:
+            # it goes with the process.
+            pass

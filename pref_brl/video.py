@@ -26,6 +26,24 @@ class VideoError(ConfigError):
     """Videos were asked for but cannot be made here; the message says what to install."""
 
 
+def check_rendering(make: Callable[[], object], seed: int, what: str) -> None:
+    """Fail at the start of a run, not at its first video or clip, when MuJoCo cannot render here: one frame of
+    a fresh env from `make`, which is closed again on this thread. A rendering context stays bound to the thread
+    that made it current, so the env that renders later is made on the thread that renders (a run may train
+    on a thread other than the one that built it)."""
+    env = None
+    try:
+        env = make()
+        env.reset(seed=seed)
+        env.render()
+    except Exception as exc:  # noqa: BLE001 - GL errors come in many types
+        backend = os.environ.get("MUJOCO_GL", "default")
+        raise VideoError(f"{what} (MUJOCO_GL={backend}: {exc}); {INSTALL_HINT}") from None
+    finally:
+        if env is not None:
+            env.close()
+
+
 def record_episode(env, policy: Policy, path: Path, seed: int, fps: int | None = None) -> int:
     """Run one episode of `policy` on `env` (render_mode="rgb_array") from `reset(seed=seed)` into an MP4.
 
@@ -66,33 +84,29 @@ class EvalVideos:
             import imageio_ffmpeg  # noqa: F401
         except ImportError as exc:
             raise VideoError(f"--video-every needs {exc.name}: {INSTALL_HINT}") from None
-        self.env = self._make_env()
+        check_rendering(self._make_env, self.seed, "--video-every: MuJoCo cannot render")
+        self.env = None  # made at the first video, on the thread that records it
 
     def _make_env(self):
         from pref_brl.envs import make_env
 
-        env = make_env(self.cfg.env, self.cfg.seed + 1, goal_mode=self.cfg.goal_mode, render_mode="rgb_array",
-                       max_episode_steps=self.cfg.max_episode_steps or None)
-        try:  # fail at the start of a run, not at its first video
-            env.reset(seed=self.seed)
-            env.render()
-        except Exception as exc:  # noqa: BLE001 - GL errors come in many types
-            env.close()
-            backend = os.environ.get("MUJOCO_GL", "default")
-            raise VideoError(f"--video-every: MuJoCo cannot render (MUJOCO_GL={backend}: {exc}); "
-                             f"{INSTALL_HINT}") from None
-        return env
+        return make_env(self.cfg.env, self.cfg.seed + 1, goal_mode=self.cfg.goal_mode, render_mode="rgb_array",
+                        max_episode_steps=self.cfg.max_episode_steps or None)
 
     def due(self, step: int) -> bool:
         return video_due(self.cfg, step)
 
     def record(self, step: int, policy: Policy) -> Path:
         path = self.folder / f"eval_step{step:08d}.mp4"
+        if self.env is None:
+            self.env = self._make_env()
         record_episode(self.env, policy, path, self.seed)
         return path
 
     def close(self) -> None:
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
+            self.env = None
 
 
 def video_due(cfg: TrainConfig, step: int) -> bool:

@@ -234,3 +234,52 @@ def test_rgb_array_rendering(name: str) -> None:
     assert frame.shape == (480, 480, 3) and frame.dtype == np.uint8 and frame.std() > 0
     assert make_env(name, seed=0).render() is None
     env.close()
+
+
+# --- rendering contexts at close and at exit --------------------------------------------------------------
+
+_RENDER_THEN_CLOSE = """
+import sys, threading
+from pref_brl.envs.dmc import DMCEnv
+
+env = DMCEnv("walker", "walk", seed=0, render_mode="rgb_array", render_size=(32, 32))
+env.reset(seed=0)
+try:
+    env.render()  # the context is now current on the main thread
+except Exception:
+    print("no rendering here")
+    sys.exit(0)
+if sys.argv[1] == "thread":  # a run trained on a thread of its own closes its envs there
+    errors = []
+    def close():
+        try:
+            env.close()
+        except Exception as exc:
+            errors.append(repr(exc))
+    worker = threading.Thread(target=close)
+    worker.start()
+    worker.join()
+    assert not errors, errors
+elif sys.argv[1] == "main":
+    env.close()
+# "exit": the env is left to the garbage collector at interpreter exit
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("how", ["main", "thread", "exit"])
+def test_a_rendered_env_closes_on_any_thread_and_the_interpreter_exits(how: str) -> None:
+    """Closed on the thread that rendered, on another one, or never: no error, and the process ends (a context
+    freed at exit once waited forever on dm_control's render thread)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
+    try:
+        done = subprocess.run([sys.executable, "-c", _RENDER_THEN_CLOSE, how], capture_output=True, text=True,
+                              timeout=120, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the process did not end after closing its env ({how})")
+    if done.stdout.strip() == "no rendering here":
+        pytest.skip("MuJoCo cannot render here (MUJOCO_GL=osmesa and libosmesa6, or egl)")
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -60,6 +60,29 @@ def test_trainer_records_eval_videos(tiny, renderable) -> None:
     assert iio.imread(videos[0]).shape[0] == 21
 
 
+def test_a_run_built_on_one_thread_records_on_the_thread_that_trains_it(tiny, renderable) -> None:
+    """A rendering context is bound to the thread it was made current on: the render probe at construction
+    must not leave one there for the training thread to trip over (an error, or a crash at its first video)."""
+    import threading
+
+    cfg = tiny(steps=200, eval_frequency=100, max_episode_steps=20, checkpoint_frequency=100, video_every=1, **FAST)
+    trainer = Trainer(cfg, progress=False)
+    errors: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            trainer.train()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive() and not errors, errors
+    assert sorted(p.name for p in (Path(cfg.run_dir) / "videos").iterdir()) == [
+        "eval_step00000100.mp4", "eval_step00000200.mp4"]
+
+
 def test_no_renderer_is_a_clear_config_error(tiny, monkeypatch) -> None:
     class Broken:
         metadata: dict = {}

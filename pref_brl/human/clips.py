@@ -102,25 +102,23 @@ class ClipRenderer:
     @property
     def env(self):
         if self._env is None:
-            from pref_brl.envs import make_env
-
-            self._env = make_env(self.env_name, 0, goal_mode=self.goal_mode, render_mode="rgb_array",
-                                 max_episode_steps=self.limit or None, render_size=(self.size, self.size))
-            cheap_rendering(self._env.unwrapped.mj_model)
+            self._env = self._make_env()
         return self._env
 
-    def check(self) -> None:
-        """Fail at the start of a run, not at its first feedback round, when MuJoCo cannot render here."""
-        from pref_brl.video import INSTALL_HINT, VideoError
+    def _make_env(self):
+        from pref_brl.envs import make_env
 
-        try:
-            self.env.reset(seed=0)
-            self.env.render()
-        except Exception as exc:  # noqa: BLE001 - GL errors come in many types
-            self.close()
-            backend = os.environ.get("MUJOCO_GL", "default")
-            raise VideoError(f"--teacher human: MuJoCo cannot render clips (MUJOCO_GL={backend}: {exc}); "
-                             f"{INSTALL_HINT}") from None
+        env = make_env(self.env_name, 0, goal_mode=self.goal_mode, render_mode="rgb_array",
+                       max_episode_steps=self.limit or None, render_size=(self.size, self.size))
+        cheap_rendering(env.unwrapped.mj_model)
+        return env
+
+    def check(self) -> None:
+        """Fail at the start of a run, not at its first feedback round, when MuJoCo cannot render here (on a copy
+        closed again at once: the copy that renders clips is made on the thread that renders them)."""
+        from pref_brl.video import check_rendering
+
+        check_rendering(self._make_env, 0, "--teacher human: MuJoCo cannot render clips")
 
     def frames(self, ref: SegmentRef, length: int) -> list[np.ndarray]:
         """The rendered frames of steps start .. start+length-1 of `ref`'s episode, replayed and checked."""
