@@ -41,7 +41,9 @@ from pref_brl.results import (
 )
 
 COLORS = {"sac": "black", "pebble": "tab:blue", "bilevel": "tab:red", "sobirl": "tab:green", "mrn": "tab:purple"}
-SPARE_COLORS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+SPARE_COLORS = ("tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy")
+"""colours for method variants and methods without a fixed one: none of them a fixed colour, so every line of a
+figure differs from every other up to this many variants"""
 AXIS_LABELS = {"steps": "env steps", "labels": "labels used (feedback/total)"}
 
 
@@ -78,7 +80,8 @@ class PlotArgs:
 
 
 def colors_for(groups: list[Group]) -> dict[str, str]:
-    """A colour per line label: fixed ones for the plain methods, spare ones for variants."""
+    """A colour per line label: fixed ones for the plain methods, spare ones for variants (repeating only past
+    len(SPARE_COLORS) of them)."""
     colors: dict[str, str] = {}
     spare = iter(SPARE_COLORS * 10)
     for group in groups:

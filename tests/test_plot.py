@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -202,6 +203,13 @@ def test_method_variants_are_named_like_the_sweep_names_them_and_compared_by_nam
         "bilevel+penalty=false > bilevel+b_in_replay=false+penalty=false": (1.0, 1.0, 1.0)}
     assert rows["bilevel+b_in_replay=false+penalty=false"].poi == {}
     assert rows["bilevel+penalty=false"].point == pytest.approx(3.1)
+    from pref_brl.experiments.plot import SPARE_COLORS, colors_for
+
+    colors = colors_for([r.group for r in rows.values()])  # the walker study's five lines (and sac's)
+    assert len(set(colors.values())) == len(colors) == 5, colors
+    many = colors_for([r.group for r in runs] + [dataclasses.replace(runs[0].group, variant=(("v", i),))
+                                                 for i in range(len(SPARE_COLORS) - 2)])
+    assert len(set(many.values())) == len(many), many  # every line its own colour while spare colours last
 
 
 def test_fewer_than_three_seeds_get_no_interval_and_no_probability_of_improvement(tmp_path: Path) -> None:
