@@ -88,7 +88,17 @@ class ReplayBuffer:
                 "agent": self.agent[:n].clone(), "pos": self.pos, "size": n}
 
     def load_state_dict(self, state: dict) -> None:
-        n = state["size"]
-        for name in ("obs", "act", "reward", "next_obs", "not_done", "agent"):
-            getattr(self, name)[:n] = state[name].to(self.device)
-        self.pos, self.size = state["pos"], n
+        """Load a saved buffer, into a buffer of another capacity too (a run continued to more steps, whose
+        capacity is its step count): a larger one keeps every transition and the next one goes after the
+        newest, a smaller one keeps the newest `capacity`. At the same capacity the slots are kept as saved."""
+        n, pos = state["size"], state["pos"]
+        tensors = {name: state[name] for name in ("obs", "act", "reward", "next_obs", "not_done", "agent")}
+        if n != self.capacity and pos < n:  # a full ring (its oldest slot is `pos`), laid out oldest first
+            tensors = {name: torch.cat([t[pos:], t[:pos]]) for name, t in tensors.items()}
+            pos = n
+        if n > self.capacity:
+            tensors = {name: t[n - self.capacity:] for name, t in tensors.items()}
+            n = pos = self.capacity
+        for name, value in tensors.items():
+            getattr(self, name)[:n] = value.to(self.device)
+        self.pos, self.size = pos % self.capacity, n

@@ -50,7 +50,17 @@ import tyro
 
 from pref_brl.cli import OneLineParser, parse
 from pref_brl.logger import format_duration
-from pref_brl.study import Grid, Run, StudyError, check_runs, expand, normalise_overrides, parse_override, run_state
+from pref_brl.study import (
+    Grid,
+    Run,
+    StudyError,
+    check_runs,
+    expand,
+    extend_runs,
+    normalise_overrides,
+    parse_override,
+    run_state,
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,10 @@ class SweepArgs:
     """local subprocesses; slurm: one job array through submitit; submitit-local: the same on this machine"""
     dry_run: bool = False
     """print the expanded grid with each run's state (new, partial, done) and exit"""
+    extend: bool = False
+    """continue the study's runs to a larger steps (--set steps=N): a run folder whose config differs only by
+    a smaller steps resumes from its checkpoint, a finished one too, and runs on to N (its old config is kept
+    in config.history.json); the runs' first steps are those of a run started with N"""
     status_every: float = 60.0
     """seconds between summary lines when nothing changes"""
     timeout_min: int = 24 * 60
@@ -600,14 +614,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, grid = parse_args(argv)
         runs = expand(grid)
-        check_runs(grid, runs)
+        check_runs(grid, runs, extend=args.extend)
         check_gpus(args.gpus, runs)
+        if args.dry_run:
+            print_grid(grid, runs)
+            return 0
+        if args.extend:
+            for run in extend_runs(runs):
+                print(f"extending {run.label} to {run.config.steps} steps", flush=True)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        print_grid(grid, runs)
-        return 0
     if args.executor == "local":
         return run_local(runs, args.jobs, args.gpus, args.status_every)
     return run_submitit(runs, grid, args)

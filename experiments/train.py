@@ -20,8 +20,9 @@ from pref_brl.config import PRESETS, TrainConfig, describe_presets, preset_confi
 EXTRA_FLAGS = ("--print-presets", "--allow-config-change", "--quiet", "--detect-anomaly")
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 EXTRA_HELP = ("\nExtra flags: --print-presets (show presets and exit), --allow-config-change (resume a run folder "
-              "with changed options), --quiet (no progress output), --detect-anomaly (torch autograd anomaly "
-              "detection: slow, names the operation that produced a NaN).")
+              "with changed options; a finished run with a larger --steps continues to it), --quiet (no progress "
+              "output), --detect-anomaly (torch autograd anomaly detection: slow, names the operation that "
+              "produced a NaN).")
 
 
 def _pre_parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

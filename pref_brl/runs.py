@@ -43,6 +43,60 @@ def run_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
 
 
+def changed_fields(old: dict, new: dict) -> list[str]:
+    """The fields :func:`config_differences` reports, by name."""
+    return [key for key, _, _ in _differing(old, new)]
+
+
+def finished_step(run_dir: Path) -> int | None:
+    """The step a finished run ended at, from its done.json; None when there is none or it does not say (a
+    done.json written by hand, or cut short by a crash after the run's last checkpoint)."""
+    try:
+        step = json.loads((run_dir / DONE_FILE).read_text("utf-8"))["step"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def is_finished(run_dir: Path, steps: int) -> bool:
+    """Whether the run in `run_dir` has run `steps` env steps: its done.json says so, or does not say how far
+    it got (then the run counts as finished, as it always did)."""
+    if not (run_dir / DONE_FILE).exists():
+        return False
+    done = finished_step(run_dir)
+    return done is None or done >= steps
+
+
+def check_continuation(run_dir: Path, steps: int, changed: bool, can_extend: bool = True) -> None:
+    """Refuse what cannot apply to a finished run: a changed config that leaves nothing to run (it would only
+    rewrite the config of a finished run), and continuing one to a larger `steps` without a checkpoint to
+    continue from (an archived copy) or with a trainer that cannot."""
+    from pref_brl.checkpoint import LATEST, PREVIOUS
+
+    if not (run_dir / DONE_FILE).exists():
+        return
+    done = finished_step(run_dir)
+    if done is None:
+        if changed:
+            raise RunFolderError(f"{run_dir / DONE_FILE} does not say at which step the run finished, so a changed "
+                                 "config cannot continue it; use another --run-dir")
+        return
+    if done >= steps:
+        if changed:
+            raise RunFolderError(f"{run_dir} holds a finished run (step {done}); a changed config applies only to "
+                                 f"steps still to run: give a --steps above {done} to continue it, or use another "
+                                 "--run-dir")
+        return
+    if not can_extend:
+        raise RunFolderError(f"{run_dir} holds a run finished at step {done}; continuing it to --steps {steps} "
+                             "works for --agent sac only (a Stable-Baselines3 agent keeps the replay buffer size "
+                             "it was made with); train a new run with the larger --steps")
+    if not ((run_dir / LATEST).exists() or (run_dir / PREVIOUS).exists()):
+        raise RunFolderError(f"{run_dir} holds a run finished at step {done} but no checkpoint to continue it from "
+                             "(an archived copy keeps no checkpoint); continue the original run folder, or train "
+                             "a new run with the larger --steps")
+
+
 def config_differences(old: dict, new: dict) -> list[str]:
     """Human-readable list of fields whose values differ between two config dicts.
 
@@ -51,19 +105,27 @@ def config_differences(old: dict, new: dict) -> list[str]:
     folder as long as nothing the run uses has changed. `run_dir` is where the run is, not what it is: a
     moved or copied run folder resumes.
     """
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in _differing(old, new)]
+
+
+def _differing(old: dict, new: dict) -> list[tuple[str, object, object]]:
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     ignored = IGNORED_FIELDS.get(new.get("method", old.get("method")), frozenset()) | {"run_dir"}
     old = {k: old.get(k, defaults.get(k)) for k in set(old) | set(new)}
     keys = sorted(k for k in set(old) | set(new) if k not in ignored)
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
 
 
 NOT_RUN_STATE = frozenset({"train.log", "lock"})
 """Files a folder may hold before its run is written: a sweep's log of the run, the run's lock."""
 
 
-def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False) -> tuple[Path, bool]:
+def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False,
+                    can_extend: bool = True) -> tuple[Path, bool]:
     """Check that the run folder is new, empty, or holds this config's run (then the run resumes), and create it.
+
+    A finished run continues to a larger `steps` (:func:`check_continuation`; `can_extend` False refuses that,
+    for trainers that cannot grow a finished run's replay buffer).
 
     Returns (run_dir, resuming). Writes nothing into the folder: the caller takes its lock (`RunLock`), then
     `write_run_files` writes the config, and records a resume (`record_resume`) once the checkpoint has loaded.
@@ -73,8 +135,12 @@ def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False) -> tupl
     if config_path.exists():
         diffs = config_differences(read_config(config_path), json.loads(cfg.to_json()))
         if diffs and not allow_config_change:
+            more = ", or pass --allow-config-change to resume anyway"
+            if changed_fields(read_config(config_path), json.loads(cfg.to_json())) == ["steps"]:
+                more = ", or pass --allow-config-change to continue it to the new --steps"
             raise RunFolderError(f"{run_dir} holds a run with a different config ({'; '.join(diffs)}); "
-                                 "use another --run-dir, or pass --allow-config-change to resume anyway")
+                                 f"use another --run-dir{more}")
+        check_continuation(run_dir, cfg.steps, changed=bool(diffs), can_extend=can_extend)
         return run_dir, True
     if run_dir.exists() and any(p.name not in NOT_RUN_STATE for p in run_dir.iterdir()):
         raise RunFolderError(f"{run_dir} exists and is not a pref-brl run folder (no {CONFIG_FILE}); "

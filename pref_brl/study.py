@@ -33,7 +33,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pref_brl.config import IGNORED_FIELDS, PRESETS, TrainConfig, preset_config
-from pref_brl.runs import CONFIG_FILE, DONE_FILE, NOT_RUN_STATE, RunFolderError, config_differences, read_config
+from pref_brl.runs import (
+    CONFIG_FILE,
+    DONE_FILE,
+    NOT_RUN_STATE,
+    RunFolderError,
+    changed_fields,
+    check_continuation,
+    config_differences,
+    is_finished,
+    read_config,
+)
 
 RunState = Literal["new", "partial", "done"]
 
@@ -221,15 +231,17 @@ def _check_methods(methods: tuple[str, ...]) -> None:
 
 # ------------------------------------------------------------------------------------------ folder state
 def run_state(run: Run) -> RunState:
-    """done (done.json), partial (a run folder without done.json: re-running resumes it) or new."""
-    if (run.run_dir / DONE_FILE).exists():
+    """done (done.json at the run's steps), partial (a run folder without done.json, or one finished short of a
+    larger `steps` it is continued to: re-running resumes it) or new."""
+    if is_finished(run.run_dir, run.config.steps):
         return "done"
     return "partial" if (run.run_dir / CONFIG_FILE).exists() else "new"
 
 
-def check_runs(grid: Grid, runs: list[Run]) -> None:
+def check_runs(grid: Grid, runs: list[Run], extend: bool = False) -> None:
     """Everything that can be checked before any folder is created: the study folder, unattended teachers, each
-    run's folder and config (validated as pref-brl-train would)."""
+    run's folder and config (validated as pref-brl-train would). `extend`: a run folder whose config differs
+    only by a smaller `steps` is continued to the grid's (see :func:`extend_runs`)."""
     from pref_brl.protocols import HUMAN
     from pref_brl.validate import ConfigError, validate
 
@@ -238,14 +250,14 @@ def check_runs(grid: Grid, runs: list[Run]) -> None:
         raise StudyError(f"--teachers {HUMAN}: a sweep runs unattended, and each run taught by hand waits for a "
                          f"person at its own labelling page; train such a run with pref-brl-train --teacher {HUMAN}")
     for run in runs:
-        _check_folder(run)
+        _check_folder(run, extend)
         try:
             validate(run.config)
         except ConfigError as exc:
             raise StudyError(f"{run.label}: {exc}") from None
 
 
-def _check_folder(run: Run) -> None:
+def _check_folder(run: Run, extend: bool = False) -> None:
     path = run.run_dir
     if path.exists() and not path.is_dir():
         raise StudyError(f"{path} exists and is not a folder; remove it or choose another --root/--name")
@@ -253,14 +265,42 @@ def _check_folder(run: Run) -> None:
     if config_path.exists():
         try:
             old = read_config(config_path)
+            new = json.loads(run.config.to_json())
+            diffs, fields = config_differences(old, new), changed_fields(old, new)
+            longer = fields == ["steps"] and run.config.steps > old["steps"]
+            if diffs and not (extend and longer):
+                more = (" (or --extend to continue its runs to the new steps)" if longer else "")
+                raise StudyError(f"{path} holds a run with a different config ({'; '.join(diffs)}); use a new "
+                                 f"--name for a changed study{more}, or the old settings to resume this one")
+            check_continuation(path, run.config.steps, changed=False, can_extend=run.config.agent == "sac")
         except RunFolderError as exc:
             raise StudyError(str(exc)) from None
-        diffs = config_differences(old, json.loads(run.config.to_json()))
-        if diffs:
-            raise StudyError(f"{path} holds a run with a different config ({'; '.join(diffs)}); use a new "
-                             "--name for a changed study, or the old settings to resume this one")
     elif path.exists() and any(p.name not in NOT_RUN_STATE for p in path.iterdir()):
         raise StudyError(f"{path} exists and is not a pref-brl run folder; remove it or choose another --name")
+
+
+def extend_runs(runs: list[Run]) -> list[Run]:
+    """Continue each run folder whose config has a smaller `steps` (checked by ``check_runs(extend=True)``) to the
+    grid's: its config is rewritten, the old one kept in config.history.json, under the folder's lock, so that
+    the run resumes from its checkpoint, a finished one included, and goes on to the new `steps`. Returns them."""
+    from pref_brl.runs import RunLock, write_run_files
+
+    extended = []
+    for run in runs:
+        config_path = run.run_dir / CONFIG_FILE
+        if not config_path.exists() or not config_differences(read_config(config_path),
+                                                              json.loads(run.config.to_json())):
+            continue
+        try:
+            lock = RunLock(run.run_dir)
+        except RunFolderError as exc:
+            raise StudyError(str(exc)) from None
+        try:
+            write_run_files(run.config, run.run_dir, resuming=True)
+        finally:
+            lock.release()
+        extended.append(run)
+    return extended
 
 
 def _check_writable(folder: Path) -> None:

@@ -29,6 +29,8 @@ from pref_brl.methods import make_learner
 from pref_brl.runs import (
     DONE_FILE,
     RunLock,
+    finished_step,
+    is_finished,
     prepare_run_dir,
     record_resume,
     run_dir_of,
@@ -84,7 +86,7 @@ class Trainer:
         try:
             write_run_files(cfg, self.run_dir, resuming)  # under the lock: one writer per folder
             self.logger = self.open(resuming)
-            if resuming:
+            if resuming and not is_finished(self.run_dir, cfg.steps):
                 record_resume(self.run_dir)  # after the checkpoint loaded: a refused resume changes nothing
             self.learner.open_run_dir(self.run_dir)  # labelling by hand: its database and page
         except BaseException:
@@ -119,9 +121,14 @@ class Trainer:
         stops at once; the previous checkpoint is kept). `self.interrupted` then names the signal.
         """
         try:
-            if (self.run_dir / DONE_FILE).exists():
+            if is_finished(self.run_dir, self.cfg.steps):
                 print(f"{self.run_dir} is already finished; nothing to do")
                 return {}
+            done = finished_step(self.run_dir)
+            if done is not None:  # continued to a larger --steps: unfinished again until it gets there
+                (self.run_dir / DONE_FILE).unlink()
+                print(f"continuing {self.run_dir}, finished at step {done}, from its checkpoint at step "
+                      f"{self.step} to step {self.cfg.steps}", flush=True)
             with stop_on_signals(self):
                 self.loop()
             if self.interrupted:

@@ -230,6 +230,27 @@ BAD_INPUTS = [
     ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--settings", "likelihood-ratio+source=old"],
      "source is for likelihood-ratio, one of stored, fresh"),
     ("bench", ["--only", ","], "unknown section(s) (none given)"),
+    # --- a finished run continued (--allow-config-change, --extend): only to more steps, from a checkpoint
+    ("train", ["--run-dir", "{tmp}/finished", "--steps", "20000", "--lr", "0.001", "--allow-config-change"],
+     "holds a finished run (step 20000); a changed config applies only to steps still to run"),
+    ("train", ["--run-dir", "{tmp}/finished", "--steps", "10000", "--allow-config-change"],
+     "give a --steps above 20000 to continue it"),
+    ("train", ["--run-dir", "{tmp}/finished", "--steps", "30000"],
+     "pass --allow-config-change to continue it to the new --steps"),
+    ("train", ["--run-dir", "{tmp}/archived", "--steps", "30000", "--allow-config-change"],
+     "finished at step 20000 but no checkpoint to continue it from"),
+    ("train", ["--run-dir", "{tmp}/done_damaged", "--steps", "30000", "--allow-config-change"],
+     "done.json does not say at which step the run finished, so a changed config cannot continue it"),
+    ("train", ["--run-dir", "{tmp}/finished_sb3", "--agent", "sb3-sac", "--steps", "30000", "--allow-config-change"],
+     "works for --agent sac only"),
+    ("sweep", ["--root", "{tmp}", "--name", "studied", "--set", "steps=30000"],
+     "(or --extend to continue its runs to the new steps)"),
+    ("sweep", ["--root", "{tmp}", "--name", "studied", "--set", "steps=30000", "--set", "lr=0.001", "--extend"],
+     "holds a run with a different config (lr: 0.0005 -> 0.001; steps: 20000 -> 30000)"),
+    ("sweep", ["--root", "{tmp}", "--name", "studied", "--set", "steps=10000", "--extend"],
+     "holds a run with a different config (steps: 20000 -> 10000)"),
+    ("sweep", ["--root", "{tmp}", "--name", "studied_archive", "--set", "steps=30000", "--extend"],
+     "but no checkpoint to continue it from"),
 ]
 
 
@@ -243,6 +264,19 @@ def plot_run(folder: Path, config: object = None, scalars: str = "") -> None:
     (folder / "config.json").write_text(text, encoding="utf-8")
     good = '{"step": 1000, "eval/mean_reward": 1.5, "feedback/total": 10}\n'
     (folder / "scalars.jsonl").write_text(scalars or good, encoding="utf-8")
+
+
+def finished_run(folder: Path, argv: list[str], checkpoint: bool = True, done: str = '{"step": 20000}') -> None:
+    """A run folder as pref-brl-train `argv` leaves it when it has run 20,000 steps (no networks: whatever
+    loads the checkpoint comes after the checks)."""
+    from pref_brl.experiments.train import parse_config
+
+    cfg, _ = parse_config([*argv, "--run-dir", str(folder), "--steps", "20000"])
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+    (folder / "done.json").write_text(done, encoding="utf-8")
+    if checkpoint:
+        (folder / "checkpoint.pt").write_bytes(b"the networks")
 
 
 @pytest.fixture
@@ -269,6 +303,14 @@ def scratch(tmp_path: Path):
     plot_run(tmp_path / "plot_nan" / "r", scalars='{"step": 1, "eval/mean_reward": NaN}\n')
     (tmp_path / "gw_done").mkdir()
     (tmp_path / "gw_done" / "results.md").write_text("an earlier study", encoding="utf-8")
+    finished_run(tmp_path / "finished", [])
+    finished_run(tmp_path / "archived", [], checkpoint=False)
+    finished_run(tmp_path / "done_damaged", [], done='{"step": ')
+    finished_run(tmp_path / "finished_sb3", ["--agent", "sb3-sac"])
+    finished_run(tmp_path / "studied" / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0",
+                 ["--method", "pebble", "--threads", "1"])
+    finished_run(tmp_path / "studied_archive" / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0",
+                 ["--method", "pebble", "--threads", "1"], checkpoint=False)
     (tmp_path / "locked").mkdir()
     (tmp_path / "locked" / "config.json").write_text("{}", encoding="utf-8")
     with (tmp_path / "locked" / "lock").open("a+") as lock, socket.socket() as busy:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pref_brl.agents.replay import ReplayBuffer
@@ -61,3 +62,39 @@ def test_state_dict_round_trip() -> None:
     assert other.pos == buf.pos and len(other) == len(buf)
     for name in ("obs", "act", "reward", "next_obs", "not_done", "agent"):
         assert torch.equal(getattr(other, name), getattr(buf, name))
+
+
+def _numbered(capacity: int, count: int) -> ReplayBuffer:
+    """A buffer that was given transitions 0, 1, …, count-1 (the number in every field)."""
+    buffer = ReplayBuffer(2, 1, capacity)
+    for i in range(count):
+        buffer.add(np.full(2, i), np.full(1, i), float(i), np.full(2, i), False)
+    return buffer
+
+
+def _oldest_first(buffer: ReplayBuffer) -> list[int]:
+    return [int(buffer.reward[(buffer.pos - buffer.size + j) % buffer.capacity, 0]) for j in range(buffer.size)]
+
+
+@pytest.mark.parametrize("capacity", [1, 3, 5, 8])
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 5, 8, 13])
+@pytest.mark.parametrize("new_capacity", [1, 2, 3, 5, 8, 20])
+def test_loading_into_another_capacity_keeps_the_newest_in_order(capacity, count, new_capacity) -> None:
+    # a run continued to more steps (capacity = steps) loads its saved buffer into a larger one: every kept
+    # transition must stay, and the next ones go after the newest, as in a buffer of that size all along
+    saved = _numbered(capacity, count)
+    loaded = ReplayBuffer(2, 1, new_capacity)
+    loaded.load_state_dict(saved.state_dict())
+    kept = list(range(count))[-capacity:][-new_capacity:] if count else []
+    assert _oldest_first(loaded) == kept
+    n = loaded.size
+    for field in (loaded.obs, loaded.act, loaded.next_obs):  # every field moves with its transition
+        assert torch.equal(field[:n, 0], loaded.reward[:n, 0])
+    if new_capacity == capacity or (new_capacity >= count and saved.pos in (0, saved.size)):
+        # the same slots: a run loaded at its own size (or grown before it wrapped) samples the same transitions
+        assert torch.equal(loaded.reward[:n], saved.reward[:n])
+    if new_capacity == capacity:
+        assert loaded.pos == saved.pos
+    for i in range(100, 104):
+        loaded.add(np.full(2, i), np.full(1, i), float(i), np.full(2, i), False)
+    assert _oldest_first(loaded) == (kept + list(range(100, 104)))[-new_capacity:]

@@ -102,7 +102,7 @@ class SB3Trainer:
             torch.set_num_threads(cfg.threads)
         self.pebble = PEBBLE(cfg)
         self.model = make_sb3_model(cfg, self.pebble.env)
-        self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change)
+        self.run_dir, resuming = prepare_run_dir(cfg, allow_config_change, can_extend=False)
         self.lock = RunLock(self.run_dir)
         self.step = 0
         self.interrupted = ""
@@ -116,7 +116,7 @@ class SB3Trainer:
             if unfinished:
                 self.resume()
             logger = RunLogger(self.run_dir, resume_step=self.step if unfinished else None)
-            if resuming:
+            if unfinished:
                 record_resume(self.run_dir)
         except BaseException:
             self.lock.release()
