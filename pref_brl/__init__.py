@@ -19,6 +19,8 @@ _EXPORTS: dict[str, str] = {
     "RunResult": "pref_brl.api",
     "Policy": "pref_brl.api",
     "load_policy": "pref_brl.api",
+    "LearnedReward": "pref_brl.api",
+    "load_reward": "pref_brl.api",
     "TrainConfig": "pref_brl.config",
     "ConfigError": "pref_brl.validate",
     "validate": "pref_brl.validate",
@@ -37,12 +39,12 @@ _EXPORTS: dict[str, str] = {
 }
 """public name -> the module that defines it"""
 
-__all__ = ["EQUAL", "SKIP", "ConfigError", "Policy", "PreferenceData", "Queries", "RewardEnsemble", "RewardModel",
-           "RunResult", "Teacher", "TrainConfig", "__version__", "export_preferences", "load_policy",
-           "load_preferences", "make_env", "preset_config", "save_preferences", "train", "validate"]
+__all__ = ["EQUAL", "SKIP", "ConfigError", "LearnedReward", "Policy", "PreferenceData", "Queries", "RewardEnsemble",
+           "RewardModel", "RunResult", "Teacher", "TrainConfig", "__version__", "export_preferences", "load_policy",
+           "load_preferences", "load_reward", "make_env", "preset_config", "save_preferences", "train", "validate"]
 
 if TYPE_CHECKING:
-    from pref_brl.api import Policy, RunResult, load_policy, train
+    from pref_brl.api import LearnedReward, Policy, RunResult, load_policy, load_reward, train
     from pref_brl.config import TrainConfig, preset_config
     from pref_brl.datasets import PreferenceData, export_preferences, load_preferences, save_preferences
     from pref_brl.envs import make_env

@@ -1,4 +1,4 @@
-"""pref-brl as a library: train a run, read what it wrote, load its policy (docs/library.md)."""
+"""pref-brl as a library: train a run, read what it wrote, load its policy and learned reward (docs/library.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pref_brl.runs import CONFIG_FILE, DONE_FILE, SB3_MODEL_FILE, SCALARS_FILE
 if TYPE_CHECKING:
     from pref_brl.config import TrainConfig
 
-__all__ = ["Policy", "RunResult", "load_policy", "train"]
+__all__ = ["LearnedReward", "Policy", "RunResult", "load_policy", "load_reward", "train"]
 
 """a Stable-Baselines3 agent's model, saved by SB3 in its run folder"""
 
@@ -163,3 +163,65 @@ def _sb3_policy(run_dir: Path, cfg: TrainConfig, agent: str, device: str) -> Pol
     model = load_sb3_model(cfg.agent, path, device)
     obs_dim, act_dim = model.observation_space.shape[0], model.action_space.shape[0]
     return Policy(lambda obs, deterministic: model.predict(obs, deterministic=deterministic)[0], obs_dim, act_dim)
+
+
+class LearnedReward:
+    """A preference run's learned reward: `reward(obs, act)` -> the reward of each step, [N] for obs [N, O] and
+    act [N, A] (one number for a single step), the reward model's ensemble mean, with which the run relabels
+    its replay buffer and its agent learns."""
+
+    def __init__(self, model: Any, obs_dim: int, act_dim: int, device: str) -> None:
+        self._model = model
+        self._device = device
+        self.obs_dim = obs_dim
+        """state size"""
+        self.act_dim = act_dim
+        """action size"""
+
+    def __call__(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        import torch
+
+        o, a = np.asarray(obs, dtype=np.float32), np.asarray(act, dtype=np.float32)
+        single = o.ndim == 1
+        o, a = (o[None], a[None]) if single else (o, a)
+        if o.ndim != 2 or a.ndim != 2 or o.shape[1] != self.obs_dim or a.shape[1] != self.act_dim \
+                or len(o) != len(a):
+            raise ValueError(f"expected obs [N, {self.obs_dim}] and act [N, {self.act_dim}] (or one step of each), "
+                             f"got {np.shape(obs)} and {np.shape(act)}")
+        with torch.no_grad():
+            reward = self._model.mean_reward(torch.as_tensor(o, device=self._device),
+                                             torch.as_tensor(a, device=self._device))
+        out = reward.reshape(-1).double().cpu().numpy()
+        return out[0] if single else out
+
+
+def load_reward(run_dir: str | Path, device: str = "cpu") -> LearnedReward:
+    """The learned reward of a preference run (pebble, bilevel, sobirl, mrn) from its newest checkpoint; a
+    ValueError says what is missing (a sac run learns from the true reward and has none)."""
+    from pref_brl.checkpoint import load_checkpoint
+    from pref_brl.envs import make_env
+    from pref_brl.protocols import make_reward_model
+    from pref_brl.runs import config_from_dict
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise ValueError(f"{run_dir} is not a pref-brl run folder (no config.json)")
+    cfg = config_from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    if cfg.method == "sac":
+        raise ValueError(f"{run_dir} is a sac run: it learns from the true reward and has no learned reward")
+    state = load_checkpoint(run_dir, "its learned reward cannot be read; name another run folder")
+    if state is None:
+        raise ValueError(f"{run_dir} has no checkpoint yet")
+    learner = state.get("learner") or {}
+    if "ensemble" not in learner or learner.get("counters", (0, 0, 0))[2] == 0:
+        raise ValueError(f"{run_dir} has had no feedback round yet, so its reward model has learned nothing; "
+                         "load it after its first round")
+    env = make_env(cfg.env, cfg.seed)
+    try:
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    finally:
+        env.close()
+    model = make_reward_model(cfg, obs_dim, act_dim, device)
+    model.load_full_state(learner["ensemble"])
+    return LearnedReward(model, obs_dim, act_dim, device)

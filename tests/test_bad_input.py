@@ -19,11 +19,13 @@ from pref_brl.experiments.estimators import main as estimators_main
 from pref_brl.experiments.gridworld import main as gridworld_main
 from pref_brl.experiments.label import main as label_main
 from pref_brl.experiments.plot import main as plot_main
+from pref_brl.experiments.reward_check import main as reward_check_main
 from pref_brl.experiments.sweep import main as sweep_main
 from pref_brl.experiments.train import main as train_main
 
 PROGRAMS = {"train": train_main, "sweep": sweep_main, "plot": plot_main, "bench": bench_main, "label": label_main,
-            "gridworld": gridworld_main, "archive": archive_main, "estimators": estimators_main}
+            "gridworld": gridworld_main, "archive": archive_main, "estimators": estimators_main,
+            "reward-check": reward_check_main}
 PEBBLE = ["--method", "pebble"]
 HUMAN = [*PEBBLE, "--teacher", "human"]
 NO_CUDA = not torch.cuda.is_available()
@@ -230,6 +232,21 @@ BAD_INPUTS = [
     ("estimators", ["{tmp}/empty", "--out", "{tmp}/e.md", "--settings", "likelihood-ratio+source=old"],
      "source is for likelihood-ratio, one of stored, fresh"),
     ("bench", ["--only", ","], "unknown section(s) (none given)"),
+    # --- pref-brl-reward-check: the run folders, their checkpoints and envs, every option
+    ("reward-check", ["{tmp}/nowhere"], "{tmp}/nowhere is not a folder: name a run folder"),
+    ("reward-check", ["{tmp}/empty"], "is not a pref-brl run folder (no config.json)"),
+    ("reward-check", ["{tmp}/plot_json/r"], "config.json is not a readable run config"),
+    ("reward-check", ["{tmp}/study/run0"], "run0 has no checkpoint yet"),
+    ("reward-check", ["{tmp}/bilevel_damaged"], "(UnpicklingError)"),
+    ("reward-check", ["{tmp}/finished"], "is a sac run: it learns from the true reward and has no learned reward"),
+    ("reward-check", ["{tmp}/study/run0", "--against", "{tmp}/empty"], "empty is not a pref-brl run folder"),
+    ("reward-check", ["{tmp}/study/run0", "--against", "{tmp}/door_run"],
+     "is a metaworld_door-open-v3 run and {tmp}/study/run0 a walker_walk run: compare runs of one environment"),
+    ("reward-check", ["{tmp}/study/run0", "--episodes", "0"], "--episodes must be >= 1"),
+    ("reward-check", ["{tmp}/study/run0", "--out", "{tmp}/empty"], "--out {tmp}/empty is a folder"),
+    ("reward-check", ["{tmp}/study/run0", "--out", "{tmp}/a_file/c.md"], "is not a writable folder"),
+    ("reward-check", ["{tmp}/study/run0", "--threads", "-1"], "--threads must be >= 0"),
+    ("reward-check", ["{tmp}/study/run0", "--episodes", "two"], "Error parsing --episodes"),
     # --- a finished run continued (--allow-config-change, --extend): only to more steps, from a checkpoint
     ("train", ["--run-dir", "{tmp}/finished", "--steps", "20000", "--lr", "0.001", "--allow-config-change"],
      "holds a finished run (step 20000); a changed config applies only to steps still to run"),
@@ -294,6 +311,7 @@ def scratch(tmp_path: Path):
     plot_run(tmp_path / "study" / "run0")
     plot_run(tmp_path / "plot_json" / "r", '{"env": "walker_walk", "meth')
     plot_run(tmp_path / "bilevel_run", {**RUN_CONFIG, "method": "bilevel"})
+    plot_run(tmp_path / "door_run", {**RUN_CONFIG, "env": "metaworld_door-open-v3"})
     plot_run(tmp_path / "bilevel_damaged", {**RUN_CONFIG, "method": "bilevel"})
     (tmp_path / "bilevel_damaged" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     plot_run(tmp_path / "plot_keys" / "r", {"seed": 0})

@@ -65,5 +65,5 @@ def test_readme_names_the_module_of_every_program() -> None:
                if line.strip()]
     modules = {script.split(":")[0].removeprefix("pref_brl.experiments.") for script in scripts}
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    listed = re.search(r"python -m pref_brl\.experiments\.<([a-z|]+)>", readme)
+    listed = re.search(r"python -m pref_brl\.experiments\.<([a-z_|]+)>", readme)
     assert listed is not None and set(listed.group(1).split("|")) == modules

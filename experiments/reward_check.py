@@ -1,0 +1,84 @@
+"""`pref-brl-reward-check`: how a preference run's learned reward scores its own agent's behaviour and other
+runs' agents' (SAC on the true reward, say), on the same reset seeds.
+
+It tells a reward that does not reward the behaviour that solves the task from an agent that has not got there
+yet: if a policy that solves the task has a higher learned return than the run's own agent and the learned
+reward orders their segments as the true one does (the cross-pair accuracy), the reward would lead there. The
+run folders are only read.
+
+Examples:
+  pref-brl-reward-check runs/door-v1/metaworld_door-open-v3/pebble/budget1000/oracle/seed1 \\
+      --against runs/door-v1/metaworld_door-open-v3/sac/seed0 --out reward-check.md
+  pref-brl-reward-check RUN --against SAC_RUN OTHER_RUN --episodes 10 --seed 3
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import tyro
+
+from pref_brl.cli import parse
+from pref_brl.reward_check import RewardCheckError, check_reward, to_markdown
+
+
+@dataclass(frozen=True)
+class RewardCheckArgs:
+    """Which run's learned reward, scored on which agents' episodes."""
+
+    run_dir: tyro.conf.Positional[Annotated[str, tyro.conf.arg(metavar="RUN_DIR")]]
+    """a preference run folder (pebble, bilevel, sobirl, mrn) with a checkpoint after a feedback round"""
+    against: tuple[str, ...] = ()
+    """run folders of the same env whose agent A is scored too (e.g. a sac run on the true reward)"""
+    episodes: int = 5
+    """deterministic episodes per policy, on reset seeds 1000·seed + 0, 1, ..."""
+    seed: int = 0
+    """the environment's seed and the reset seeds' block"""
+    out: str = ""
+    """also write the table to this markdown file (and the numbers to <out>.json)"""
+    threads: int = 1
+    """torch CPU threads (0: torch's default)"""
+
+
+def check_out(out: str) -> None:
+    if not out:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise RewardCheckError(f"--out {path} is a folder; name a file (e.g. {path}/reward-check.md)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise RewardCheckError(f"cannot write --out {path}: {parent} is not a writable folder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(RewardCheckArgs, "pref-brl-reward-check", args=sys.argv[1:] if argv is None else argv,
+                 description=__doc__)
+    try:
+        if args.threads < 0:
+            raise RewardCheckError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+        check_out(args.out)
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        result = check_reward(args.run_dir, args.against, args.episodes, args.seed,
+                              progress=lambda line: print(line, flush=True))
+    except RewardCheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = to_markdown(result)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.write_text(text, encoding="utf-8")
+        out.with_name(out.name + ".json").write_text(result.to_json(), encoding="utf-8")
+        print(f"wrote {out} and {out.name}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""How a preference run's learned reward scores behaviour it may never have seen: its own agent's episodes
+beside those of other runs' agents (SAC on the true reward, say), on the same reset seeds.
+
+A run whose reward ranks its own recent segments well (`reward/uniform_accuracy`) can still fail to reward the
+behaviour that solves the task, if its agent has not been there: then no query asked about it. Rolling out a
+policy that solves the task and scoring its segments with the learned reward tells the two cases apart. Read
+the table like this:
+
+- the learned return orders the policies as the true return does, and the cross-pair accuracy is high: the
+  reward would lead the agent to the better behaviour, and what is missing is the agent getting there (more
+  steps, exploration);
+- the better policy's segments are scored no higher than the run's own (cross-pair accuracy near or below 0.5):
+  the reward does not extend to that behaviour, and more labels from there (or a different query pool) are
+  what is missing.
+
+Segments are the runs' segment length, cut end to end from each episode; the true reward is the environment's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pref_brl.runs import CONFIG_FILE, config_from_dict
+
+OWN = "own agent"
+"""the name of the checked run's own policy in the table"""
+
+
+class RewardCheckError(ValueError):
+    """The check cannot run as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PolicyScore:
+    """One policy's episodes under the true and the learned reward."""
+
+    name: str
+    episodes: int
+    success: float
+    """share of episodes with a success (Meta-World; NaN elsewhere)"""
+    true_return: float
+    """mean true return per episode"""
+    learned_return: float
+    """mean learned return per episode"""
+    segments: int
+    cross_accuracy: float
+    """(other policies) the share of (own segment, this policy's segment) pairs with different true returns
+    whose order the learned returns predict; NaN for the run's own policy"""
+    cross_better: float
+    """(other policies) the share of those pairs in which this policy's segment has the higher true return"""
+
+
+@dataclass(frozen=True)
+class RewardCheck:
+    run_dir: str
+    env: str
+    segment: int
+    seed: int
+    policies: list[PolicyScore]
+    segment_corr: float
+    """Pearson r of learned and true segment returns over every policy's segments"""
+    pair_accuracy: float
+    """the share of all segment pairs (any two policies, the same one included) with different true returns whose
+    order the learned returns predict"""
+    true_segment_returns: list[list[float]] = field(repr=False)
+    """per policy, its segments' true returns (episode by episode, in order)"""
+    learned_segment_returns: list[list[float]] = field(repr=False)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episodes: int = 5, seed: int = 0,
+                 progress: Callable[[str], None] | None = None) -> RewardCheck:
+    """Roll out the run's own agent and each `against` run's agent A, deterministically, `episodes` episodes each
+    on the same reset seeds, and score every segment with the run's learned reward. Only reads the run folders."""
+    from pref_brl.api import load_policy, load_reward
+    from pref_brl.checkpoint import CheckpointError
+    from pref_brl.envs import is_metaworld, make_env
+
+    if episodes < 1:
+        raise RewardCheckError(f"--episodes must be >= 1, got {episodes}")
+    run_dir = Path(run_dir)
+    cfg = _config(run_dir)
+    others = [(Path(p), _config(Path(p))) for p in against]
+    for path, other in others:
+        if other.env != cfg.env:
+            raise RewardCheckError(f"{path} is a {other.env} run and {run_dir} a {cfg.env} run: compare runs of "
+                                   "one environment")
+    try:
+        reward = load_reward(run_dir)
+        policies = [(OWN, load_policy(run_dir))] + [(str(path), load_policy(path)) for path, _ in others]
+    except (ValueError, CheckpointError) as exc:
+        raise RewardCheckError(str(exc)) from None
+    env = make_env(cfg.env, seed, goal_mode=cfg.goal_mode, max_episode_steps=cfg.max_episode_steps or None)
+    true_segments, learned_segments, scores = [], [], []
+    try:
+        for name, policy in policies:
+            true_ret, learned_ret, successes, seg_true, seg_learned = [], [], [], [], []
+            for i in range(episodes):
+                obs_seq, act_seq, rew_seq, success = _rollout(env, policy, seed * 1000 + i)
+                learned = reward(obs_seq, act_seq)
+                true_ret.append(float(rew_seq.sum()))
+                learned_ret.append(float(learned.sum()))
+                successes.append(success)
+                cut = len(rew_seq) // cfg.segment * cfg.segment
+                seg_true += rew_seq[:cut].reshape(-1, cfg.segment).sum(1).tolist()
+                seg_learned += learned[:cut].reshape(-1, cfg.segment).sum(1).tolist()
+            if progress:
+                progress(f"{name}: {episodes} episodes, true return {np.mean(true_ret):.4g}, learned return "
+                         f"{np.mean(learned_ret):.4g}")
+            true_segments.append(seg_true)
+            learned_segments.append(seg_learned)
+            scores.append((name, successes, true_ret, learned_ret))
+    finally:
+        env.close()
+    if not any(true_segments):
+        raise RewardCheckError(f"the episodes are shorter than the run's segment ({cfg.segment} steps): nothing to "
+                               "score")
+    metaworld = is_metaworld(cfg.env)
+    rows = []
+    for k, (name, successes, true_ret, learned_ret) in enumerate(scores):
+        accuracy, better = (float("nan"), float("nan")) if k == 0 else _cross(
+            true_segments[0], learned_segments[0], true_segments[k], learned_segments[k])
+        rows.append(PolicyScore(name, episodes, float(np.mean(successes)) if metaworld else float("nan"),
+                                float(np.mean(true_ret)), float(np.mean(learned_ret)), len(true_segments[k]),
+                                accuracy, better))
+    all_true, all_learned = np.concatenate(true_segments), np.concatenate(learned_segments)
+    return RewardCheck(str(run_dir), cfg.env, cfg.segment, seed, rows, _pearson(all_learned, all_true),
+                       _pair_accuracy(all_true, all_learned), [list(x) for x in true_segments],
+                       [list(x) for x in learned_segments])
+
+
+def _config(run_dir: Path):
+    path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise RewardCheckError(f"{run_dir} is not a folder: name a run folder")
+    if not path.exists():
+        raise RewardCheckError(f"{run_dir} is not a pref-brl run folder (no config.json)")
+    try:
+        return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise RewardCheckError(f"{path} is not a readable run config ({exc})") from None
+
+
+def _rollout(env, policy, reset_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    obs, _ = env.reset(seed=reset_seed)
+    observations, actions, rewards, success, done = [], [], [], 0.0, False
+    while not done:
+        action, _ = policy.predict(obs, deterministic=True)
+        observations.append(np.asarray(obs, dtype=np.float32))
+        actions.append(np.asarray(action, dtype=np.float32))
+        obs, r, terminated, truncated, info = env.step(action)
+        rewards.append(float(r))
+        success = max(success, float(info.get("success", 0.0)))
+        done = terminated or truncated
+    return np.stack(observations), np.stack(actions), np.asarray(rewards), success
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _pair_accuracy(true: np.ndarray, learned: np.ndarray) -> float:
+    i, j = np.triu_indices(len(true), k=1)
+    differ = true[i] != true[j]
+    if not differ.any():
+        return float("nan")
+    agree = (learned[i] > learned[j]) == (true[i] > true[j])
+    return float(agree[differ].mean())
+
+
+def _cross(own_true, own_learned, other_true, other_learned) -> tuple[float, float]:
+    pairs = [(a, b, c, d) for (a, b), (c, d) in itertools.product(zip(own_true, own_learned),
+                                                                  zip(other_true, other_learned)) if a != c]
+    if not pairs:
+        return float("nan"), float("nan")
+    agree = [(d > b) == (c > a) for a, b, c, d in pairs]
+    better = [c > a for a, _, c, _ in pairs]
+    return float(np.mean(agree)), float(np.mean(better))
+
+
+def to_markdown(check: RewardCheck) -> str:
+    """The table and the two pooled numbers."""
+    lines = [f"Learned reward of `{check.run_dir}` ({check.env}, {check.segment}-step segments, reset seeds "
+             f"{check.seed * 1000}…{check.seed * 1000 + check.policies[0].episodes - 1}, deterministic actions)",
+             "",
+             "| policy | episodes | success | true return | learned return | segments | cross-pair accuracy | "
+             "its segment truly better |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in check.policies:
+        lines.append(f"| {p.name} | {p.episodes} | {_num(p.success)} | {_num(p.true_return)} | "
+                     f"{_num(p.learned_return)} | {p.segments} | {_num(p.cross_accuracy)} | {_num(p.cross_better)} |")
+    lines += ["", f"Segment returns, learned against true, over every policy's segments: Pearson r "
+                  f"{_num(check.segment_corr)}; pair accuracy {_num(check.pair_accuracy)}.",
+              "Cross-pair accuracy: pairs of one segment of the own agent and one of that policy whose true returns "
+              "differ, ordered by the learned reward as by the true one."]
+    return "\n".join(lines) + "\n"
+
+
+def _num(x: float) -> str:
+    return "-" if x != x else f"{x:.3g}"

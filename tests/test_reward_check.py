@@ -1,0 +1,111 @@
+"""A run's learned reward outside the run (pref_brl.load_reward) and pref-brl-reward-check, which scores other
+agents' episodes with it: the loaded reward is the run's own, and every number of the check is recomputed here
+from its segments by brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import pref_brl
+from pref_brl.experiments.reward_check import main as reward_check_main
+from pref_brl.reward_check import OWN, check_reward
+from pref_brl.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny pebble run (past its feedback rounds) and a tiny sac run, walker with 100-step episodes."""
+    from tests.conftest import tiny_config
+
+    root = tmp_path_factory.mktemp("runs")
+    pebble = tiny_config(root, "pebble", method="pebble", steps=800)
+    trainer = Trainer(pebble, progress=False)
+    trainer.train()
+    sac = tiny_config(root, "sac", steps=400)
+    Trainer(sac, progress=False).train()
+    return pebble, sac, trainer.learner.reward_model
+
+
+def test_the_loaded_reward_is_the_runs_own(runs) -> None:
+    pebble, _, model = runs
+    reward = pref_brl.load_reward(pebble.run_dir)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(37, reward.obs_dim)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(37, reward.act_dim)).astype(np.float32)
+    expected = model.mean_reward(torch.as_tensor(obs), torch.as_tensor(act)).double().numpy()
+    assert np.array_equal(reward(obs, act), expected)
+    assert reward(obs[3], act[3]) == pytest.approx(expected[3], rel=1e-5)  # one row: another matmul kernel
+    with pytest.raises(ValueError, match=r"expected obs \[N, 24\] and act \[N, 6\]"):
+        reward(obs, act[:, :2])
+
+
+def test_a_sac_run_has_no_learned_reward(runs) -> None:
+    _, sac, _ = runs
+    with pytest.raises(ValueError, match="is a sac run"):
+        pref_brl.load_reward(sac.run_dir)
+
+
+def test_every_number_of_the_check_is_its_segments(runs) -> None:
+    pebble, sac, _ = runs
+    check = check_reward(pebble.run_dir, [sac.run_dir], episodes=3, seed=2)
+    own, other = check.policies
+    assert own.name == OWN and other.name == str(sac.run_dir)
+    assert own.segments == other.segments == 3 * 100 // pebble.segment
+    for score, true, learned in zip(check.policies, check.true_segment_returns, check.learned_segment_returns):
+        # 100-step episodes cut into whole segments: per-episode returns are the segments' sums
+        assert math.isclose(score.true_return, sum(true) / 3, rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isclose(score.learned_return, sum(learned) / 3, rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isnan(score.success)  # walker has no success signal
+    true = check.true_segment_returns[0] + check.true_segment_returns[1]
+    learned = check.learned_segment_returns[0] + check.learned_segment_returns[1]
+    agree = [(learned[i] > learned[j]) == (true[i] > true[j])
+             for i, j in itertools.combinations(range(len(true)), 2) if true[i] != true[j]]
+    assert check.pair_accuracy == pytest.approx(sum(agree) / len(agree))
+    assert check.segment_corr == pytest.approx(np.corrcoef(learned, true)[0, 1])
+    own_pairs = [(a, b, c, d) for a, b in zip(check.true_segment_returns[0], check.learned_segment_returns[0])
+                 for c, d in zip(check.true_segment_returns[1], check.learned_segment_returns[1]) if a != c]
+    assert other.cross_accuracy == pytest.approx(np.mean([(d > b) == (c > a) for a, b, c, d in own_pairs]))
+    assert other.cross_better == pytest.approx(np.mean([c > a for a, _, c, _ in own_pairs]))
+    assert math.isnan(own.cross_accuracy)
+
+
+def test_the_segments_are_the_loaded_reward_on_the_policys_episodes(runs) -> None:
+    # the check's own rollout, redone here with the public API: the same reset seeds, deterministic actions,
+    # each episode cut end to end into segments
+    pebble, _, _ = runs
+    check = check_reward(pebble.run_dir, episodes=2, seed=1)
+    reward, policy = pref_brl.load_reward(pebble.run_dir), pref_brl.load_policy(pebble.run_dir)
+    env = pref_brl.make_env("walker_walk", 1, max_episode_steps=100)
+    true_segments, learned_segments = [], []
+    for i in range(2):
+        obs, _ = env.reset(seed=1000 + i)
+        observations, actions, rewards, done = [], [], [], False
+        while not done:
+            action, _ = policy.predict(obs)
+            observations.append(obs)
+            actions.append(action)
+            obs, r, terminated, truncated, _ = env.step(action)
+            rewards.append(r)
+            done = terminated or truncated
+        learned = reward(np.stack(observations), np.stack(actions))
+        for start in range(0, len(rewards), pebble.segment):
+            true_segments.append(sum(rewards[start:start + pebble.segment]))
+            learned_segments.append(learned[start:start + pebble.segment].sum())
+    env.close()
+    assert check.true_segment_returns[0] == pytest.approx(true_segments, rel=1e-9)
+    assert check.learned_segment_returns[0] == pytest.approx(learned_segments, rel=1e-6)
+
+
+def test_the_command_prints_the_table_and_writes_it(runs, tmp_path, capsys) -> None:
+    pebble, sac, _ = runs
+    out = tmp_path / "check.md"
+    assert reward_check_main([pebble.run_dir, "--against", sac.run_dir, "--episodes", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    text = out.read_text(encoding="utf-8")
+    assert text in printed and f"| {OWN} | 1 |" in text and f"| {sac.run_dir} | 1 |" in text
+    assert (tmp_path / "check.md.json").exists()
