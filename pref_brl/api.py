@@ -170,13 +170,17 @@ class LearnedReward:
     act [N, A] (one number for a single step), the reward model's ensemble mean, with which the run relabels
     its replay buffer and its agent learns."""
 
-    def __init__(self, model: Any, obs_dim: int, act_dim: int, device: str) -> None:
+    def __init__(self, model: Any, obs_dim: int, act_dim: int, device: str, step: int = 0, labels: int = 0) -> None:
         self._model = model
         self._device = device
         self.obs_dim = obs_dim
         """state size"""
         self.act_dim = act_dim
         """action size"""
+        self.step = step
+        """the env step of the checkpoint it was loaded from"""
+        self.labels = labels
+        """the labels it had been trained on by then (`feedback/total`)"""
 
     def __call__(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         import torch
@@ -224,4 +228,4 @@ def load_reward(run_dir: str | Path, device: str = "cpu") -> LearnedReward:
         env.close()
     model = make_reward_model(cfg, obs_dim, act_dim, device)
     model.load_full_state(learner["ensemble"])
-    return LearnedReward(model, obs_dim, act_dim, device)
+    return LearnedReward(model, obs_dim, act_dim, device, int(state.get("step", 0)), int(learner["counters"][0]))

@@ -62,6 +62,10 @@ class RewardCheck:
     env: str
     segment: int
     seed: int
+    step: int
+    """the env step of the run's checkpoint (its reward and its own agent)"""
+    labels: int
+    """the labels its reward had been trained on by then"""
     policies: list[PolicyScore]
     segment_corr: float
     """Pearson r of learned and true segment returns over every policy's segments"""
@@ -132,7 +136,7 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
                                 float(np.mean(true_ret)), float(np.mean(learned_ret)), len(true_segments[k]),
                                 accuracy, better))
     all_true, all_learned = np.concatenate(true_segments), np.concatenate(learned_segments)
-    return RewardCheck(str(run_dir), cfg.env, cfg.segment, seed, rows, _pearson(all_learned, all_true),
+    return RewardCheck(str(run_dir), cfg.env, cfg.segment, seed, reward.step, reward.labels, rows, _pearson(all_learned, all_true),
                        _pair_accuracy(all_true, all_learned), [list(x) for x in true_segments],
                        [list(x) for x in learned_segments])
 
@@ -190,8 +194,9 @@ def _cross(own_true, own_learned, other_true, other_learned) -> tuple[float, flo
 
 def to_markdown(check: RewardCheck) -> str:
     """The table and the two pooled numbers."""
-    lines = [f"Learned reward of `{check.run_dir}` ({check.env}, {check.segment}-step segments, reset seeds "
-             f"{check.seed * 1000}…{check.seed * 1000 + check.policies[0].episodes - 1}, deterministic actions)",
+    lines = [f"Learned reward of `{check.run_dir}` at step {check.step} ({check.labels} labels; {check.env}, "
+             f"{check.segment}-step segments, reset seeds {check.seed * 1000}…"
+             f"{check.seed * 1000 + check.policies[0].episodes - 1}, deterministic actions)",
              "",
              "| policy | episodes | success | true return | learned return | segments | cross-pair accuracy | "
              "its segment truly better |",

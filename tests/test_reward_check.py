@@ -55,6 +55,7 @@ def test_every_number_of_the_check_is_its_segments(runs) -> None:
     check = check_reward(pebble.run_dir, [sac.run_dir], episodes=3, seed=2)
     own, other = check.policies
     assert own.name == OWN and other.name == str(sac.run_dir)
+    assert check.step == 800 and check.labels == pebble.max_feedback  # the finished run's checkpoint
     assert own.segments == other.segments == 3 * 100 // pebble.segment
     for score, true, learned in zip(check.policies, check.true_segment_returns, check.learned_segment_returns):
         # 100-step episodes cut into whole segments: per-episode returns are the segments' sums
