@@ -136,9 +136,9 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
                                 float(np.mean(true_ret)), float(np.mean(learned_ret)), len(true_segments[k]),
                                 accuracy, better))
     all_true, all_learned = np.concatenate(true_segments), np.concatenate(learned_segments)
-    return RewardCheck(str(run_dir), cfg.env, cfg.segment, seed, reward.step, reward.labels, rows, _pearson(all_learned, all_true),
-                       _pair_accuracy(all_true, all_learned), [list(x) for x in true_segments],
-                       [list(x) for x in learned_segments])
+    return RewardCheck(str(run_dir), cfg.env, cfg.segment, seed, reward.step, reward.labels, rows,
+                       _pearson(all_learned, all_true), _pair_accuracy(all_true, all_learned),
+                       [list(x) for x in true_segments], [list(x) for x in learned_segments])
 
 
 def _config(run_dir: Path):
