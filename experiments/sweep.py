@@ -56,10 +56,10 @@ from pref_brl.study import (
     StudyError,
     check_runs,
     expand,
-    extend_runs,
     normalise_overrides,
     parse_override,
     run_state,
+    runs_to_extend,
 )
 
 
@@ -258,13 +258,14 @@ def job_env(run: Run, gpu: int | None) -> dict[str, str]:
     return env
 
 
-def launch(run: Run, gpu: int | None) -> subprocess.Popen:
-    """Start one run in a subprocess; its output goes to <run_dir>/train.log."""
+def launch(run: Run, gpu: int | None, extend: bool = False) -> subprocess.Popen:
+    """Start one run in a subprocess; its output goes to <run_dir>/train.log. `extend`: continue the folder's run
+    of a smaller steps (`--extend`)."""
     from pref_brl.runs import prepare_run_dir
 
-    prepare_run_dir(run.config)  # creates the folder (or checks it) so that the log can live in it
+    prepare_run_dir(run.config, allow_config_change=extend)  # creates the folder (or checks it) for the log
     log = (run.run_dir / "train.log").open("a", encoding="utf-8")
-    command = [sys.executable, "-m", "pref_brl.study", run.config.to_json()]
+    command = [sys.executable, "-m", "pref_brl.study", run.config.to_json(), *(["--extend"] if extend else [])]
     with log:
         # Own session: a terminal's Ctrl-C reaches the sweep only, which then stops each run exactly once.
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=job_env(run, gpu),
@@ -385,7 +386,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
-def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: float) -> int:
+def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: float, extend: bool = False) -> int:
     """Run every unfinished run, at most `jobs` at once; 0 if all finished, 1 if any failed."""
     gpus = gpus or default_gpus(runs)
     jobs = jobs or len(gpus) or max(1, (os.cpu_count() or 1) // max(1, runs[0].config.threads))
@@ -402,7 +403,7 @@ def run_local(runs: list[Run], jobs: int, gpus: tuple[int, ...], status_every: f
                 if run is None:
                     break
                 gpu = pick_gpu(gpus, [g for _, g, _ in running.values()])
-                running[launch(run, gpu)] = (run, gpu, time.time())
+                running[launch(run, gpu, extend)] = (run, gpu, time.time())
                 progress.start(run.label)
                 progress.event(f"started {run.label}" + (f" on GPU {gpu}" if gpu is not None else ""))
             for proc in [p for p in running if p.poll() is not None]:
@@ -462,7 +463,8 @@ def run_submitit(runs: list[Run], grid: Grid, args: SweepArgs) -> int:
     if args.mem_gb > 0:
         params["mem_gb"] = args.mem_gb
     executor.update_parameters(**params)
-    jobs = executor.map_array(TrainJob(args.max_requeues), [dataclasses.asdict(r.config) for r in todo])
+    jobs = executor.map_array(TrainJob(args.max_requeues, extend=args.extend),
+                              [dataclasses.asdict(r.config) for r in todo])
     print(f"submitted {len(jobs)} jobs ({cluster}): {jobs[0].job_id.split('_')[0]}; "
           f"logs in {grid.folder / '.submitit'}", flush=True)
     if cluster == "slurm" and not args.wait:
@@ -619,14 +621,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print_grid(grid, runs)
             return 0
-        if args.extend:
-            for run in extend_runs(runs):
-                print(f"extending {run.label} to {run.config.steps} steps", flush=True)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for run in runs_to_extend(runs) if args.extend else []:
+        print(f"extending {run.label} to {run.config.steps} steps", flush=True)
     if args.executor == "local":
-        return run_local(runs, args.jobs, args.gpus, args.status_every)
+        return run_local(runs, args.jobs, args.gpus, args.status_every, args.extend)
     return run_submitit(runs, grid, args)
 
 

@@ -201,7 +201,8 @@ class LearnedReward:
 
 def load_reward(run_dir: str | Path, device: str = "cpu") -> LearnedReward:
     """The learned reward of a preference run (pebble, bilevel, sobirl, mrn) from its newest checkpoint; a
-    ValueError says what is missing (a sac run learns from the true reward and has none)."""
+    ValueError says what is missing (a sac run learns from the true reward and has none), a
+    :class:`pref_brl.checkpoint.CheckpointError` that no checkpoint can be read."""
     from pref_brl.checkpoint import load_checkpoint
     from pref_brl.envs import make_env
     from pref_brl.protocols import make_reward_model

@@ -90,6 +90,9 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
 
     if episodes < 1:
         raise RewardCheckError(f"--episodes must be >= 1, got {episodes}")
+    top = (2**32 - 1 - episodes) // 1000  # reset seeds 1000·seed + i must be valid seeds
+    if not 0 <= seed <= top:
+        raise RewardCheckError(f"--seed must be in [0, {top}] (its reset seeds are 1000·seed + 0, 1, ...), got {seed}")
     run_dir = Path(run_dir)
     cfg = _config(run_dir)
     others = [(Path(p), _config(Path(p))) for p in against]

@@ -58,6 +58,14 @@ def finished_step(run_dir: Path) -> int | None:
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
+def ended_mid_episode(run_dir: Path) -> bool:
+    """Whether a finished run's last step fell inside an episode (its done.json says so)."""
+    try:
+        return json.loads((run_dir / DONE_FILE).read_text("utf-8")).get("mid_episode") is True
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
 def is_finished(run_dir: Path, steps: int) -> bool:
     """Whether the run in `run_dir` has run `steps` env steps: its done.json says so, or does not say how far
     it got (then the run counts as finished, as it always did)."""
@@ -134,12 +142,19 @@ def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False,
     config_path = run_dir / CONFIG_FILE
     if config_path.exists():
         diffs = config_differences(read_config(config_path), json.loads(cfg.to_json()))
+        old = read_config(config_path)
+        fields = changed_fields(old, json.loads(cfg.to_json()))
         if diffs and not allow_config_change:
+            done = finished_step(run_dir)
             more = ", or pass --allow-config-change to resume anyway"
-            if changed_fields(read_config(config_path), json.loads(cfg.to_json())) == ["steps"]:
+            if fields == ["steps"] and done is not None and cfg.steps > done:
                 more = ", or pass --allow-config-change to continue it to the new --steps"
             raise RunFolderError(f"{run_dir} holds a run with a different config ({'; '.join(diffs)}); "
                                  f"use another --run-dir{more}")
+        if "steps" in fields and not can_extend:
+            raise RunFolderError(f"{run_dir} holds a run of --steps {old.get('steps')}; changing --steps works for "
+                                 "--agent sac only (a Stable-Baselines3 agent keeps the replay buffer size it was "
+                                 "made with): train a new run with the new --steps")
         check_continuation(run_dir, cfg.steps, changed=bool(diffs), can_extend=can_extend)
         return run_dir, True
     if run_dir.exists() and any(p.name not in NOT_RUN_STATE for p in run_dir.iterdir()):

@@ -267,40 +267,28 @@ def _check_folder(run: Run, extend: bool = False) -> None:
             old = read_config(config_path)
             new = json.loads(run.config.to_json())
             diffs, fields = config_differences(old, new), changed_fields(old, new)
-            longer = fields == ["steps"] and run.config.steps > old["steps"]
+            old_steps = old.get("steps")
+            longer = fields == ["steps"] and isinstance(old_steps, int) and run.config.steps > old_steps
             if diffs and not (extend and longer):
                 more = (" (or --extend to continue its runs to the new steps)" if longer else "")
                 raise StudyError(f"{path} holds a run with a different config ({'; '.join(diffs)}); use a new "
                                  f"--name for a changed study{more}, or the old settings to resume this one")
-            check_continuation(path, run.config.steps, changed=False, can_extend=run.config.agent == "sac")
+            if longer and run.config.agent != "sac":
+                raise StudyError(f"{path}: --extend works for --agent sac only (a Stable-Baselines3 agent keeps the "
+                                 "replay buffer size it was made with); start a new study with the new steps")
+            check_continuation(path, run.config.steps, changed=longer, can_extend=run.config.agent == "sac")
         except RunFolderError as exc:
             raise StudyError(str(exc)) from None
     elif path.exists() and any(p.name not in NOT_RUN_STATE for p in path.iterdir()):
         raise StudyError(f"{path} exists and is not a pref-brl run folder; remove it or choose another --name")
 
 
-def extend_runs(runs: list[Run]) -> list[Run]:
-    """Continue each run folder whose config has a smaller `steps` (checked by ``check_runs(extend=True)``) to the
-    grid's: its config is rewritten, the old one kept in config.history.json, under the folder's lock, so that
-    the run resumes from its checkpoint, a finished one included, and goes on to the new `steps`. Returns them."""
-    from pref_brl.runs import RunLock, write_run_files
-
-    extended = []
-    for run in runs:
-        config_path = run.run_dir / CONFIG_FILE
-        if not config_path.exists() or not config_differences(read_config(config_path),
-                                                              json.loads(run.config.to_json())):
-            continue
-        try:
-            lock = RunLock(run.run_dir)
-        except RunFolderError as exc:
-            raise StudyError(str(exc)) from None
-        try:
-            write_run_files(run.config, run.run_dir, resuming=True)
-        finally:
-            lock.release()
-        extended.append(run)
-    return extended
+def runs_to_extend(runs: list[Run]) -> list[Run]:
+    """The runs whose folder holds a config of a smaller `steps` (``check_runs(extend=True)`` let only those
+    differ): each one's job continues it from its checkpoint, a finished one too, to the grid's steps, and
+    rewrites its config (the old one kept in config.history.json) once that checkpoint has loaded."""
+    return [run for run in runs if (run.run_dir / CONFIG_FILE).exists()
+            and config_differences(read_config(run.run_dir / CONFIG_FILE), json.loads(run.config.to_json()))]
 
 
 def _check_writable(folder: Path) -> None:
@@ -312,21 +300,22 @@ def _check_writable(folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ one job
-def run_job(config: dict[str, Any]) -> str:
-    """Train (or resume) one run from its config dict; the entry point of sweep subprocesses."""
-    trainer = _trainer(config)
+def run_job(config: dict[str, Any], extend: bool = False) -> str:
+    """Train (or resume) one run from its config dict; the entry point of sweep subprocesses. `extend`: the run
+    folder may hold the run with a smaller `steps` (`pref-brl-sweep --extend` checked that nothing else differs)."""
+    trainer = _trainer(config, extend)
     trainer.train()
     return str(trainer.run_dir)
 
 
-def _trainer(config: dict[str, Any]):
+def _trainer(config: dict[str, Any], extend: bool = False):
     from pref_brl.runs import config_from_dict
     from pref_brl.training import make_trainer
     from pref_brl.validate import validate
 
     cfg = config_from_dict(config)
     validate(cfg)
-    trainer = make_trainer(cfg, progress=True)
+    trainer = make_trainer(cfg, progress=True, allow_config_change=extend)
     if trainer.step > 0:
         print(f"resuming {trainer.run_dir} from its checkpoint at step {trainer.step}", flush=True)
     return trainer
@@ -353,10 +342,12 @@ class TrainJob:
     signal just stops the run after a checkpoint.
     """
 
-    def __init__(self, max_requeues: int = 3, requeues: int = 0) -> None:
+    def __init__(self, max_requeues: int = 3, requeues: int = 0, extend: bool = False) -> None:
         self.max_requeues = max_requeues
         self.requeues = requeues
         """how many times the run's job was requeued so far"""
+        self.extend = extend
+        """the run folder may hold the run with a smaller steps (`pref-brl-sweep --extend`)"""
         self.step = 0
         """the run's step when it last stopped"""
 
@@ -376,7 +367,7 @@ class TrainJob:
 
         submitit_handler = signal.signal(sig, defer)
         try:
-            trainer = _trainer(config)
+            trainer = _trainer(config, self.extend)
             trainer.interrupted = trainer.interrupted or stop
             trainer.train()
         finally:
@@ -398,18 +389,18 @@ class TrainJob:
                 "continue, with a longer --timeout-min or a higher --max-requeues")
         print(f"requeueing: the run continues from step {self.step} in the requeued job (requeue "
               f"{self.requeues + 1} of at most {self.max_requeues})", flush=True)
-        return DelayedSubmission(TrainJob(self.max_requeues, self.requeues + 1), config)
+        return DelayedSubmission(TrainJob(self.max_requeues, self.requeues + 1, self.extend), config)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pref_brl.study '<config json>'`: one sweep job; an error is one line on stderr."""
+    """`python -m pref_brl.study '<config json>' [--extend]`: one sweep job; an error is one line on stderr."""
     from pref_brl.checkpoint import CheckpointError
     from pref_brl.runs import RunFolderError
     from pref_brl.validate import ConfigError
 
     args = sys.argv[1:] if argv is None else argv
     try:
-        print(f"run folder: {run_job(json.loads(args[0]))}", flush=True)
+        print(f"run folder: {run_job(json.loads(args[0]), extend='--extend' in args[1:])}", flush=True)
     except (ConfigError, RunFolderError, CheckpointError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections import deque
 
@@ -29,6 +30,7 @@ from pref_brl.methods import make_learner
 from pref_brl.runs import (
     DONE_FILE,
     RunLock,
+    ended_mid_episode,
     finished_step,
     is_finished,
     prepare_run_dir,
@@ -84,7 +86,6 @@ class Trainer:
         self._last_checkpoint_step = 0
         self.interrupted = ""  # the signal that asked the run to stop, if any
         try:
-            write_run_files(cfg, self.run_dir, resuming)  # under the lock: one writer per folder
             self.logger = self.open(resuming)
             if resuming and not is_finished(self.run_dir, cfg.steps):
                 record_resume(self.run_dir)  # after the checkpoint loaded: a refused resume changes nothing
@@ -105,6 +106,8 @@ class Trainer:
         state = load_checkpoint(self.run_dir, RESUME_REMEDY) if resuming else None
         if state is not None:
             self.load_state_dict(state)
+        # under the lock (one writer per folder), and after the checkpoint loaded: a refused resume changes nothing
+        write_run_files(cfg, self.run_dir, resuming)
         # a resumed run drops what its killed session logged after the checkpoint (everything, when there is none)
         logger = Logger(self.run_dir, resume_step=self.step if resuming else None)
         if state is None:
@@ -126,6 +129,10 @@ class Trainer:
                 return {}
             done = finished_step(self.run_dir)
             if done is not None:  # continued to a larger --steps: unfinished again until it gets there
+                if ended_mid_episode(self.run_dir):
+                    print(f"warning: {self.run_dir} ended inside an episode at step {done}; its continuation starts "
+                          f"a new episode there, so it is not step for step the run started with --steps "
+                          f"{self.cfg.steps}", file=sys.stderr, flush=True)
                 (self.run_dir / DONE_FILE).unlink()
                 print(f"continuing {self.run_dir}, finished at step {done}, from its checkpoint at step "
                       f"{self.step} to step {self.cfg.steps}", flush=True)
@@ -339,7 +346,10 @@ class Trainer:
                                          f"good checkpoint in {self.run_dir} is kept (try --detect-anomaly)")
 
     def finish(self) -> None:
-        (self.run_dir / DONE_FILE).write_text(json.dumps({"step": self.step, **self.last_eval}), "utf-8")
+        # mid_episode: the run stopped inside an episode, which a continuation to more steps cannot resume
+        (self.run_dir / DONE_FILE).write_text(json.dumps({"step": self.step, **self.last_eval,
+                                                          **({"mid_episode": True} if self.obs is not None else {})}),
+                                              "utf-8")
 
     def close(self) -> None:
         """Flush and release everything (also after an error or a signal)."""

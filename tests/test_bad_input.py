@@ -247,6 +247,8 @@ BAD_INPUTS = [
     ("reward-check", ["{tmp}/study/run0", "--out", "{tmp}/a_file/c.md"], "is not a writable folder"),
     ("reward-check", ["{tmp}/study/run0", "--threads", "-1"], "--threads must be >= 0"),
     ("reward-check", ["{tmp}/study/run0", "--episodes", "two"], "Error parsing --episodes"),
+    ("reward-check", ["{tmp}/study/run0", "--seed", "-1"], "--seed must be in [0, 4294967] (its reset seeds"),
+    ("reward-check", ["{tmp}/study/run0", "--seed", "4294968"], "--seed must be in [0, 4294967]"),
     # --- a finished run continued (--allow-config-change, --extend): only to more steps, from a checkpoint
     ("train", ["--run-dir", "{tmp}/finished", "--steps", "20000", "--lr", "0.001", "--allow-config-change"],
      "holds a finished run (step 20000); a changed config applies only to steps still to run"),
@@ -259,7 +261,13 @@ BAD_INPUTS = [
     ("train", ["--run-dir", "{tmp}/done_damaged", "--steps", "30000", "--allow-config-change"],
      "done.json does not say at which step the run finished, so a changed config cannot continue it"),
     ("train", ["--run-dir", "{tmp}/finished_sb3", "--agent", "sb3-sac", "--steps", "30000", "--allow-config-change"],
-     "works for --agent sac only"),
+     "changing --steps works for --agent sac only"),
+    ("train", ["--run-dir", "{tmp}/partial_sb3", "--agent", "sb3-sac", "--steps", "30000", "--allow-config-change"],
+     "changing --steps works for --agent sac only"),
+    ("train", ["--run-dir", "{tmp}/partial_sb3", "--agent", "sb3-sac", "--steps", "30000"],
+     "use another --run-dir, or pass --allow-config-change to resume anyway"),
+    ("sweep", ["--root", "{tmp}", "--name", "studied_nostep", "--set", "steps=30000", "--extend"],
+     "done.json does not say at which step the run finished"),
     ("sweep", ["--root", "{tmp}", "--name", "studied", "--set", "steps=30000"],
      "(or --extend to continue its runs to the new steps)"),
     ("sweep", ["--root", "{tmp}", "--name", "studied", "--set", "steps=30000", "--set", "lr=0.001", "--extend"],
@@ -283,7 +291,7 @@ def plot_run(folder: Path, config: object = None, scalars: str = "") -> None:
     (folder / "scalars.jsonl").write_text(scalars or good, encoding="utf-8")
 
 
-def finished_run(folder: Path, argv: list[str], checkpoint: bool = True, done: str = '{"step": 20000}') -> None:
+def finished_run(folder: Path, argv: list[str], checkpoint: bool = True, done: str | None = '{"step": 20000}') -> None:
     """A run folder as pref-brl-train `argv` leaves it when it has run 20,000 steps (no networks: whatever
     loads the checkpoint comes after the checks)."""
     from pref_brl.experiments.train import parse_config
@@ -291,7 +299,8 @@ def finished_run(folder: Path, argv: list[str], checkpoint: bool = True, done: s
     cfg, _ = parse_config([*argv, "--run-dir", str(folder), "--steps", "20000"])
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(cfg.to_json(), encoding="utf-8")
-    (folder / "done.json").write_text(done, encoding="utf-8")
+    if done is not None:  # None: a run stopped before its end
+        (folder / "done.json").write_text(done, encoding="utf-8")
     if checkpoint:
         (folder / "checkpoint.pt").write_bytes(b"the networks")
 
@@ -325,6 +334,9 @@ def scratch(tmp_path: Path):
     finished_run(tmp_path / "archived", [], checkpoint=False)
     finished_run(tmp_path / "done_damaged", [], done='{"step": ')
     finished_run(tmp_path / "finished_sb3", ["--agent", "sb3-sac"])
+    finished_run(tmp_path / "partial_sb3", ["--agent", "sb3-sac"], done=None)
+    finished_run(tmp_path / "studied_nostep" / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0",
+                 ["--method", "pebble", "--threads", "1"], done="{}")
     finished_run(tmp_path / "studied" / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0",
                  ["--method", "pebble", "--threads", "1"])
     finished_run(tmp_path / "studied_archive" / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0",

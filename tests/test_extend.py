@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pref_brl.checkpoint import CheckpointError
 from pref_brl.experiments.sweep import main as sweep_main
 from pref_brl.runs import finished_step
 from pref_brl.study import expand, run_state
@@ -45,8 +46,9 @@ def test_a_finished_run_continued_to_more_steps_is_the_longer_run(tiny, method) 
     assert [h["changes"] for h in history] == [["steps: 600 -> 900"]]
 
 
-def test_the_end_of_the_shorter_run_adds_its_evaluation_and_nothing_else(tiny) -> None:
-    # 600 is no evaluation step of the longer run (every 500): the short run evaluated there as it ended
+def test_the_end_of_a_shorter_sac_run_adds_its_evaluation_and_nothing_else(tiny) -> None:
+    # 600 is no evaluation step of the longer run (every 500): the short run evaluated there as it ended (a
+    # preference run's evaluation also draws its diagnostic pairs, so its later reward/uniform_* differ too)
     longer = tiny("longer", steps=900, eval_frequency=500)
     continued = dataclasses.replace(longer, run_dir=str(Path(longer.run_dir).parent / "continued"), steps=600)
     Trainer(longer, progress=False).train()
@@ -56,6 +58,28 @@ def test_the_end_of_the_shorter_run_adds_its_evaluation_and_nothing_else(tiny) -
     extra = [r for r in records if r["step"] == 600 and "eval/mean_reward" in r]
     assert len(extra) == 1
     assert [r for r in records if r is not extra[0]] == scalars_without_time(longer.run_dir)
+
+
+def test_a_run_that_ended_inside_an_episode_says_so_and_its_continuation_warns(tiny, capsys) -> None:
+    cfg = tiny(steps=650)  # 100-step episodes
+    Trainer(cfg, progress=False).train()
+    assert json.loads(Path(cfg.run_dir, "done.json").read_text(encoding="utf-8"))["mid_episode"] is True
+    Trainer(dataclasses.replace(cfg, steps=950), progress=False, allow_config_change=True).train()
+    assert "ended inside an episode at step 650; its continuation starts a new episode" in capsys.readouterr().err
+    assert finished_step(Path(cfg.run_dir)) == 950  # new episodes from 650: 950 ends the third
+    assert "mid_episode" not in json.loads(Path(cfg.run_dir, "done.json").read_text(encoding="utf-8"))
+
+
+def test_a_continuation_refused_by_its_checkpoint_changes_nothing(tiny) -> None:
+    cfg = tiny(steps=300)
+    Trainer(cfg, progress=False).train()
+    Path(cfg.run_dir, "checkpoint.pt").write_bytes(b"damaged")
+    Path(cfg.run_dir, "checkpoint.prev.pt").unlink()
+    before = {p.name: p.read_bytes() for p in Path(cfg.run_dir).iterdir() if p.is_file() and p.name != "lock"}
+    with pytest.raises(CheckpointError):
+        Trainer(dataclasses.replace(cfg, steps=600), progress=False, allow_config_change=True)
+    after = {p.name: p.read_bytes() for p in Path(cfg.run_dir).iterdir() if p.is_file() and p.name != "lock"}
+    assert after == before  # config.json still says 300 steps, no config.history.json
 
 
 def test_a_continuation_stopped_early_is_unfinished_and_resumes_to_the_new_end(tiny) -> None:

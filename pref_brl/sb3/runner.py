@@ -111,10 +111,11 @@ class SB3Trainer:
         """the step of the last evaluation (the callback's schedule)"""
         self._last_checkpoint_step = 0
         try:
-            write_run_files(cfg, self.run_dir, resuming)  # under the lock: one writer per folder
             unfinished = resuming and not (self.run_dir / DONE_FILE).exists()
             if unfinished:
                 self.resume()
+            # under the lock (one writer per folder), and after the checkpoint loaded: a refused resume changes nothing
+            write_run_files(cfg, self.run_dir, resuming)
             logger = RunLogger(self.run_dir, resume_step=self.step if unfinished else None)
             if unfinished:
                 record_resume(self.run_dir)
