@@ -18,7 +18,6 @@ Segments are the runs' segment length, cut end to end from each episode; the tru
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -186,13 +185,15 @@ def _pair_accuracy(true: np.ndarray, learned: np.ndarray) -> float:
 
 
 def _cross(own_true, own_learned, other_true, other_learned) -> tuple[float, float]:
-    pairs = [(a, b, c, d) for (a, b), (c, d) in itertools.product(zip(own_true, own_learned),
-                                                                  zip(other_true, other_learned)) if a != c]
-    if not pairs:
+    """(the share of (own, other) segment pairs with different true returns that the learned returns order as the
+    true ones, the share of those pairs in which the other segment is truly better)."""
+    a, b = np.asarray(own_true)[:, None], np.asarray(own_learned)[:, None]
+    c, d = np.asarray(other_true)[None, :], np.asarray(other_learned)[None, :]
+    differ = a != c
+    if not differ.any():
         return float("nan"), float("nan")
-    agree = [(d > b) == (c > a) for a, b, c, d in pairs]
-    better = [c > a for a, _, c, _ in pairs]
-    return float(np.mean(agree)), float(np.mean(better))
+    agree = (d > b) == (c > a)
+    return float(agree[differ].mean()), float((c > a)[differ].mean())
 
 
 def to_markdown(check: RewardCheck) -> str:
