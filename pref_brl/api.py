@@ -103,17 +103,25 @@ class Policy:
 def load_policy(run_dir: str | Path, agent: str = "A", device: str = "cpu") -> Policy:
     """The policy of agent `agent` (A: the deployed one; B: bilevel's perturbed agent) from a run folder's newest
     checkpoint; a Stable-Baselines3 run's model file for an sb3-* agent. A ValueError says what is missing."""
-    from pref_brl.runs import config_from_dict
-
     run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.exists():
-        raise ValueError(f"{run_dir} is not a pref-brl run folder (no config.json)")
-    cfg = config_from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    cfg = run_config(run_dir)
     if cfg.agent != "sac":
         return _sb3_policy(run_dir, cfg, agent, device)
     actor_state = _actor_state(run_dir, agent)
     return _sac_policy(actor_state, cfg, device)
+
+
+def run_config(run_dir: Path) -> TrainConfig:
+    """The config a run folder's run was made with; a ValueError when there is none or it cannot be read."""
+    from pref_brl.runs import config_from_dict
+
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        raise ValueError(f"{run_dir} is not a pref-brl run folder (no config.json)")
+    try:
+        return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not a readable run config ({exc})") from None
 
 
 def _actor_state(run_dir: Path, agent: str) -> dict[str, Any]:
@@ -206,13 +214,9 @@ def load_reward(run_dir: str | Path, device: str = "cpu") -> LearnedReward:
     from pref_brl.checkpoint import load_checkpoint
     from pref_brl.envs import make_env
     from pref_brl.protocols import make_reward_model
-    from pref_brl.runs import config_from_dict
 
     run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.exists():
-        raise ValueError(f"{run_dir} is not a pref-brl run folder (no config.json)")
-    cfg = config_from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    cfg = run_config(run_dir)
     if cfg.method == "sac":
         raise ValueError(f"{run_dir} is a sac run: it learns from the true reward and has no learned reward")
     state = load_checkpoint(run_dir, "its learned reward cannot be read; name another run folder")

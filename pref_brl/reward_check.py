@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pref_brl.runs import CONFIG_FILE, config_from_dict
-
 OWN = "own agent"
 """the name of the checked run's own policy in the table"""
 
@@ -144,15 +142,14 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
 
 
 def _config(run_dir: Path):
-    path = run_dir / CONFIG_FILE
+    from pref_brl.api import run_config
+
     if not run_dir.is_dir():
         raise RewardCheckError(f"{run_dir} is not a folder: name a run folder")
-    if not path.exists():
-        raise RewardCheckError(f"{run_dir} is not a pref-brl run folder (no config.json)")
     try:
-        return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise RewardCheckError(f"{path} is not a readable run config ({exc})") from None
+        return run_config(run_dir)
+    except ValueError as exc:
+        raise RewardCheckError(str(exc)) from None
 
 
 def _rollout(env, policy, reset_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:

@@ -48,22 +48,25 @@ def changed_fields(old: dict, new: dict) -> list[str]:
     return [key for key, _, _ in _differing(old, new)]
 
 
-def finished_step(run_dir: Path) -> int | None:
-    """The step a finished run ended at, from its done.json; None when there is none or it does not say (a
-    done.json written by hand, or cut short by a crash after the run's last checkpoint)."""
+def _done_record(run_dir: Path) -> dict:
+    """A finished run's done.json; empty when there is none or it cannot be read as an object (a done.json
+    written by hand, or cut short by a crash after the run's last checkpoint)."""
     try:
-        step = json.loads((run_dir / DONE_FILE).read_text("utf-8"))["step"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return None
+        record = json.loads((run_dir / DONE_FILE).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def finished_step(run_dir: Path) -> int | None:
+    """The step a finished run ended at, from its done.json; None when there is none or it does not say."""
+    step = _done_record(run_dir).get("step")
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def ended_mid_episode(run_dir: Path) -> bool:
     """Whether a finished run's last step fell inside an episode (its done.json says so)."""
-    try:
-        return json.loads((run_dir / DONE_FILE).read_text("utf-8")).get("mid_episode") is True
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
+    return _done_record(run_dir).get("mid_episode") is True
 
 
 def is_finished(run_dir: Path, steps: int) -> bool:
@@ -75,10 +78,11 @@ def is_finished(run_dir: Path, steps: int) -> bool:
     return done is None or done >= steps
 
 
-def check_continuation(run_dir: Path, steps: int, changed: bool, can_extend: bool = True) -> None:
+def check_continuation(run_dir: Path, steps: int, changed: bool) -> None:
     """Refuse what cannot apply to a finished run: a changed config that leaves nothing to run (it would only
     rewrite the config of a finished run), and continuing one to a larger `steps` without a checkpoint to
-    continue from (an archived copy) or with a trainer that cannot."""
+    continue from (an archived copy). Whether the trainer can grow the run's replay buffer is the caller's
+    check (a changed `steps` of a Stable-Baselines3 run is refused before this)."""
     from pref_brl.checkpoint import LATEST, PREVIOUS
 
     if not (run_dir / DONE_FILE).exists():
@@ -95,10 +99,6 @@ def check_continuation(run_dir: Path, steps: int, changed: bool, can_extend: boo
                                  f"steps still to run: give a --steps above {done} to continue it, or use another "
                                  "--run-dir")
         return
-    if not can_extend:
-        raise RunFolderError(f"{run_dir} holds a run finished at step {done}; continuing it to --steps {steps} "
-                             "works for --agent sac only (a Stable-Baselines3 agent keeps the replay buffer size "
-                             "it was made with); train a new run with the larger --steps")
     if not ((run_dir / LATEST).exists() or (run_dir / PREVIOUS).exists()):
         raise RunFolderError(f"{run_dir} holds a run finished at step {done} but no checkpoint to continue it from "
                              "(an archived copy keeps no checkpoint); continue the original run folder, or train "
@@ -132,8 +132,8 @@ def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False,
                     can_extend: bool = True) -> tuple[Path, bool]:
     """Check that the run folder is new, empty, or holds this config's run (then the run resumes), and create it.
 
-    A finished run continues to a larger `steps` (:func:`check_continuation`; `can_extend` False refuses that,
-    for trainers that cannot grow a finished run's replay buffer).
+    A finished run continues to a larger `steps` (:func:`check_continuation`); `can_extend` False refuses any
+    change of `steps`, for trainers that cannot grow a run's replay buffer.
 
     Returns (run_dir, resuming). Writes nothing into the folder: the caller takes its lock (`RunLock`), then
     `write_run_files` writes the config, and records a resume (`record_resume`) once the checkpoint has loaded.
@@ -141,9 +141,8 @@ def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False,
     run_dir = run_dir_of(cfg)
     config_path = run_dir / CONFIG_FILE
     if config_path.exists():
-        diffs = config_differences(read_config(config_path), json.loads(cfg.to_json()))
-        old = read_config(config_path)
-        fields = changed_fields(old, json.loads(cfg.to_json()))
+        old, new = read_config(config_path), json.loads(cfg.to_json())
+        diffs, fields = config_differences(old, new), changed_fields(old, new)
         if diffs and not allow_config_change:
             done = finished_step(run_dir)
             more = ", or pass --allow-config-change to resume anyway"
@@ -155,7 +154,7 @@ def prepare_run_dir(cfg: TrainConfig, allow_config_change: bool = False,
             raise RunFolderError(f"{run_dir} holds a run of --steps {old.get('steps')}; changing --steps works for "
                                  "--agent sac only (a Stable-Baselines3 agent keeps the replay buffer size it was "
                                  "made with): train a new run with the new --steps")
-        check_continuation(run_dir, cfg.steps, changed=bool(diffs), can_extend=can_extend)
+        check_continuation(run_dir, cfg.steps, changed=bool(diffs))
         return run_dir, True
     if run_dir.exists() and any(p.name not in NOT_RUN_STATE for p in run_dir.iterdir()):
         raise RunFolderError(f"{run_dir} exists and is not a pref-brl run folder (no {CONFIG_FILE}); "

@@ -241,7 +241,7 @@ def run_state(run: Run) -> RunState:
 def check_runs(grid: Grid, runs: list[Run], extend: bool = False) -> None:
     """Everything that can be checked before any folder is created: the study folder, unattended teachers, each
     run's folder and config (validated as pref-brl-train would). `extend`: a run folder whose config differs
-    only by a smaller `steps` is continued to the grid's (see :func:`extend_runs`)."""
+    only by a smaller `steps` is continued to the grid's (see :func:`runs_to_extend`)."""
     from pref_brl.protocols import HUMAN
     from pref_brl.validate import ConfigError, validate
 
@@ -276,7 +276,7 @@ def _check_folder(run: Run, extend: bool = False) -> None:
             if longer and run.config.agent != "sac":
                 raise StudyError(f"{path}: --extend works for --agent sac only (a Stable-Baselines3 agent keeps the "
                                  "replay buffer size it was made with); start a new study with the new steps")
-            check_continuation(path, run.config.steps, changed=longer, can_extend=run.config.agent == "sac")
+            check_continuation(path, run.config.steps, changed=longer)
         except RunFolderError as exc:
             raise StudyError(str(exc)) from None
     elif path.exists() and any(p.name not in NOT_RUN_STATE for p in path.iterdir()):
