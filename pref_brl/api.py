@@ -191,6 +191,28 @@ class LearnedReward:
         """the labels it had been trained on by then (`feedback/total`)"""
 
     def __call__(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        single, o, a = self._steps(obs, act)
+        with _no_grad():
+            return _numpy(self._model.mean_reward(o, a), single)
+
+    @property
+    def has_ensemble(self) -> bool:
+        """whether the reward model has members whose disagreement :meth:`ensemble_std` can measure (PEBBLE's
+        ensemble has; a `--reward-model` of your own has if it offers `mean_std_reward`)"""
+        return hasattr(self._model, "mean_std_reward")
+
+    def ensemble_std(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """The ensemble members' disagreement on each step: the (population) standard deviation across members
+        of the per-step reward, shaped like `reward(obs, act)`. High where the labels so far say little: where
+        an exploration bonus on reward uncertainty would send the agent. A ValueError if the model has no
+        members (:attr:`has_ensemble`)."""
+        if not self.has_ensemble:
+            raise ValueError("this reward model has no ensemble members (no mean_std_reward) to disagree")
+        single, o, a = self._steps(obs, act)
+        with _no_grad():
+            return _numpy(self._model.mean_std_reward(o, a)[1], single)
+
+    def _steps(self, obs: np.ndarray, act: np.ndarray) -> tuple[bool, Any, Any]:
         import torch
 
         o, a = np.asarray(obs, dtype=np.float32), np.asarray(act, dtype=np.float32)
@@ -200,11 +222,18 @@ class LearnedReward:
                 or len(o) != len(a):
             raise ValueError(f"expected obs [N, {self.obs_dim}] and act [N, {self.act_dim}] (or one step of each), "
                              f"got {np.shape(obs)} and {np.shape(act)}")
-        with torch.no_grad():
-            reward = self._model.mean_reward(torch.as_tensor(o, device=self._device),
-                                             torch.as_tensor(a, device=self._device))
-        out = reward.reshape(-1).double().cpu().numpy()
-        return out[0] if single else out
+        return single, torch.as_tensor(o, device=self._device), torch.as_tensor(a, device=self._device)
+
+
+def _no_grad() -> Any:
+    import torch
+
+    return torch.no_grad()
+
+
+def _numpy(values: Any, single: bool) -> Any:
+    out = values.reshape(-1).double().cpu().numpy()
+    return out[0] if single else out
 
 
 def load_reward(run_dir: str | Path, device: str = "cpu") -> LearnedReward:

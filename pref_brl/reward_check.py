@@ -11,7 +11,11 @@ the table like this:
   steps, exploration);
 - the better policy's segments are scored no higher than the run's own (cross-pair accuracy near or below 0.5):
   the reward does not extend to that behaviour, and more labels from there (or a different query pool) are
-  what is missing.
+  what is missing;
+- the ensemble's members disagree more on the better policy's steps than on the own agent's (the ensemble std):
+  the labels say least about that behaviour, and an exploration bonus on reward uncertainty would send the agent
+  there; no more disagreement there than at home means a reward confidently wrong about it, which such a bonus
+  would not correct.
 
 Segments are the runs' segment length, cut end to end from each episode; the true reward is the environment's.
 """
@@ -51,6 +55,11 @@ class PolicyScore:
     whose order the learned returns predict; NaN for the run's own policy"""
     cross_better: float
     """(other policies) the share of those pairs in which this policy's segment has the higher true return"""
+    ensemble_std: float = float("nan")
+    """the reward ensemble's disagreement on this policy's steps: the mean over its steps of the members'
+    (population) standard deviation of the per-step reward (NaN for a reward model without members). Higher
+    than on the own agent's steps: the labels say less about this behaviour, and a bonus on reward uncertainty
+    (exploration) would lead the agent towards it"""
 
 
 @dataclass(frozen=True)
@@ -106,10 +115,12 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
     true_segments, learned_segments, scores = [], [], []
     try:
         for name, policy in policies:
-            true_ret, learned_ret, successes, seg_true, seg_learned = [], [], [], [], []
+            true_ret, learned_ret, successes, seg_true, seg_learned, spread = [], [], [], [], [], []
             for i in range(episodes):
                 obs_seq, act_seq, rew_seq, success = _rollout(env, policy, seed * 1000 + i)
                 learned = reward(obs_seq, act_seq)
+                if reward.has_ensemble:
+                    spread.append(reward.ensemble_std(obs_seq, act_seq))
                 true_ret.append(float(rew_seq.sum()))
                 learned_ret.append(float(learned.sum()))
                 successes.append(success)
@@ -121,7 +132,8 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
                          f"{np.mean(learned_ret):.4g}")
             true_segments.append(seg_true)
             learned_segments.append(seg_learned)
-            scores.append((name, successes, true_ret, learned_ret))
+            scores.append((name, successes, true_ret, learned_ret,
+                           float(np.concatenate(spread).mean()) if spread else float("nan")))
     finally:
         env.close()
     if not any(true_segments):
@@ -129,12 +141,12 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
                                "score")
     metaworld = is_metaworld(cfg.env)
     rows = []
-    for k, (name, successes, true_ret, learned_ret) in enumerate(scores):
+    for k, (name, successes, true_ret, learned_ret, std) in enumerate(scores):
         accuracy, better = (float("nan"), float("nan")) if k == 0 else _cross(
             true_segments[0], learned_segments[0], true_segments[k], learned_segments[k])
         rows.append(PolicyScore(name, episodes, float(np.mean(successes)) if metaworld else float("nan"),
                                 float(np.mean(true_ret)), float(np.mean(learned_ret)), len(true_segments[k]),
-                                accuracy, better))
+                                accuracy, better, std))
     all_true, all_learned = np.concatenate(true_segments), np.concatenate(learned_segments)
     return RewardCheck(str(run_dir), cfg.env, cfg.segment, seed, reward.step, reward.labels, rows,
                        _pearson(all_learned, all_true), _pair_accuracy(all_true, all_learned),
@@ -199,16 +211,18 @@ def to_markdown(check: RewardCheck) -> str:
              f"{check.segment}-step segments, reset seeds {check.seed * 1000}…"
              f"{check.seed * 1000 + check.policies[0].episodes - 1}, deterministic actions)",
              "",
-             "| policy | episodes | success | true return | learned return | segments | cross-pair accuracy | "
-             "its segment truly better |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| policy | episodes | success | true return | learned return | ensemble std | segments | "
+             "cross-pair accuracy | its segment truly better |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for p in check.policies:
         lines.append(f"| {p.name} | {p.episodes} | {_num(p.success)} | {_num(p.true_return)} | "
-                     f"{_num(p.learned_return)} | {p.segments} | {_num(p.cross_accuracy)} | {_num(p.cross_better)} |")
+                     f"{_num(p.learned_return)} | {_num(p.ensemble_std)} | {p.segments} | {_num(p.cross_accuracy)} | "
+                     f"{_num(p.cross_better)} |")
     lines += ["", f"Segment returns, learned against true, over every policy's segments: Pearson r "
                   f"{_num(check.segment_corr)}; pair accuracy {_num(check.pair_accuracy)}.",
               "Cross-pair accuracy: pairs of one segment of the own agent and one of that policy whose true returns "
-              "differ, ordered by the learned reward as by the true one."]
+              "differ, ordered by the learned reward as by the true one. Ensemble std: the reward members' "
+              "disagreement per step, mean over the policy's steps."]
     return "\n".join(lines) + "\n"
 
 

@@ -42,6 +42,15 @@ def test_the_loaded_reward_is_the_runs_own(runs) -> None:
     assert reward(obs[3], act[3]) == pytest.approx(expected[3], rel=1e-5)  # one row: another matmul kernel
     with pytest.raises(ValueError, match=r"expected obs \[N, 24\] and act \[N, 6\]"):
         reward(obs, act[:, :2])
+    # the members' disagreement, from each member's own reward
+    members = model.member_rewards(torch.cat([torch.as_tensor(obs), torch.as_tensor(act)], 1)).detach().double()
+    assert members.shape == (pebble.ensemble_size, 37)
+    spread = reward.ensemble_std(obs, act)
+    assert reward.has_ensemble and spread.shape == (37,)
+    assert spread == pytest.approx(members.std(0, correction=0).numpy(), rel=1e-4, abs=1e-7)
+    assert reward.ensemble_std(obs[3], act[3]) == pytest.approx(spread[3], rel=1e-4, abs=1e-7)
+    with pytest.raises(ValueError, match=r"expected obs \[N, 24\]"):
+        reward.ensemble_std(obs[:, :3], act)
 
 
 def test_a_sac_run_has_no_learned_reward(runs) -> None:
@@ -82,7 +91,7 @@ def test_the_segments_are_the_loaded_reward_on_the_policys_episodes(runs) -> Non
     check = check_reward(pebble.run_dir, episodes=2, seed=1)
     reward, policy = pref_brl.load_reward(pebble.run_dir), pref_brl.load_policy(pebble.run_dir)
     env = pref_brl.make_env("walker_walk", 1, max_episode_steps=100)
-    true_segments, learned_segments = [], []
+    true_segments, learned_segments, spread = [], [], []
     for i in range(2):
         obs, _ = env.reset(seed=1000 + i)
         observations, actions, rewards, done = [], [], [], False
@@ -94,12 +103,39 @@ def test_the_segments_are_the_loaded_reward_on_the_policys_episodes(runs) -> Non
             rewards.append(r)
             done = terminated or truncated
         learned = reward(np.stack(observations), np.stack(actions))
+        spread.append(reward.ensemble_std(np.stack(observations), np.stack(actions)))
         for start in range(0, len(rewards), pebble.segment):
             true_segments.append(sum(rewards[start:start + pebble.segment]))
             learned_segments.append(learned[start:start + pebble.segment].sum())
     env.close()
     assert check.true_segment_returns[0] == pytest.approx(true_segments, rel=1e-9)
     assert check.learned_segment_returns[0] == pytest.approx(learned_segments, rel=1e-6)
+    assert check.policies[0].ensemble_std == pytest.approx(np.concatenate(spread).mean(), rel=1e-6)
+
+
+def test_a_reward_model_without_members_has_no_ensemble_std(runs, monkeypatch) -> None:
+    # a reward model of your own may offer the mean only: the check still runs, with NaN for the spread
+    pebble, sac, _ = runs
+
+    class MeanOnly:
+        def __init__(self, model) -> None:
+            self.mean_reward = model.mean_reward
+
+    load = pref_brl.api.load_reward
+
+    def mean_only(run_dir, device="cpu"):
+        reward = load(run_dir, device)
+        reward._model = MeanOnly(reward._model)
+        return reward
+
+    monkeypatch.setattr(pref_brl.api, "load_reward", mean_only)
+    reward = pref_brl.api.load_reward(pebble.run_dir)
+    assert not reward.has_ensemble
+    with pytest.raises(ValueError, match="no ensemble members"):
+        reward.ensemble_std(np.zeros((2, 24)), np.zeros((2, 6)))
+    check = check_reward(pebble.run_dir, [sac.run_dir], episodes=1)
+    assert all(math.isnan(p.ensemble_std) for p in check.policies)
+    assert all(math.isfinite(p.learned_return) for p in check.policies)
 
 
 def test_the_command_prints_the_table_and_writes_it(runs, tmp_path, capsys) -> None:
@@ -109,4 +145,4 @@ def test_the_command_prints_the_table_and_writes_it(runs, tmp_path, capsys) -> N
     printed = capsys.readouterr().out
     text = out.read_text(encoding="utf-8")
     assert text in printed and f"| {OWN} | 1 |" in text and f"| {sac.run_dir} | 1 |" in text
-    assert (tmp_path / "check.md.json").exists()
+    assert "| ensemble std |" in text and (tmp_path / "check.md.json").exists()
