@@ -151,6 +151,12 @@ class TrainConfig:
     preferences: str = ""
     """seed the run's labelled pairs from this preference file (.npz, from pref_brl.export_preferences);
     they do not count against --max-feedback (docs/library.md)"""
+    uncertainty_bonus: float = 0.0
+    """β₀ of reward-uncertainty exploration (Liang, Shu, Lee, Abbeel, RUNE): from the first feedback round on,
+    agent A's SAC updates learn from r̂ + β_t·σ̂, σ̂(s, a) the reward ensemble members' std, β_t = β₀·(1 − ρ)^t at
+    env step t (0: off; PEBBLE's ensemble and our agent; docs/pebble.md)"""
+    uncertainty_decay: float = 0.0
+    """ρ of --uncertainty-bonus, the bonus's decay per env step: β_t = β₀·(1 − ρ)^t (0: no decay)"""
 
     # --- bilevel (agent B: a per-round, KL-budgeted perturbation of A; docs/bilevel.md)
     penalty_weight: float = 1.0
@@ -265,7 +271,8 @@ _document_fields(TrainConfig)
 PREFERENCE_FIELDS: frozenset[str] = frozenset({
     "num_unsup_steps", "max_feedback", "reward_batch", "num_interact", "reward_update", "segment", "teacher",
     "query", "reset_update", "ensemble_size", "reward_lr", "reward_hidden", "reward_depth", "reward_minibatch",
-    "query_episodes", "sobirl_warmup", "reward_model", "preferences", "human_async", "audit_teacher"})
+    "query_episodes", "sobirl_warmup", "reward_model", "preferences", "human_async", "audit_teacher",
+    "uncertainty_bonus", "uncertainty_decay"})
 SERVING_FIELDS = frozenset({"label_host", "label_port"})
 """Where the labelling page is served: never part of what a run is (a resumed run may serve elsewhere)."""
 BILEVEL_FIELDS = frozenset({

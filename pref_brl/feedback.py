@@ -138,6 +138,7 @@ class PreferenceLearner(OneAgent):
         self.entropy = StateEntropy(k=5)
         self.total = self.labeled = self.rounds = 0
         self.next_round = cfg.feedback_starts
+        self._last_bonus: torch.Tensor | None = None  # the last batch's reward-uncertainty bonus (explore metrics)
 
     @property
     def ensemble(self) -> RewardEnsemble:
@@ -175,21 +176,44 @@ class PreferenceLearner(OneAgent):
 
     # ------------------------------------------------------------------------------------------ agents
     def update_agents(self, step: int) -> dict[str, Any]:
-        """One SAC update of A: intrinsic state-entropy reward while exploring, stored reward after."""
+        """One SAC update of A: intrinsic state-entropy reward while exploring, stored reward after (plus the
+        reward-uncertainty bonus, when on)."""
         batch = self.sample_batch(step)
         metrics = self.loop.agent.update(batch)
         return {**metrics, **self.explore_metrics(step)}
 
     def explore_metrics(self, step: int) -> dict[str, Any]:
-        """`explore/state_entropy` (mean raw k-NN distance of the last batch) while exploring."""
-        return self.entropy.metrics() if step < self.cfg.feedback_starts else {}
+        """`explore/state_entropy` (mean raw k-NN distance of the last batch) while exploring; after, with the
+        reward-uncertainty bonus on, `explore/uncertainty_bonus` (the last batch's mean β_t·σ̂) and
+        `explore/uncertainty_beta` (β_t)."""
+        if step < self.cfg.feedback_starts:
+            return self.entropy.metrics()
+        if self._last_bonus is None:
+            return {}
+        return {"explore/uncertainty_bonus": float(self._last_bonus.mean()),
+                "explore/uncertainty_beta": self.uncertainty_beta(step)}
 
     def sample_batch(self, step: int):
         batch = self.loop.replay.sample(self.cfg.batch_size, self.loop.sample_generator)
         if step < self.cfg.feedback_starts:
             reward = self.entropy.intrinsic_reward(batch.obs, self.loop.replay.stored_obs())
             batch = batch._replace(reward=reward.reshape(-1, 1).to(batch.reward.dtype))
+        elif self.cfg.uncertainty_bonus > 0 and self.rounds > 0:
+            batch = batch._replace(reward=batch.reward + self.uncertainty_bonus(batch.obs, batch.act, step))
         return batch
+
+    def uncertainty_beta(self, step: int) -> float:
+        """β_t = β₀·(1 − ρ)^t of the reward-uncertainty bonus at env step t."""
+        return self.cfg.uncertainty_bonus * (1.0 - self.cfg.uncertainty_decay) ** step
+
+    @torch.no_grad()
+    def uncertainty_bonus(self, obs: torch.Tensor, act: torch.Tensor, step: int) -> torch.Tensor:
+        """Reward-uncertainty exploration (Liang, Shu, Lee, Abbeel, RUNE): β_t·σ̂(s, a) [B, 1], σ̂ the ensemble
+        members' (population) std of the learned reward. Computed at sampling, from the current reward model:
+        nothing is stored, so the stored rewards stay the ensemble mean and a resumed run is the same run."""
+        _, std = self.ensemble.mean_std_reward(obs, act)
+        self._last_bonus = self.uncertainty_beta(step) * std.reshape(-1, 1).to(obs.dtype)
+        return self._last_bonus
 
     # ------------------------------------------------------------------------------------------ feedback
     def feedback_round(self, step: int) -> dict[str, Any]:

@@ -56,6 +56,8 @@ RANGES: dict[str, tuple[float, bool, float, bool, str]] = {
     "reward_minibatch": (1, True, math.inf, False, "labelled pairs per reward-model step"),
     "query_episodes": (1, True, math.inf, False, "recent episodes query candidates come from"),
     "sobirl_warmup": (0, True, math.inf, False, "feedback rounds before SoBiRL's term"),
+    "uncertainty_bonus": (0, True, math.inf, False, "0: no reward-uncertainty bonus"),
+    "uncertainty_decay": (0, True, 1, False, "the bonus's decay per env step; 0: none"),
 }
 
 
@@ -228,10 +230,22 @@ def validate_preferences(cfg: TrainConfig, need) -> None:
          f"--penalty-weight must be a finite number >= 0, got {cfg.penalty_weight}")
     need(cfg.paired_episodes >= 1, f"--paired-episodes must be >= 1, got {cfg.paired_episodes}")
     validate_human(cfg, need)
+    if cfg.uncertainty_bonus > 0:
+        validate_uncertainty_bonus(cfg, need)
     if cfg.method == "bilevel":
         validate_bilevel(cfg, need)
     if cfg.method == "mrn":
         validate_mrn(cfg, need)
+
+
+def validate_uncertainty_bonus(cfg: TrainConfig, need) -> None:
+    """The bonus is the disagreement of PEBBLE's ensemble, added in our agent's updates."""
+    from pref_brl.protocols import ENSEMBLE
+
+    need(cfg.reward_model == ENSEMBLE, f"--uncertainty-bonus is the disagreement of PEBBLE's reward ensemble; your "
+                                       f"reward model {cfg.reward_model!r} has none: drop one of the two")
+    need(cfg.agent == "sac", f"--uncertainty-bonus is added in our agent's updates; --agent {cfg.agent} learns "
+                             "from SB3's own buffer: use --agent sac or drop --uncertainty-bonus")
 
 
 def validate_plugins(cfg: TrainConfig, need) -> None:
