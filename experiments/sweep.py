@@ -96,7 +96,7 @@ class SweepArgs:
     executor: Literal["local", "slurm", "submitit-local"] = "local"
     """local subprocesses; slurm: one job array through submitit; submitit-local: the same on this machine"""
     dry_run: bool = False
-    """print the expanded grid with each run's state (new, partial, done) and exit"""
+    """print the expanded grid with each run's state (new, partial, running, done) and exit"""
     extend: bool = False
     """continue the study's runs to a larger steps (--set steps=N): a run folder whose config differs only by
     a smaller steps resumes from its checkpoint, a finished one too, and runs on to N (its old config is kept
@@ -224,10 +224,14 @@ def check_gpus(gpus: tuple[int, ...], runs: list[Run]) -> None:
 
 
 def print_grid(grid: Grid, runs: list[Run]) -> None:
-    states = [run_state(r) for r in runs]
-    for run, state in zip(runs, states):
-        print(f"{state:8s} {run.label}")
-    counts = ", ".join(f"{states.count(s)} {s}" for s in ("new", "partial", "done"))
+    """Each run's state: new, partial, done, or running (another process, another sweep say, trains it now)."""
+    from pref_brl.runs import folder_holder
+
+    holders = [folder_holder(r.run_dir) for r in runs]
+    states = ["running" if holder is not None else run_state(r) for r, holder in zip(runs, holders)]
+    for run, state, holder in zip(runs, states, holders):
+        print(f"{state:8s} {run.label}" + (f"  (pid {holder})" if holder is not None else ""))
+    counts = ", ".join(f"{states.count(s)} {s}" for s in ("new", "partial", "running", "done"))
     print(f"{len(runs)} runs in {grid.folder} ({counts})")
 
 
@@ -616,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, grid = parse_args(argv)
         runs = expand(grid)
-        check_runs(grid, runs, extend=args.extend)
+        check_runs(grid, runs, extend=args.extend, running_ok=args.dry_run)
         check_gpus(args.gpus, runs)
         if args.dry_run:
             print_grid(grid, runs)

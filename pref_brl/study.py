@@ -238,11 +238,13 @@ def run_state(run: Run) -> RunState:
     return "partial" if (run.run_dir / CONFIG_FILE).exists() else "new"
 
 
-def check_runs(grid: Grid, runs: list[Run], extend: bool = False) -> None:
+def check_runs(grid: Grid, runs: list[Run], extend: bool = False, running_ok: bool = False) -> None:
     """Everything that can be checked before any folder is created: the study folder, unattended teachers, each
     run's folder and config (validated as pref-brl-train would). `extend`: a run folder whose config differs
-    only by a smaller `steps` is continued to the grid's (see :func:`runs_to_extend`)."""
+    only by a smaller `steps` is continued to the grid's (see :func:`runs_to_extend`). `running_ok` (a dry
+    run, which only looks): a run that another process is training is no error (its config is still compared)."""
     from pref_brl.protocols import HUMAN
+    from pref_brl.runs import folder_holder
     from pref_brl.validate import ConfigError, validate
 
     _check_writable(grid.folder)
@@ -251,6 +253,8 @@ def check_runs(grid: Grid, runs: list[Run], extend: bool = False) -> None:
                          f"person at its own labelling page; train such a run with pref-brl-train --teacher {HUMAN}")
     for run in runs:
         _check_folder(run, extend)
+        if running_ok and folder_holder(run.run_dir) is not None:
+            continue  # validated when it started, with the config just compared
         try:
             validate(run.config)
         except ConfigError as exc:

@@ -143,8 +143,32 @@ def test_dry_run_reads_a_toml_study_and_reports_states(tmp_path: Path, capsys) -
                        "partial  walker_walk/pebble/budget8/oracle/seed1",
                        "new      walker_walk/pebble/budget8/oracle/seed2",
                        "new      walker_walk/pebble/budget8/oracle/seed3"]
-    assert out[4].startswith("4 runs in") and "(2 new, 1 partial, 1 done)" in out[4]
+    assert out[4].startswith("4 runs in") and "(2 new, 1 partial, 0 running, 1 done)" in out[4]
     assert not (tmp_path / "t" / "walker_walk/pebble/budget8/oracle/seed2").exists()
+
+
+def test_dry_run_shows_a_run_that_another_sweep_is_training(tmp_path: Path, capsys) -> None:
+    # looking at a study while its runs go is what --dry-run is for; starting it a second time is refused
+    import fcntl
+
+    argv = ["--name", "t", "--root", str(tmp_path), "--methods", "pebble", "--budgets", "8", "--seeds", "0", "1",
+            *TINY_FLAGS]
+    busy = expand(grid(tmp_path, name="t", seeds=(0, 1)))[0].run_dir
+    busy.mkdir(parents=True)
+    (busy / "config.json").write_text(expand(grid(tmp_path, name="t", seeds=(0,)))[0].config.to_json(), "utf-8")
+    with (busy / "lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        assert main([*argv, "--dry-run"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[:2] == ["running  walker_walk/pebble/budget8/oracle/seed0  (pid 4242)",
+                           "new      walker_walk/pebble/budget8/oracle/seed1"]
+        assert "(1 new, 0 partial, 1 running, 0 done)" in out[2]
+        assert main(argv) == 2
+        assert "is in use by another process (pid 4242)" in capsys.readouterr().err
+    assert sorted(p.name for p in busy.iterdir()) == ["config.json", "lock"]
+    assert not busy.with_name("seed1").exists()
 
 
 @pytest.mark.parametrize("argv, message", [
