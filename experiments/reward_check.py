@@ -10,6 +10,7 @@ Examples:
   pref-brl-reward-check runs/door-v1/metaworld_door-open-v3/pebble/budget1000/oracle/seed1 \\
       --against runs/door-v1/metaworld_door-open-v3/sac/seed0 --out reward-check.md
   pref-brl-reward-check RUN --against SAC_RUN OTHER_RUN --episodes 10 --seed 3
+  pref-brl-reward-check RUNNING_RUN --against SAC_RUN --watch checks/   # a check at every checkpoint, to the end
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 import tyro
 
 from pref_brl.cli import parse
-from pref_brl.reward_check import RewardCheckError, check_reward, to_markdown
+from pref_brl.reward_check import RewardCheckError, check_reward, to_markdown, watch, write_check
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class RewardCheckArgs:
     """the environment's seed and the reset seeds' block"""
     out: str = ""
     """also write the table to this markdown file (and the numbers to <out>.json)"""
+    watch: str = ""
+    """keep checking: a check of each new checkpoint of RUN_DIR while it trains, until it has finished, each
+    written to this folder as step<N>.md and step<N>.json (N the checkpoint's step); re-run to go on where it
+    stopped (steps already there are kept)"""
+    poll: float = 60.0
+    """--watch: seconds between looks for a new checkpoint"""
     threads: int = 1
     """torch CPU threads (0: torch's default)"""
 
@@ -62,20 +69,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads < 0:
             raise RewardCheckError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+        if args.watch and args.out:
+            raise RewardCheckError("--watch writes a check per checkpoint into its folder and --out one check to a "
+                                   "file: choose one")
         check_out(args.out)
         if args.threads > 0:
             torch.set_num_threads(args.threads)
+        if args.watch:
+            steps = watch(args.run_dir, args.against, args.watch, args.episodes, args.seed, args.poll,
+                          progress=lambda line: print(line, flush=True))
+            print(f"{args.run_dir} has finished; checks of steps {', '.join(map(str, steps)) or '(none)'} are in "
+                  f"{args.watch}")
+            return 0
         result = check_reward(args.run_dir, args.against, args.episodes, args.seed,
                               progress=lambda line: print(line, flush=True))
     except RewardCheckError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = to_markdown(result)
-    print(text)
+    except KeyboardInterrupt:
+        print(f"stopped; the checks written so far are kept in {args.watch}: run the same command to go on",
+              file=sys.stderr)
+        return 130
+    print(to_markdown(result))
     if args.out:
         out = Path(args.out)
-        out.write_text(text, encoding="utf-8")
-        out.with_name(out.name + ".json").write_text(result.to_json(), encoding="utf-8")
+        write_check(result, out, out.with_name(out.name + ".json"))
         print(f"wrote {out} and {out.name}.json")
     return 0
 

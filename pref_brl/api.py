@@ -236,9 +236,14 @@ def _numpy(values: Any, single: bool) -> Any:
     return out[0] if single else out
 
 
+class RewardNotYet(ValueError):
+    """A preference run that has no learned reward yet: no checkpoint, or none after its first feedback round."""
+
+
 def load_reward(run_dir: str | Path, device: str = "cpu") -> LearnedReward:
     """The learned reward of a preference run (pebble, bilevel, sobirl, mrn) from its newest checkpoint; a
-    ValueError says what is missing (a sac run learns from the true reward and has none), a
+    ValueError says what is missing (a sac run learns from the true reward and has none; :class:`RewardNotYet`,
+    a ValueError, that the run has not got that far yet), a
     :class:`pref_brl.checkpoint.CheckpointError` that no checkpoint can be read."""
     from pref_brl.checkpoint import load_checkpoint
     from pref_brl.envs import make_env
@@ -250,10 +255,10 @@ def load_reward(run_dir: str | Path, device: str = "cpu") -> LearnedReward:
         raise ValueError(f"{run_dir} is a sac run: it learns from the true reward and has no learned reward")
     state = load_checkpoint(run_dir, "its learned reward cannot be read; name another run folder")
     if state is None:
-        raise ValueError(f"{run_dir} has no checkpoint yet")
+        raise RewardNotYet(f"{run_dir} has no checkpoint yet")
     learner = state.get("learner") or {}
     if "ensemble" not in learner or learner.get("counters", (0, 0, 0))[2] == 0:
-        raise ValueError(f"{run_dir} has had no feedback round yet, so its reward model has learned nothing; "
+        raise RewardNotYet(f"{run_dir} has had no feedback round yet, so its reward model has learned nothing; "
                          "load it after its first round")
     env = make_env(cfg.env, cfg.seed)
     try:

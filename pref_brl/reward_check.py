@@ -23,6 +23,7 @@ Segments are the runs' segment length, cut end to end from each episode; the tru
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,10 @@ OWN = "own agent"
 
 class RewardCheckError(ValueError):
     """The check cannot run as asked; the message says why and what to do."""
+
+
+class RewardNotYetError(RewardCheckError):
+    """The run has no learned reward yet (no checkpoint, or none after its first feedback round)."""
 
 
 @dataclass(frozen=True)
@@ -90,25 +95,17 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
                  progress: Callable[[str], None] | None = None) -> RewardCheck:
     """Roll out the run's own agent and each `against` run's agent A, deterministically, `episodes` episodes each
     on the same reset seeds, and score every segment with the run's learned reward. Only reads the run folders."""
-    from pref_brl.api import load_policy, load_reward
+    from pref_brl.api import RewardNotYet, load_policy, load_reward
     from pref_brl.checkpoint import CheckpointError
     from pref_brl.envs import is_metaworld, make_env
 
-    if episodes < 1:
-        raise RewardCheckError(f"--episodes must be >= 1, got {episodes}")
-    top = (2**32 - 1 - episodes) // 1000  # reset seeds 1000·seed + i must be valid seeds
-    if not 0 <= seed <= top:
-        raise RewardCheckError(f"--seed must be in [0, {top}] (its reset seeds are 1000·seed + 0, 1, ...), got {seed}")
     run_dir = Path(run_dir)
-    cfg = _config(run_dir)
-    others = [(Path(p), _config(Path(p))) for p in against]
-    for path, other in others:
-        if other.env != cfg.env:
-            raise RewardCheckError(f"{path} is a {other.env} run and {run_dir} a {cfg.env} run: compare runs of "
-                                   "one environment")
+    cfg, others = check_inputs(run_dir, against, episodes, seed)
     try:
         reward = load_reward(run_dir)
         policies = [(OWN, load_policy(run_dir))] + [(str(path), load_policy(path)) for path, _ in others]
+    except RewardNotYet as exc:
+        raise RewardNotYetError(str(exc)) from None
     except (ValueError, CheckpointError) as exc:
         raise RewardCheckError(str(exc)) from None
     env = make_env(cfg.env, seed, goal_mode=cfg.goal_mode, max_episode_steps=cfg.max_episode_steps or None)
@@ -151,6 +148,86 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
     return RewardCheck(str(run_dir), cfg.env, cfg.segment, seed, reward.step, reward.labels, rows,
                        _pearson(all_learned, all_true), _pair_accuracy(all_true, all_learned),
                        [list(x) for x in true_segments], [list(x) for x in learned_segments])
+
+
+def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, seed: int):
+    """What can be refused before any checkpoint is read: the counts, each folder's config, one environment, and
+    a run that has a learned reward at all. Returns (the run's config, [(path, config) of each `against` run])."""
+    if episodes < 1:
+        raise RewardCheckError(f"--episodes must be >= 1, got {episodes}")
+    top = (2**32 - 1 - episodes) // 1000  # reset seeds 1000·seed + i must be valid seeds
+    if not 0 <= seed <= top:
+        raise RewardCheckError(f"--seed must be in [0, {top}] (its reset seeds are 1000·seed + 0, 1, ...), got {seed}")
+    cfg = _config(run_dir)
+    if cfg.method == "sac":
+        raise RewardCheckError(f"{run_dir} is a sac run: it learns from the true reward and has no learned reward")
+    others = [(Path(p), _config(Path(p))) for p in against]
+    for path, other in others:
+        if other.env != cfg.env:
+            raise RewardCheckError(f"{path} is a {other.env} run and {run_dir} a {cfg.env} run: compare runs of "
+                                   "one environment")
+    return cfg, others
+
+
+def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Path, episodes: int = 5, seed: int = 0,
+          poll: float = 60.0, progress: Callable[[str], None] | None = None,
+          sleep: Callable[[float], None] = time.sleep) -> list[int]:
+    """A check of each new checkpoint of a preference run, while it trains, until it has finished: the series
+    of how its reward scores the other agents as its labels come in. Each check is written to
+    `out_dir`/step<N>.md and .json (N the checkpoint's step); steps already there are not redone, so a watch
+    stopped and started again goes on where it was. A check during which the checkpoint changed is dropped and
+    redone from the new one (the reward and the own agent come from one checkpoint). Checkpoints before the
+    run's first feedback round are passed over. Returns the steps checked. Only reads the run folders."""
+    from pref_brl.inputs import folder_problem
+    from pref_brl.runs import finished_step
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    check_inputs(run_dir, against, episodes, seed)
+    problem = folder_problem(out_dir, "--watch")
+    if problem:
+        raise RewardCheckError(problem)
+    if not poll > 0 or poll == float("inf"):
+        raise RewardCheckError(f"--poll must be a positive number of seconds, got {poll}")
+    done = {int(p.stem[4:]) for p in out_dir.glob("step*.json") if p.stem[4:].isdigit()} if out_dir.is_dir() else set()
+    seen = None
+    while True:
+        end = finished_step(run_dir)  # read first: a checkpoint seen after it is the run's last
+        stamp = _stamp(run_dir)
+        if stamp is not None and stamp != seen:
+            try:
+                check = check_reward(run_dir, against, episodes, seed)
+            except RewardNotYetError as exc:
+                check = None
+                if progress:
+                    progress(f"waiting: {exc}")
+            if _stamp(run_dir) != stamp:  # a newer checkpoint landed during the check: check that one
+                continue
+            seen = stamp
+            if check is not None and check.step not in done:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                name = f"step{check.step:07d}"
+                write_check(check, out_dir / f"{name}.md", out_dir / f"{name}.json")
+                done.add(check.step)
+                if progress:
+                    progress(f"step {check.step} ({check.labels} labels): wrote {out_dir / name}.md and .json")
+        if end is not None and stamp == seen:  # finished, and its last checkpoint is checked (or has no reward)
+            return sorted(done)
+        sleep(poll)
+
+
+def write_check(check: RewardCheck, table: Path, numbers: Path) -> None:
+    """The table (markdown) and the numbers (JSON)."""
+    table.write_text(to_markdown(check), encoding="utf-8")
+    numbers.write_text(check.to_json(), encoding="utf-8")
+
+
+def _stamp(run_dir: Path) -> tuple[int, int] | None:
+    """(modification time, size) of the run's newest checkpoint file; None before it has one."""
+    try:
+        info = (run_dir / "checkpoint.pt").stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 def _config(run_dir: Path):

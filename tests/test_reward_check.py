@@ -5,7 +5,9 @@ from its segments by brute force."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import torch
 
 import pref_brl
 from pref_brl.experiments.reward_check import main as reward_check_main
-from pref_brl.reward_check import OWN, check_reward
+from pref_brl.reward_check import OWN, check_reward, watch
 from pref_brl.trainer import Trainer
 
 
@@ -146,3 +148,83 @@ def test_the_command_prints_the_table_and_writes_it(runs, tmp_path, capsys) -> N
     text = out.read_text(encoding="utf-8")
     assert text in printed and f"| {OWN} | 1 |" in text and f"| {sac.run_dir} | 1 |" in text
     assert "| ensemble std |" in text and (tmp_path / "check.md.json").exists()
+
+
+def test_watch_on_a_finished_run_checks_its_last_checkpoint_once(runs, tmp_path) -> None:
+    pebble, sac, _ = runs
+    out = tmp_path / "checks"
+
+    def no_sleep(_seconds: float) -> None:
+        raise AssertionError("a finished run needs no waiting")
+
+    assert watch(pebble.run_dir, [sac.run_dir], out, episodes=1, poll=0.01, sleep=no_sleep) == [800]
+    assert sorted(p.name for p in out.iterdir()) == ["step0000800.json", "step0000800.md"]
+    expected = check_reward(pebble.run_dir, [sac.run_dir], episodes=1)
+    assert (out / "step0000800.json").read_text(encoding="utf-8") == expected.to_json()
+    before = (out / "step0000800.json").stat().st_mtime_ns
+    assert watch(pebble.run_dir, [sac.run_dir], out, episodes=1, poll=0.01, sleep=no_sleep) == [800]  # kept
+    assert (out / "step0000800.json").stat().st_mtime_ns == before
+
+
+def test_watch_redoes_a_check_whose_checkpoint_changed_under_it(runs, tmp_path, monkeypatch) -> None:
+    # the reward and the own agent are read from the checkpoint separately: a check that saw it change is dropped
+    import os
+
+    import pref_brl.reward_check as rc
+
+    pebble, _, _ = runs
+    calls = []
+    check = rc.check_reward
+
+    def touching(*args, **kwargs):
+        calls.append(1)
+        result = check(*args, **kwargs)
+        if len(calls) == 1:  # a new checkpoint lands while the first check runs
+            path = Path(pebble.run_dir) / "checkpoint.pt"
+            os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+        return result
+
+    monkeypatch.setattr(rc, "check_reward", touching)
+    assert rc.watch(pebble.run_dir, [], tmp_path / "checks", episodes=1, poll=0.01) == [800]
+    assert len(calls) == 2
+
+
+def test_watch_waits_for_the_first_feedback_round(tiny, tmp_path) -> None:
+    from tests.conftest import advance
+
+    cfg = tiny("early", method="pebble", steps=800)
+    trainer = Trainer(cfg, progress=False)
+    advance(trainer, lambda: trainer.step == 200)
+    trainer.save()  # a checkpoint before the first round (step 300)
+    trainer.close()
+    lines = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(_seconds: float) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        watch(cfg.run_dir, [], tmp_path / "checks", episodes=1, poll=0.01, progress=lines.append, sleep=stop)
+    assert len(lines) == 1 and lines[0].startswith("waiting: ") and "no feedback round yet" in lines[0]
+    assert not (tmp_path / "checks").exists()  # nothing written before there is something to write
+
+
+def test_watch_follows_a_training_run_to_its_end(tiny, tmp_path) -> None:
+    import threading
+
+    cfg = tiny("live", method="pebble", steps=1200, checkpoint_frequency=200)
+    trainer = Trainer(cfg, progress=False)
+    training = threading.Thread(target=trainer.train)
+    training.start()
+    try:
+        steps = watch(cfg.run_dir, [], tmp_path / "checks", episodes=1, poll=0.05)
+    finally:
+        training.join()
+    assert steps[-1] == 1200 and all(s >= cfg.feedback_starts and s % 100 == 0 for s in steps)
+    assert steps == sorted(set(steps))
+    for step in steps:
+        assert json.loads((tmp_path / "checks" / f"step{step:07d}.json").read_text(encoding="utf-8"))["step"] == step
+    final = (tmp_path / "checks" / "step0001200.json").read_text(encoding="utf-8")
+    assert final == check_reward(cfg.run_dir, episodes=1).to_json()
