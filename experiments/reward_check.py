@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"stopped; the checks written so far are kept in {args.watch}: run the same command to go on",
-              file=sys.stderr)
+        if args.watch:
+            print(f"stopped; the checks written so far are kept in {args.watch}: run the same command to go on",
+                  file=sys.stderr)
         return 130
     print(to_markdown(result))
     if args.out:

@@ -152,7 +152,7 @@ class TrainConfig:
     """seed the run's labelled pairs from this preference file (.npz, from pref_brl.export_preferences);
     they do not count against --max-feedback (docs/library.md)"""
     uncertainty_bonus: float = 0.0
-    """β₀ of reward-uncertainty exploration (Liang, Shu, Lee, Abbeel, RUNE): from the first feedback round on,
+    """β₀ of reward-uncertainty exploration (Liang, Shu, Lee, Abbeel, RUNE): after the first feedback round,
     agent A's SAC updates learn from r̂ + β_t·σ̂, σ̂(s, a) the reward ensemble members' std, β_t = β₀·(1 − ρ)^t at
     env step t (0: off; PEBBLE's ensemble and our agent; docs/pebble.md)"""
     uncertainty_decay: float = 0.0

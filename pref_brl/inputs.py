@@ -81,6 +81,8 @@ def folder_problem(path: str | Path, option: str, *, must_exist: bool = False) -
     problem = _length_problem(path, option)
     if problem:
         return problem
+    if path.is_symlink() and not path.exists():
+        return f"{option} {path} is a broken symbolic link; choose a folder"
     if path.exists():
         if not path.is_dir():
             return f"{option} {path} is a file, not a folder; choose a folder"

@@ -169,30 +169,49 @@ def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, se
     return cfg, others
 
 
+WATCH_SETTINGS = "watch.json"
+"""the file in a --watch folder that records whose checks it holds (run, against, episodes, seed)"""
+IDLE_LOOKS = 3
+"""looks in a row at a run that no process trains and that has not finished before --watch gives up on it"""
+POLL_RANGE = (0.1, 86_400.0)
+"""--poll's bounds, seconds"""
+
+
 def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Path, episodes: int = 5, seed: int = 0,
           poll: float = 60.0, progress: Callable[[str], None] | None = None,
           sleep: Callable[[float], None] = time.sleep) -> list[int]:
     """A check of each new checkpoint of a preference run, while it trains, until it has finished: the series
     of how its reward scores the other agents as its labels come in. Each check is written to
     `out_dir`/step<N>.md and .json (N the checkpoint's step); steps already there are not redone, so a watch
-    stopped and started again goes on where it was. A check during which the checkpoint changed is dropped and
-    redone from the new one (the reward and the own agent come from one checkpoint). Checkpoints before the
-    run's first feedback round are passed over. Returns the steps checked. Only reads the run folders."""
+    stopped and started again goes on where it was (with the same settings: `out_dir`/watch.json records them).
+    A check during which the checkpoint changed is dropped and redone from the new one (the reward and the own
+    agent come from one checkpoint). Checkpoints before the run's first feedback round are passed over. A run that
+    no process trains and that has not finished, for IDLE_LOOKS looks in a row, ends the watch with an error (start
+    or resume the run, then watch again). Returns the steps checked. Only reads the run folders."""
     from pref_brl.inputs import folder_problem
-    from pref_brl.runs import finished_step
+    from pref_brl.runs import finished_step, folder_holder
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    check_inputs(run_dir, against, episodes, seed)
+    cfg, _ = check_inputs(run_dir, against, episodes, seed)
+    if cfg.agent != "sac":
+        raise RewardCheckError(f"{run_dir} is an --agent {cfg.agent} run, whose policy is saved only when it ends: "
+                               "check it then, without --watch")
     problem = folder_problem(out_dir, "--watch")
     if problem:
         raise RewardCheckError(problem)
-    if not poll > 0 or poll == float("inf"):
-        raise RewardCheckError(f"--poll must be a positive number of seconds, got {poll}")
+    low, high = POLL_RANGE
+    if not low <= poll <= high:
+        raise RewardCheckError(f"--poll must be in [{low:g}, {high:g}] seconds, got {poll}")
+    settings = {"run": str(run_dir), "against": [str(p) for p in against], "episodes": episodes, "seed": seed}
+    _check_watch_settings(out_dir, settings)
     done = {int(p.stem[4:]) for p in out_dir.glob("step*.json") if p.stem[4:].isdigit()} if out_dir.is_dir() else set()
-    seen = None
+    seen, idle = None, 0
     while True:
         end = finished_step(run_dir)  # read first: a checkpoint seen after it is the run's last
         stamp = _stamp(run_dir)
+        if end is not None and stamp is None:
+            raise RewardCheckError(f"{run_dir} has finished and has no checkpoint (an archived run keeps none): "
+                                   "nothing to check")
         if stamp is not None and stamp != seen:
             try:
                 check = check_reward(run_dir, against, episodes, seed)
@@ -205,6 +224,7 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
             seen = stamp
             if check is not None and check.step not in done:
                 out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / WATCH_SETTINGS).write_text(json.dumps(settings, indent=2), encoding="utf-8")
                 name = f"step{check.step:07d}"
                 write_check(check, out_dir / f"{name}.md", out_dir / f"{name}.json")
                 done.add(check.step)
@@ -212,7 +232,27 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
                     progress(f"step {check.step} ({check.labels} labels): wrote {out_dir / name}.md and .json")
         if end is not None and stamp == seen:  # finished, and its last checkpoint is checked (or has no reward)
             return sorted(done)
+        idle = idle + 1 if end is None and folder_holder(run_dir) is None else 0
+        if idle >= IDLE_LOOKS:
+            raise RewardCheckError(f"{run_dir} has not finished and no process is training it ({IDLE_LOOKS} looks, "
+                                   f"{poll:g} s apart): start or resume it, then watch again (the checks so far "
+                                   "are kept)")
         sleep(poll)
+
+
+def _check_watch_settings(out_dir: Path, settings: dict) -> None:
+    """A --watch folder holds the checks of one run with one set of settings."""
+    path = out_dir / WATCH_SETTINGS
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise RewardCheckError(f"{path} is not readable: choose another --watch folder") from None
+    if old != settings:
+        changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+        raise RewardCheckError(f"--watch {out_dir} holds checks made with other settings ({changed}): choose another "
+                               "folder, or the same settings to go on")
 
 
 def write_check(check: RewardCheck, table: Path, numbers: Path) -> None:
@@ -221,13 +261,14 @@ def write_check(check: RewardCheck, table: Path, numbers: Path) -> None:
     numbers.write_text(check.to_json(), encoding="utf-8")
 
 
-def _stamp(run_dir: Path) -> tuple[int, int] | None:
-    """(modification time, size) of the run's newest checkpoint file; None before it has one."""
+def _stamp(run_dir: Path) -> tuple[int, int, int] | None:
+    """(inode, modification time, size) of the run's newest checkpoint file (a checkpoint is written beside it and
+    renamed into place: a new file each time); None before it has one."""
     try:
         info = (run_dir / "checkpoint.pt").stat()
     except OSError:
         return None
-    return info.st_mtime_ns, info.st_size
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def _config(run_dir: Path):

@@ -263,7 +263,6 @@ class RunLock:
     """An exclusive advisory lock on a run folder (one writer per folder); released by the OS on death."""
 
     def __init__(self, run_dir: Path) -> None:
-        import fcntl
 
         self.path = run_dir / "lock"
         try:
@@ -272,7 +271,7 @@ class RunLock:
             raise RunFolderError(f"cannot lock the run folder {run_dir} ({exc.strerror}); choose a writable "
                                  "--run-dir") from None
         try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_exclusive(self.file)
         except BlockingIOError:
             self.file.seek(0)
             owner = self.file.read().strip() or "unknown"
@@ -287,6 +286,22 @@ class RunLock:
     def release(self) -> None:
         if not self.file.closed:
             self.file.close()
+
+
+def _flock_exclusive(file, tries: int = 5, wait: float = 0.05) -> None:
+    """flock(LOCK_EX) without blocking, tried a few times: `folder_holder` (a sweep's --dry-run, a validation)
+    takes a shared lock for an instant to see whether a run is held; a run starting in that instant waits it
+    out instead of calling its own folder busy. BlockingIOError if it is still held."""
+    import fcntl
+
+    for attempt in range(tries):
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt + 1 == tries:
+                raise
+            time.sleep(wait)
 
 
 def folder_holder(run_dir: Path) -> str | None:

@@ -136,7 +136,9 @@ def validate_ranges(cfg: TrainConfig, need) -> None:
         inside = (value >= low if low_in else value > low) and (value <= high if high_in else value < high)
         if inside:
             continue
-        if high == math.inf:
+        if high == math.inf and value == math.inf:
+            bound = f"a finite number {'>=' if low_in else '>'} {low}"
+        elif high == math.inf:
             bound = f">= {low}" if low_in else "a positive finite number" if low == 0 else f"> {low}"
         else:
             bound = f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
@@ -230,6 +232,9 @@ def validate_preferences(cfg: TrainConfig, need) -> None:
          f"--penalty-weight must be a finite number >= 0, got {cfg.penalty_weight}")
     need(cfg.paired_episodes >= 1, f"--paired-episodes must be >= 1, got {cfg.paired_episodes}")
     validate_human(cfg, need)
+    need(cfg.uncertainty_decay == 0 or cfg.uncertainty_bonus > 0,
+         "--uncertainty-decay decays the reward-uncertainty bonus, which is off (--uncertainty-bonus 0): set both "
+         "or neither")
     if cfg.uncertainty_bonus > 0:
         validate_uncertainty_bonus(cfg, need)
     if cfg.method == "bilevel":
@@ -246,6 +251,8 @@ def validate_uncertainty_bonus(cfg: TrainConfig, need) -> None:
                                        f"reward model {cfg.reward_model!r} has none: drop one of the two")
     need(cfg.agent == "sac", f"--uncertainty-bonus is added in our agent's updates; --agent {cfg.agent} learns "
                              "from SB3's own buffer: use --agent sac or drop --uncertainty-bonus")
+    need(cfg.ensemble_size >= 2, f"--uncertainty-bonus is the disagreement of the reward ensemble's members, and "
+                                 f"--ensemble-size {cfg.ensemble_size} has none to disagree: use 2 or more")
 
 
 def validate_plugins(cfg: TrainConfig, need) -> None:

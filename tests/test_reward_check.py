@@ -157,12 +157,12 @@ def test_watch_on_a_finished_run_checks_its_last_checkpoint_once(runs, tmp_path)
     def no_sleep(_seconds: float) -> None:
         raise AssertionError("a finished run needs no waiting")
 
-    assert watch(pebble.run_dir, [sac.run_dir], out, episodes=1, poll=0.01, sleep=no_sleep) == [800]
-    assert sorted(p.name for p in out.iterdir()) == ["step0000800.json", "step0000800.md"]
+    assert watch(pebble.run_dir, [sac.run_dir], out, episodes=1, poll=0.1, sleep=no_sleep) == [800]
+    assert sorted(p.name for p in out.iterdir()) == ["step0000800.json", "step0000800.md", "watch.json"]
     expected = check_reward(pebble.run_dir, [sac.run_dir], episodes=1)
     assert (out / "step0000800.json").read_text(encoding="utf-8") == expected.to_json()
     before = (out / "step0000800.json").stat().st_mtime_ns
-    assert watch(pebble.run_dir, [sac.run_dir], out, episodes=1, poll=0.01, sleep=no_sleep) == [800]  # kept
+    assert watch(pebble.run_dir, [sac.run_dir], out, episodes=1, poll=0.1, sleep=no_sleep) == [800]  # kept
     assert (out / "step0000800.json").stat().st_mtime_ns == before
 
 
@@ -185,7 +185,7 @@ def test_watch_redoes_a_check_whose_checkpoint_changed_under_it(runs, tmp_path, 
         return result
 
     monkeypatch.setattr(rc, "check_reward", touching)
-    assert rc.watch(pebble.run_dir, [], tmp_path / "checks", episodes=1, poll=0.01) == [800]
+    assert rc.watch(pebble.run_dir, [], tmp_path / "checks", episodes=1, poll=0.1) == [800]
     assert len(calls) == 2
 
 
@@ -206,7 +206,7 @@ def test_watch_waits_for_the_first_feedback_round(tiny, tmp_path) -> None:
         raise Stop
 
     with pytest.raises(Stop):
-        watch(cfg.run_dir, [], tmp_path / "checks", episodes=1, poll=0.01, progress=lines.append, sleep=stop)
+        watch(cfg.run_dir, [], tmp_path / "checks", episodes=1, poll=0.1, progress=lines.append, sleep=stop)
     assert len(lines) == 1 and lines[0].startswith("waiting: ") and "no feedback round yet" in lines[0]
     assert not (tmp_path / "checks").exists()  # nothing written before there is something to write
 
@@ -216,15 +216,62 @@ def test_watch_follows_a_training_run_to_its_end(tiny, tmp_path) -> None:
 
     cfg = tiny("live", method="pebble", steps=1200, checkpoint_frequency=200)
     trainer = Trainer(cfg, progress=False)
-    training = threading.Thread(target=trainer.train)
-    training.start()
-    try:
-        steps = watch(cfg.run_dir, [], tmp_path / "checks", episodes=1, poll=0.05)
-    finally:
-        training.join()
+    result: list = []
+    watcher = threading.Thread(target=lambda: result.append(
+        watch(cfg.run_dir, [], tmp_path / "checks", episodes=1, poll=0.1)), daemon=True)
+    watcher.start()
+    trainer.train()
+    watcher.join(timeout=120)
+    assert not watcher.is_alive(), "the watch did not end with the run"
+    steps = result[0]
     assert steps[-1] == 1200 and all(s >= cfg.feedback_starts and s % 100 == 0 for s in steps)
     assert steps == sorted(set(steps))
     for step in steps:
         assert json.loads((tmp_path / "checks" / f"step{step:07d}.json").read_text(encoding="utf-8"))["step"] == step
     final = (tmp_path / "checks" / "step0001200.json").read_text(encoding="utf-8")
     assert final == check_reward(cfg.run_dir, episodes=1).to_json()
+
+
+def test_watch_gives_up_on_a_run_that_nothing_trains(runs, tmp_path) -> None:
+    import shutil
+
+    from pref_brl.reward_check import IDLE_LOOKS, RewardCheckError
+
+    pebble, _, _ = runs
+    stopped = tmp_path / "stopped"
+    shutil.copytree(pebble.run_dir, stopped)
+    (stopped / "done.json").unlink()  # killed before its end: not finished, and no process holds it
+    sleeps = []
+    with pytest.raises(RewardCheckError, match="has not finished and no process is training it"):
+        watch(stopped, [], tmp_path / "checks", episodes=1, poll=0.1, sleep=sleeps.append)
+    assert len(sleeps) == IDLE_LOOKS - 1
+    assert (tmp_path / "checks" / "step0000800.json").exists()  # the checkpoint it has was checked
+
+
+def test_watch_keeps_one_folder_to_one_set_of_settings(runs, tmp_path) -> None:
+    from pref_brl.reward_check import RewardCheckError
+
+    pebble, sac, _ = runs
+    out = tmp_path / "checks"
+    watch(pebble.run_dir, [sac.run_dir], out, episodes=1)
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(files) == {"step0000800.json", "step0000800.md", "watch.json"}
+    with pytest.raises(RewardCheckError, match=r"other settings \(episodes 1 -> 2\)"):
+        watch(pebble.run_dir, [sac.run_dir], out, episodes=2)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
+def test_watch_refuses_what_it_cannot_watch(runs, tmp_path, capsys) -> None:
+    import shutil
+
+    pebble, _, _ = runs
+    archived = tmp_path / "archived"  # an archived run: finished, no checkpoint
+    shutil.copytree(pebble.run_dir, archived, ignore=shutil.ignore_patterns("checkpoint*"))
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")  # a broken symbolic link where the folder goes
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert reward_check_main([str(archived), "--watch", str(tmp_path / "c")]) == 2
+    assert "has finished and has no checkpoint" in capsys.readouterr().err
+    assert reward_check_main([pebble.run_dir, "--watch", str(link)]) == 2
+    assert "is a broken symbolic link" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
