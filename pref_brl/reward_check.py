@@ -223,8 +223,9 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
                 continue
             seen = stamp
             if check is not None and check.step not in done:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / WATCH_SETTINGS).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+                if not (out_dir / WATCH_SETTINGS).is_file():  # with the folder's first check
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    (out_dir / WATCH_SETTINGS).write_text(json.dumps(settings, indent=2), encoding="utf-8")
                 name = f"step{check.step:07d}"
                 write_check(check, out_dir / f"{name}.md", out_dir / f"{name}.json")
                 done.add(check.step)

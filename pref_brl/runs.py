@@ -263,7 +263,6 @@ class RunLock:
     """An exclusive advisory lock on a run folder (one writer per folder); released by the OS on death."""
 
     def __init__(self, run_dir: Path) -> None:
-
         self.path = run_dir / "lock"
         try:
             self.file = self.path.open("a+", encoding="utf-8")
