@@ -4,9 +4,10 @@ Copies each finished run (one with done.json) under the given study or run folde
 in the study folder: config.json, versions.json, scalars.jsonl, done.json, config.history.json (if any) and
 the TensorBoard events in tb/. Checkpoints, logs and labelling databases stay behind, so a 100k-step walker
 run keeps about 1 MB. `pref-brl-plot <out>` re-plots the archived runs and `tensorboard --logdir <out>` shows
-their curves. Each archived config.json's run_dir becomes the run's path inside the archive, so no path of
-the machine that trained it is kept. Re-running it refreshes runs that are archived already and adds newly
-finished ones; unfinished runs are listed and left out.
+their curves. Each archived config.json's run_dir becomes the run's path inside the archive; the TensorBoard
+events are copied as they are, so the config text and hyperparameters they logged keep the run folder of the
+machine that trained it. Re-running it refreshes runs that are archived already and adds newly finished ones;
+unfinished runs are listed and left out.
 
 Examples:
   pref-brl-archive runs/walker-v2 --out docs/results/walker-v2
