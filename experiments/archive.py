@@ -4,10 +4,10 @@ Copies each finished run (one with done.json) under the given study or run folde
 in the study folder: config.json, versions.json, scalars.jsonl, done.json, config.history.json (if any) and
 the TensorBoard events in tb/. Checkpoints, logs and labelling databases stay behind, so a 100k-step walker
 run keeps about 1 MB. `pref-brl-plot <out>` re-plots the archived runs and `tensorboard --logdir <out>` shows
-their curves. Each archived config.json's run_dir becomes the run's path inside the archive; the TensorBoard
-events are copied as they are, so the config text and hyperparameters they logged keep the run folder of the
-machine that trained it. Re-running it refreshes runs that are archived already and adds newly finished ones;
-unfinished runs are listed and left out.
+their curves. No path of the training machine is kept: the run folder in config.json, and in the config
+text and hyperparameters the TensorBoard events logged, becomes the run's path inside the archive (every other
+event is copied byte for byte). Re-running it refreshes runs that are archived already and adds newly finished
+ones; unfinished runs are listed and left out.
 
 Examples:
   pref-brl-archive runs/walker-v2 --out docs/results/walker-v2
@@ -26,6 +26,7 @@ from pathlib import Path
 import tyro
 
 from pref_brl.cli import parse
+from pref_brl.logger import RUN_DIR_KEY, copy_events
 from pref_brl.results import ResultsError, find_runs
 from pref_brl.runs import CONFIG_FILE, DONE_FILE, HISTORY_FILE, SCALARS_FILE, VERSIONS_FILE
 
@@ -45,20 +46,21 @@ class ArchiveArgs:
 
 
 def archive_run(run: Path, dest: Path, label: str) -> None:
-    """Copy one finished run's small files and TensorBoard events to `dest` (replacing what was there); its
-    config's run_dir becomes `label`, the run's path inside the archive."""
+    """Copy one finished run's small files and TensorBoard events to `dest` (replacing what was there); the run
+    folder its config names (config.json and the events' config) becomes `label`, the run's path inside the
+    archive."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in KEPT_FILES:
         if (run / name).is_file():
             shutil.copyfile(run / name, dest / name)
     config = json.loads((dest / CONFIG_FILE).read_text(encoding="utf-8"))
-    if isinstance(config, dict) and "run_dir" in config:
-        config["run_dir"] = label
+    if isinstance(config, dict) and RUN_DIR_KEY in config:
+        config[RUN_DIR_KEY] = label
     (dest / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
     events = run / EVENTS_FOLDER
     if events.is_dir():
         shutil.rmtree(dest / EVENTS_FOLDER, ignore_errors=True)
-        shutil.copytree(events, dest / EVENTS_FOLDER)
+        copy_events(events, dest / EVENTS_FOLDER, label)
 
 
 def plan(folders: tuple[str, ...], out: Path) -> tuple[list[tuple[Path, Path, str]], list[Path]]:

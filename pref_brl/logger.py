@@ -1,9 +1,12 @@
-"""Scalar logging: TensorBoard plus a JSONL mirror in the run folder; progress bar or plain lines."""
+"""Scalar logging: TensorBoard plus a JSONL mirror in the run folder; progress bar or plain lines; copies of a
+run's TensorBoard events with the run folder they logged replaced (archives)."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import struct
 import sys
 import time
 from pathlib import Path
@@ -15,6 +18,12 @@ from pref_brl.runs import SCALARS_FILE
 
 def _as_float(value: float | Tensor) -> float:
     return float(value.item()) if isinstance(value, Tensor) else float(value)
+
+
+CONFIG_TAG = "config"
+"""TensorBoard text tag of a run's config (its summary's tag is `config/text_summary`)."""
+RUN_DIR_KEY = "run_dir"
+"""The config field that holds the run folder: the one path of the training machine the events log."""
 
 
 class Logger:
@@ -58,9 +67,13 @@ class Logger:
                 self.writer.add_scalar(key, value, step)
         return values
 
-    def text(self, tag: str, body: str) -> None:
-        if self.writer is not None:
-            self.writer.add_text(tag, body, 0)
+    def config(self, config_json: str, metrics: tuple[str, ...]) -> None:
+        """Record a new run's config: as text (TensorBoard's Text tab) and as hyperparameters (the HParams tab,
+        compared on the `metrics` tags). `copy_events` finds both by these tags."""
+        if self.writer is None:
+            return
+        self.writer.add_text(CONFIG_TAG, f"```\n{config_json}\n```", 0)
+        self.hparams(json.loads(config_json), metrics)
 
     def hparams(self, values: dict, metrics: tuple[str, ...]) -> None:
         """Record the run's hyperparameters for TensorBoard's HParams tab, compared on the `metrics` tags.
@@ -85,6 +98,99 @@ class Logger:
         self.file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def copy_events(source: Path, dest: Path, run_dir: str) -> int:
+    """Copy the TensorBoard folder `source` to `dest` (which must not exist), with the run folder that the
+    logged config names (text and hyperparameters) replaced by `run_dir`. Every other record is copied byte
+    for byte, and so is an event file's torn tail (a record cut short by a killed run; TensorBoard skips it
+    in either copy). Returns the number of records rewritten."""
+    dest.mkdir(parents=True)
+    rewritten = 0
+    for path in sorted(source.iterdir()):
+        if path.is_dir():
+            rewritten += copy_events(path, dest / path.name, run_dir)
+        elif "tfevents" in path.name:
+            data = path.read_bytes()
+            with (dest / path.name).open("wb") as out:
+                rewritten += _copy_records(data, out, run_dir)
+        else:
+            shutil.copyfile(path, dest / path.name)
+    return rewritten
+
+
+_HEADER = 12
+"""A TFRecord: length (uint64), masked CRC of the length (uint32), the data, masked CRC of the data (uint32)."""
+
+
+def _copy_records(data: bytes, out, run_dir: str) -> int:
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    writer, rewritten, pos = RecordWriter(out), 0, 0
+    while pos + _HEADER <= len(data):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        end = pos + _HEADER + length + 4
+        if end > len(data):
+            break
+        relabelled = _relabel_event(data[pos + _HEADER:end - 4], run_dir)
+        if relabelled is None:
+            out.write(data[pos:end])
+        else:
+            writer.write(relabelled)
+            rewritten += 1
+        pos = end
+    out.write(data[pos:])
+    return rewritten
+
+
+def _relabel_event(record: bytes, run_dir: str) -> bytes | None:
+    """The event `record` with its logged run folder replaced by `run_dir`; None if it logs none."""
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    try:
+        event = Event.FromString(record)
+    except DecodeError:
+        return None
+    changed = False
+    for value in event.summary.value:
+        plugin = value.metadata.plugin_data
+        if value.tag == f"{CONFIG_TAG}/text_summary":
+            for i, body in enumerate(value.tensor.string_val):
+                try:
+                    text = _relabel_config_text(body.decode("utf-8"), run_dir)
+                except UnicodeDecodeError:
+                    continue
+                if text is not None:
+                    value.tensor.string_val[i] = text.encode("utf-8")
+                    changed = True
+        elif plugin.plugin_name == "hparams":
+            try:
+                content = HParamsPluginData.FromString(plugin.content)
+            except DecodeError:
+                continue
+            hparams = content.session_start_info.hparams
+            if RUN_DIR_KEY in hparams and hparams[RUN_DIR_KEY].string_value != run_dir:
+                hparams[RUN_DIR_KEY].string_value = run_dir
+                plugin.content = content.SerializeToString()
+                changed = True
+    return event.SerializeToString() if changed else None
+
+
+def _relabel_config_text(body: str, run_dir: str) -> str | None:
+    """The config text `body` (a fenced JSON object) with its run folder replaced by `run_dir`, all else as
+    written; None if it names none (or another)."""
+    try:
+        config = json.loads(body.strip().removeprefix("```").removesuffix("```"))
+    except ValueError:
+        return None
+    if not isinstance(config, dict) or not isinstance(config.get(RUN_DIR_KEY), str) or config[RUN_DIR_KEY] == run_dir:
+        return None
+    old = f"{json.dumps(RUN_DIR_KEY)}: {json.dumps(config[RUN_DIR_KEY])}"
+    if body.count(old) != 1:
+        return None
+    return body.replace(old, f"{json.dumps(RUN_DIR_KEY)}: {json.dumps(run_dir)}")
 
 
 def read_lines(path: Path) -> list[str]:

@@ -111,9 +111,8 @@ class Trainer:
         # a resumed run drops what its killed session logged after the checkpoint (everything, when there is none)
         logger = Logger(self.run_dir, resume_step=self.step if resuming else None)
         if state is None:
-            logger.text("config", f"```\n{cfg.to_json()}\n```")
             tags = ("eval/mean_reward", "eval/success_rate") if is_metaworld(cfg.env) else ("eval/mean_reward",)
-            logger.hparams(json.loads(cfg.to_json()), tags)
+            logger.config(cfg.to_json(), tags)
         return logger
 
     # ------------------------------------------------------------------------------------------ the loop

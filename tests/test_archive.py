@@ -4,6 +4,7 @@ the study; pooled per-round diagnostics have known values."""
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from pref_brl.diagnostics import pooled_diagnostics, run_seconds, run_times_markdown
 from pref_brl.experiments.archive import main as archive_main
+from pref_brl.logger import Logger
 from pref_brl.results import final_table, load, to_markdown
 from tests.test_plot import make_run
 
@@ -89,3 +91,82 @@ def test_run_time_is_the_sum_of_log_intervals_over_their_throughput(tmp_path: Pa
     assert run_seconds(runs[0]) == pytest.approx(100 + 50 + 25)
     table = run_times_markdown(runs)
     assert "| walker_walk | pebble | 1 | 4000 | 0.0486 (0.0486 – 0.0486) | 22.9 |" in table
+
+
+def _records(data: bytes) -> tuple[list[bytes], bytes]:
+    """The records of an event file, each checked against its two CRCs as TensorBoard checks them, and the
+    bytes after the last whole record."""
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    records, pos = [], 0
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        if pos + 16 + length > len(data):
+            break
+        assert struct.unpack_from("<I", data, pos + 8)[0] == masked_crc32c(data[pos:pos + 8])
+        record = data[pos + 12:pos + 12 + length]
+        assert struct.unpack_from("<I", data, pos + 12 + length)[0] == masked_crc32c(record)
+        records.append(record)
+        pos += 16 + length
+    return records, data[pos:]
+
+
+def _logged(records: list[bytes]) -> tuple[list[tuple], dict, dict]:
+    """(scalars as (tag, step, value), the config text's JSON, the hyperparameters) of an event file's records."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    scalars, config, hparams = [], {}, {}
+    for event in map(Event.FromString, records):
+        for value in event.summary.value:
+            if value.tag == "config/text_summary":
+                config = json.loads(value.tensor.string_val[0].decode().strip("`\n"))
+            elif value.metadata.plugin_data.plugin_name == "hparams":
+                data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                hparams.update({k: v.string_value or v.number_value
+                                for k, v in data.session_start_info.hparams.items()})
+            elif value.HasField("simple_value"):
+                scalars.append((value.tag, event.step, value.simple_value))
+    return scalars, config, hparams
+
+
+def test_archived_events_keep_no_path_of_the_training_machine(tmp_path: Path) -> None:
+    """The config text and hyperparameters the trainer's logger writes name the run folder; the archive's copy
+    names the run's place in the archive instead, keeps every other record byte for byte (with valid CRCs, so
+    TensorBoard reads it) and keeps a torn tail as it was."""
+    machine = tmp_path / "home" / "someone" / "runs"
+    run = make_run(machine / "study", "pebble", 0, [(100, 1.0), (200, 2.0)])
+    config_json = (run / "config.json").read_text(encoding="utf-8")
+    logger = Logger(run)
+    logger.config(config_json, ("eval/mean_reward",))
+    for step in (100, 200):
+        logger.log(step, {"eval/mean_reward": step / 100, "train/critic_loss": 0.5})
+    logger.close()
+    (events,) = (run / "tb").iterdir()
+    torn = b"\x40\x00\x00\x00\x00\x00\x00\x00\x01\x02"  # a record cut short by a killed run
+    with events.open("ab") as out:
+        out.write(torn)
+    (run / "tb" / "notes.txt").write_text("kept", encoding="utf-8")
+    source, tail = _records(events.read_bytes())
+    assert tail == torn and str(run).encode() in b"".join(source)
+
+    out = tmp_path / "repo" / "results" / "study"
+    assert archive_main([str(machine / "study"), "--out", str(out)]) == 0
+    label = "walker_walk/pebble/budget100/oracle/seed0"
+    copied, copied_tail = _records((out / label / "tb" / events.name).read_bytes())
+    assert copied_tail == torn and (out / label / "tb" / "notes.txt").read_text(encoding="utf-8") == "kept"
+    for file in (out / label).rglob("*"):
+        assert not file.is_file() or str(tmp_path).encode() not in file.read_bytes(), file
+    scalars, config, hparams = _logged(source)
+    copied_scalars, copied_config, copied_hparams = _logged(copied)
+    assert len(scalars) == 4 and copied_scalars == scalars
+    assert config["run_dir"] == hparams["run_dir"] == str(run)
+    assert copied_config == {**config, "run_dir": label} and copied_hparams == {**hparams, "run_dir": label}
+    changed = [i for i, (a, b) in enumerate(zip(source, copied, strict=True)) if a != b]
+    assert len(changed) == 2  # the config text and the hyperparameters' session start; nothing else touched
+    # TensorBoard's own reader sees the same runs
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(out / label / "tb"))
+    accumulator.Reload()
+    assert [e.value for e in accumulator.Scalars("eval/mean_reward")] == [1.0, 2.0]

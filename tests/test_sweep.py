@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pref_brl.config import TrainConfig, preset_config
+from pref_brl.experiments.archive import main as archive_main
 from pref_brl.experiments.sweep import StudyProgress, finish, job_env, main, pick_gpu
 from pref_brl.study import Grid, StudyError, expand, parse_override, run_state
 from pref_brl.trainer import Trainer
@@ -234,6 +235,13 @@ def test_hparams_are_recorded_for_tensorboard(tiny) -> None:
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(tags)
     assert b"hidden_dim" in tags["_hparams_/session_start_info"]
     assert b"eval/mean_reward" in tags["_hparams_/experiment"]
+    (config,) = events.Tensors("config/text_summary")
+    assert f'"run_dir": {json.dumps(cfg.run_dir)}' in config.tensor_proto.string_val[0].decode()
+    # the archive's copy names the run's place in the archive, not the folder it trained in
+    out = Path(cfg.run_dir).parent / "archive"
+    assert archive_main([cfg.run_dir, "--out", str(out)]) == 0
+    copied = b"".join(p.read_bytes() for p in (out / "tb").iterdir())
+    assert cfg.run_dir.encode() not in copied and f'"run_dir": "{Path(cfg.run_dir).name}"'.encode() in copied
 
 
 def test_failed_job_is_reported_with_its_error_line(tmp_path: Path, capsys) -> None:
