@@ -4,10 +4,10 @@ Copies each finished run (one with done.json) under the given study or run folde
 in the study folder: config.json, versions.json, scalars.jsonl, done.json, config.history.json (if any) and
 the TensorBoard events in tb/. Checkpoints, logs and labelling databases stay behind, so a 100k-step walker
 run keeps about 1 MB. `pref-brl-plot <out>` re-plots the archived runs and `tensorboard --logdir <out>` shows
-their curves. No path of the training machine is kept: the run folder in config.json, and in the config
-text and hyperparameters the TensorBoard events logged, becomes the run's path inside the archive (every other
-event is copied byte for byte). Re-running it refreshes runs that are archived already and adds newly finished
-ones; unfinished runs are listed and left out.
+their curves. No path of the training machine is kept: the run folder in config.json and config.history.json,
+and in the config text and hyperparameters the TensorBoard events logged, becomes the run's path inside the
+archive (every other event is copied byte for byte). Re-running it refreshes runs that are archived already and
+adds newly finished ones; unfinished runs are listed and left out.
 
 Examples:
   pref-brl-archive runs/walker-v2 --out docs/results/walker-v2
@@ -47,8 +47,8 @@ class ArchiveArgs:
 
 def archive_run(run: Path, dest: Path, label: str) -> None:
     """Copy one finished run's small files and TensorBoard events to `dest` (replacing what was there); the run
-    folder its config names (config.json and the events' config) becomes `label`, the run's path inside the
-    archive."""
+    folder its configs name (config.json, config.history.json and the events' config) becomes `label`, the
+    run's path inside the archive."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in KEPT_FILES:
         if (run / name).is_file():
@@ -57,6 +57,12 @@ def archive_run(run: Path, dest: Path, label: str) -> None:
     if isinstance(config, dict) and RUN_DIR_KEY in config:
         config[RUN_DIR_KEY] = label
     (dest / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    if (dest / HISTORY_FILE).is_file():  # the configs that changes replaced name the run folder as well
+        history = json.loads((dest / HISTORY_FILE).read_text(encoding="utf-8"))
+        for entry in history if isinstance(history, list) else ():
+            if isinstance(entry, dict) and isinstance(entry.get("config"), dict) and RUN_DIR_KEY in entry["config"]:
+                entry["config"][RUN_DIR_KEY] = label
+        (dest / HISTORY_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
     events = run / EVENTS_FOLDER
     if events.is_dir():
         shutil.rmtree(dest / EVENTS_FOLDER, ignore_errors=True)

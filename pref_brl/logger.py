@@ -173,9 +173,9 @@ def _relabel_event(record: bytes, run_dir: str) -> bytes | None:
             hparams = content.session_start_info.hparams
             if RUN_DIR_KEY in hparams and hparams[RUN_DIR_KEY].string_value != run_dir:
                 hparams[RUN_DIR_KEY].string_value = run_dir
-                plugin.content = content.SerializeToString()
+                plugin.content = content.SerializeToString(deterministic=True)  # map order fixed: same bytes each time
                 changed = True
-    return event.SerializeToString() if changed else None
+    return event.SerializeToString(deterministic=True) if changed else None
 
 
 def _relabel_config_text(body: str, run_dir: str) -> str | None:

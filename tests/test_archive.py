@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,9 +133,9 @@ def _logged(records: list[bytes]) -> tuple[list[tuple], dict, dict]:
 
 
 def test_archived_events_keep_no_path_of_the_training_machine(tmp_path: Path) -> None:
-    """The config text and hyperparameters the trainer's logger writes name the run folder; the archive's copy
-    names the run's place in the archive instead, keeps every other record byte for byte (with valid CRCs, so
-    TensorBoard reads it) and keeps a torn tail as it was."""
+    """The config text and hyperparameters the trainer's logger writes, and config.history.json, name the run
+    folder; the archive's copy names the run's place in the archive instead, keeps every other record byte for
+    byte (with valid CRCs, so TensorBoard reads it) and keeps a torn tail as it was."""
     machine = tmp_path / "home" / "someone" / "runs"
     run = make_run(machine / "study", "pebble", 0, [(100, 1.0), (200, 2.0)])
     config_json = (run / "config.json").read_text(encoding="utf-8")
@@ -147,6 +149,9 @@ def test_archived_events_keep_no_path_of_the_training_machine(tmp_path: Path) ->
     with events.open("ab") as out:
         out.write(torn)
     (run / "tb" / "notes.txt").write_text("kept", encoding="utf-8")
+    # a config that a change replaced (config.history.json) names the run folder too
+    history = [{"time": "t", "changes": ["steps: 100 -> 200"], "config": json.loads(config_json)}]
+    (run / "config.history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
     source, tail = _records(events.read_bytes())
     assert tail == torn and str(run).encode() in b"".join(source)
 
@@ -157,6 +162,8 @@ def test_archived_events_keep_no_path_of_the_training_machine(tmp_path: Path) ->
     assert copied_tail == torn and (out / label / "tb" / "notes.txt").read_text(encoding="utf-8") == "kept"
     for file in (out / label).rglob("*"):
         assert not file.is_file() or str(tmp_path).encode() not in file.read_bytes(), file
+    copied_history = json.loads((out / label / "config.history.json").read_text(encoding="utf-8"))
+    assert copied_history == [{**history[0], "config": {**history[0]["config"], "run_dir": label}}]
     scalars, config, hparams = _logged(source)
     copied_scalars, copied_config, copied_hparams = _logged(copied)
     assert len(scalars) == 4 and copied_scalars == scalars
@@ -164,6 +171,12 @@ def test_archived_events_keep_no_path_of_the_training_machine(tmp_path: Path) ->
     assert copied_config == {**config, "run_dir": label} and copied_hparams == {**hparams, "run_dir": label}
     changed = [i for i, (a, b) in enumerate(zip(source, copied, strict=True)) if a != b]
     assert len(changed) == 2  # the config text and the hyperparameters' session start; nothing else touched
+    # the same bytes from another process (protobuf writes maps in a per-process order unless told not to)
+    again = tmp_path / "again"
+    code = ("import sys; from pathlib import Path; from pref_brl.logger import copy_events; "
+            "copy_events(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])")
+    subprocess.run([sys.executable, "-c", code, str(run / "tb"), str(again), label], check=True)
+    assert (again / events.name).read_bytes() == (out / label / "tb" / events.name).read_bytes()
     # TensorBoard's own reader sees the same runs
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
