@@ -10,7 +10,8 @@ Rows: SAC training throughput on walker_walk (2x256/batch 256 and 2x1024/batch 1
 Stable-Baselines3's SAC with identical networks, timed in this process; one SAC update against the compute
 limit (its matrix-product FLOPs at the best fp32 matmul rate measured here); the Meta-World agent (3x256,
 batch 512) on door-open, and door-open's env step alone against walker's; one reward-ensemble training
-step; relabelling 1M transitions; a k-NN state-entropy step; `pebble`, `bilevel` and `mrn` end to end; the
+step; agent A's update with the reward-uncertainty bonus, its σ̂ cached per replay slot against an ensemble
+pass per minibatch; relabelling 1M transitions; a k-NN state-entropy step; `pebble`, `bilevel` and `mrn` end to end; the
 clips of a labelling round (`--teacher human`) against a plain renderer. Ours and the peer alternate in
 rounds, so a slow spell on a shared machine hits both; cells are medians over rounds, ratios the median of
 per-round ratios.
@@ -251,6 +252,50 @@ def reward_rows(scale: Scale, peak: Peak) -> list[Row]:
                           scale.rounds)]
 
 
+def bonus_rows(scale: Scale, compile_: bool) -> list[Row]:
+    """Agent A's update with the reward-uncertainty bonus (door-open's 3x256 agent, batch 256): σ̂ from the
+    replay buffer's per-slot cache, every slot computed (as after the last feedback round), against one
+    ensemble pass per minibatch (how the bonus was computed before the cache)."""
+    _, obs, act = DOOR
+    agent = SAC(obs, act, SACConfig(hidden_dim=256, hidden_depth=3, compile=compile_))
+    ens = RewardEnsemble(obs, act, 3, 256, 3)
+    n = min(scale.relabel, 100_000)
+    replay = ReplayBuffer(obs, act, n)
+    g = torch.Generator().manual_seed(0)
+    for field in (replay.obs, replay.next_obs, replay.reward):
+        field.normal_(generator=g)
+    replay.act.uniform_(-1, 1, generator=g)
+    replay.not_done.fill_(1.0)
+    replay.size = n
+
+    def std(o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return ens.mean_std_reward(o, a)[1]
+
+    replay.cached(torch.arange(n), std)
+    sampler = torch.Generator().manual_seed(1)
+    idx = replay.sample_indices(256, sampler)  # the cache holds what a pass per batch computes
+    torch.testing.assert_close(replay.cached(idx, std), std(replay.obs[idx], replay.act[idx]), rtol=1e-5, atol=1e-6)
+
+    def cached() -> None:
+        idx = replay.sample_indices(256, sampler)
+        batch = replay.gather(idx)
+        agent.update(batch._replace(reward=batch.reward + replay.cached(idx, std).reshape(-1, 1)))
+
+    def per_batch() -> None:
+        batch = replay.sample(256, sampler)
+        agent.update(batch._replace(reward=batch.reward + std(batch.obs, batch.act).reshape(-1, 1)))
+
+    cached()  # compiles (warm-up reported separately)
+    per_batch()
+    ours, peer = [], []
+    for _ in range(scale.rounds):
+        peer.append(timed(per_batch, scale.updates))
+        ours.append(timed(cached, scale.updates))
+    return [Row("SAC update + reward-uncertainty bonus, door-open 3x256/b256, σ̂ cached per slot",
+                1e3 * median(ours), 1e3 * median(peer), paired(peer, ours), "ms", "an ensemble pass per batch",
+                "x")]
+
+
 def relabel_rows(scale: Scale, peak: Peak) -> list[Row]:
     """Relabel a full buffer with the ensemble mean; the limit is its FLOPs at the matmul peak."""
     _, obs, act = WALKER
@@ -364,7 +409,7 @@ def clip_rows(scale: Scale) -> list[Row]:
                 "settings", "x")]
 
 
-SECTIONS = ("sac", "update", "door", "reward", "relabel", "knn", "e2e", "clips")
+SECTIONS = ("sac", "update", "door", "reward", "bonus", "relabel", "knn", "e2e", "clips")
 
 
 def run(scale: Scale, only: tuple[str, ...] = SECTIONS, compile_: bool = True) -> list[Row]:
@@ -380,6 +425,7 @@ def run(scale: Scale, only: tuple[str, ...] = SECTIONS, compile_: bool = True) -
             "update": lambda: update_rows(scale, peak),
             "door": lambda: door_rows(scale, compile_, workdir),
             "reward": lambda: reward_rows(scale, peak),
+            "bonus": lambda: bonus_rows(scale, compile_),
             "relabel": lambda: relabel_rows(scale, peak),
             "knn": lambda: knn_rows(scale),
             "e2e": lambda: e2e_rows(scale, compile_, workdir),

@@ -194,12 +194,14 @@ class PreferenceLearner(OneAgent):
                 "explore/uncertainty_beta": self.uncertainty_beta(step)}
 
     def sample_batch(self, step: int):
-        batch = self.loop.replay.sample(self.cfg.batch_size, self.loop.sample_generator)
+        replay = self.loop.replay
+        idx = replay.sample_indices(self.cfg.batch_size, self.loop.sample_generator)
+        batch = replay.gather(idx)
         if step < self.cfg.feedback_starts:
-            reward = self.entropy.intrinsic_reward(batch.obs, self.loop.replay.stored_obs())
+            reward = self.entropy.intrinsic_reward(batch.obs, replay.stored_obs())
             batch = batch._replace(reward=reward.reshape(-1, 1).to(batch.reward.dtype))
         elif self.cfg.uncertainty_bonus > 0 and self.rounds > 0:
-            batch = batch._replace(reward=batch.reward + self.uncertainty_bonus(batch.obs, batch.act, step))
+            batch = batch._replace(reward=batch.reward + self.uncertainty_bonus(idx, step))
         return batch
 
     def uncertainty_beta(self, step: int) -> float:
@@ -207,12 +209,14 @@ class PreferenceLearner(OneAgent):
         return self.cfg.uncertainty_bonus * (1.0 - self.cfg.uncertainty_decay) ** step
 
     @torch.no_grad()
-    def uncertainty_bonus(self, obs: torch.Tensor, act: torch.Tensor, step: int) -> torch.Tensor:
-        """Reward-uncertainty exploration (Liang, Shu, Lee, Abbeel, RUNE): β_t·σ̂(s, a) [B, 1], σ̂ the ensemble
-        members' (population) std of the learned reward. Computed at sampling, from the current reward model:
-        nothing is stored, so the stored rewards stay the ensemble mean and a resumed run is the same run."""
-        _, std = self.ensemble.mean_std_reward(obs, act)
-        self._last_bonus = self.uncertainty_beta(step) * std.reshape(-1, 1).to(obs.dtype)
+    def uncertainty_bonus(self, idx: torch.Tensor, step: int) -> torch.Tensor:
+        """Reward-uncertainty exploration (Liang, Shu, Lee, Abbeel, RUNE): β_t·σ̂(s, a) [B, 1] of the replay
+        slots `idx`, σ̂ the ensemble members' (population) std of the learned reward under the current model.
+        Added at sampling: the stored rewards stay the ensemble mean. σ̂ is computed once per slot and reward
+        model (the replay buffer's cache, cleared by every relabel and checkpointed with the buffer), not once
+        per minibatch."""
+        std = self.loop.replay.cached(idx, lambda obs, act: self.ensemble.mean_std_reward(obs, act)[1])
+        self._last_bonus = self.uncertainty_beta(step) * std.reshape(-1, 1).to(self.loop.replay.reward.dtype)
         return self._last_bonus
 
     # ------------------------------------------------------------------------------------------ feedback

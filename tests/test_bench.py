@@ -51,12 +51,12 @@ TINY = bench.Scale(rounds=1, sac_steps=3, big_steps=2, door_steps=2, updates=1, 
 
 
 def test_tiny_table_renders_every_row(capsys) -> None:
-    rows = bench.run(TINY, only=("sac", "relabel", "knn"), compile_=False)
+    rows = bench.run(TINY, only=("sac", "bonus", "relabel", "knn"), compile_=False)
     table = bench.render(rows)
     lines = table.splitlines()
     assert lines[0] == "| component | ours | peer or limit | ratio |"
-    assert len(lines) == 2 + len(rows) == 2 + 1 + 2 + 1 + 1
-    assert "SB3 SAC, same nets" in table and "of peak" in table
+    assert len(lines) == 2 + len(rows) == 2 + 1 + 2 + 1 + 1 + 1
+    assert "SB3 SAC, same nets" in table and "of peak" in table and "an ensemble pass per batch" in table
     assert all(r.ours > 0 and r.peer > 0 and r.ratio > 0 for r in rows)
 
 

@@ -1,6 +1,8 @@
-"""Replay buffer: storage, sampling, relabelling (also after the ring wraps), state round trip."""
+"""Replay buffer: storage, sampling, relabelling (also after the ring wraps), the per-slot cache, state round trip."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -59,9 +61,47 @@ def test_state_dict_round_trip() -> None:
     fill(buf, 17)
     other = ReplayBuffer(3, 2, capacity=10)
     other.load_state_dict(buf.state_dict())
-    assert other.pos == buf.pos and len(other) == len(buf)
+    assert other.pos == buf.pos and len(other) == len(buf) and other.cache is None
     for name in ("obs", "act", "reward", "next_obs", "not_done", "agent"):
         assert torch.equal(getattr(other, name), getattr(buf, name))
+    buf.cached(torch.tensor([0, 3]), reward_fn)  # the cache goes with the buffer, NaN (not computed) included
+    other.load_state_dict(buf.state_dict())
+    assert torch.allclose(other.cache, buf.cache, equal_nan=True)
+    assert int(torch.isnan(other.cache).sum()) == 8
+    fn = Counted()
+    other.cached(torch.tensor([0, 3]), fn)
+    assert fn.rows == 0
+
+
+class Counted:
+    """reward_fn, counting the rows it is asked for."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def __call__(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        self.rows += len(obs)
+        return reward_fn(obs, act)
+
+
+def test_cached_values_are_computed_once_per_slot_until_overwritten_or_relabelled() -> None:
+    buf = ReplayBuffer(3, 2, capacity=10)
+    fill(buf, 8)
+    fn = Counted()
+    idx = torch.tensor([1, 1, 5, 2, 5])
+    torch.testing.assert_close(buf.cached(idx, fn), reward_fn(buf.obs[idx], buf.act[idx]))
+    assert fn.rows == 3  # slots 1, 2 and 5, once each
+    torch.testing.assert_close(buf.cached(torch.tensor([5, 1, 0]), fn), reward_fn(buf.obs[[5, 1, 0]],
+                                                                               buf.act[[5, 1, 0]]))
+    assert fn.rows == 4  # only slot 0 was new
+    fill(buf, 4, seed=1)  # the ring wraps: slots 8, 9, 0 and 1 now hold other transitions
+    every = torch.arange(10)
+    torch.testing.assert_close(buf.cached(every, fn), reward_fn(buf.obs, buf.act))
+    assert fn.rows == 4 + 10 - 2  # all but slots 2 and 5, still valid
+    buf.relabel(lambda obs, act: obs[:, 0])  # a new reward model: every cached value is stale
+    buf.obs.mul_(2)  # (so that a stale value would show)
+    torch.testing.assert_close(buf.cached(every, fn), reward_fn(buf.obs, buf.act))
+    assert fn.rows == 12 + 10
 
 
 def _numbered(capacity: int, count: int) -> ReplayBuffer:
@@ -83,6 +123,8 @@ def test_loading_into_another_capacity_keeps_the_newest_in_order(capacity, count
     # a run continued to more steps (capacity = steps) loads its saved buffer into a larger one: every kept
     # transition must stay, and the next ones go after the newest, as in a buffer of that size all along
     saved = _numbered(capacity, count)
+    if count:
+        saved.cached(torch.arange(saved.size), lambda obs, act: obs[:, 0])  # each slot's cache: its number
     loaded = ReplayBuffer(2, 1, new_capacity)
     loaded.load_state_dict(saved.state_dict())
     kept = list(range(count))[-capacity:][-new_capacity:] if count else []
@@ -90,6 +132,8 @@ def test_loading_into_another_capacity_keeps_the_newest_in_order(capacity, count
     n = loaded.size
     for field in (loaded.obs, loaded.act, loaded.next_obs):  # every field moves with its transition
         assert torch.equal(field[:n, 0], loaded.reward[:n, 0])
+    if count:
+        assert torch.equal(loaded.cache[:n], loaded.reward[:n, 0]) and torch.isnan(loaded.cache[n:]).all()
     if new_capacity == capacity or (new_capacity >= count and saved.pos in (0, saved.size)):
         # the same slots: a run loaded at its own size (or grown before it wrapped) samples the same transitions
         assert torch.equal(loaded.reward[:n], saved.reward[:n])
@@ -98,3 +142,6 @@ def test_loading_into_another_capacity_keeps_the_newest_in_order(capacity, count
     for i in range(100, 104):
         loaded.add(np.full(2, i), np.full(1, i), float(i), np.full(2, i), False)
     assert _oldest_first(loaded) == (kept + list(range(100, 104)))[-new_capacity:]
+    if count:  # new transitions have no cached value; the kept ones keep theirs
+        assert [math.isnan(loaded.cache[(loaded.pos - loaded.size + j) % new_capacity]) for j in range(loaded.size)] \
+            == [v >= 100 for v in _oldest_first(loaded)]
