@@ -9,7 +9,7 @@ import shutil
 import struct
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from torch import Tensor
 
@@ -23,7 +23,9 @@ def _as_float(value: float | Tensor) -> float:
 CONFIG_TAG = "config"
 """TensorBoard text tag of a run's config (its summary's tag is `config/text_summary`)."""
 RUN_DIR_KEY = "run_dir"
-"""The config field that holds the run folder: the one path of the training machine the events log."""
+"""The config field that holds the run folder."""
+PATH_KEYS = (RUN_DIR_KEY, "preferences")
+"""The config fields that hold paths of the training machine (the run folder, a preference file to seed from)."""
 
 
 class Logger:
@@ -100,14 +102,29 @@ class Logger:
             self.writer.close()
 
 
+def archived_value(key: str, value: str, run_dir: str) -> str:
+    """What an archive keeps of the config field `key` (one of PATH_KEYS) that held `value` on the training
+    machine: the run's place in the archive for the run folder, the file's name for a preference file."""
+    return run_dir if key == RUN_DIR_KEY else PurePath(value).name
+
+
+def archived_config(config: dict, run_dir: str) -> dict:
+    """`config` with its paths of the training machine replaced (`archived_value`)."""
+    return {k: archived_value(k, v, run_dir) if k in PATH_KEYS and isinstance(v, str) and v else v
+            for k, v in config.items()}
+
+
 def copy_events(source: Path, dest: Path, run_dir: str) -> int:
-    """Copy the TensorBoard folder `source` to `dest` (which must not exist), with the run folder that the
-    logged config names (text and hyperparameters) replaced by `run_dir`. Every other record is copied byte
-    for byte, and so is an event file's torn tail (a record cut short by a killed run; TensorBoard skips it
-    in either copy). Returns the number of records rewritten."""
+    """Copy the TensorBoard folder `source` to `dest` (which must not exist), with the paths of the training
+    machine in the logged config (text and hyperparameters) replaced as `archived_value` says. Every other
+    record is copied byte for byte, and so is what follows the last whole record of an event file (a record
+    cut short by a killed run, or damage; TensorBoard skips it in either copy). Returns the number of
+    records rewritten. A symbolic link in `source` is a ValueError (an archive holds plain files)."""
     dest.mkdir(parents=True)
     rewritten = 0
     for path in sorted(source.iterdir()):
+        if path.is_symlink():
+            raise ValueError(f"{path} is a symbolic link; an archive copies plain files only: remove it")
         if path.is_dir():
             rewritten += copy_events(path, dest / path.name, run_dir)
         elif "tfevents" in path.name:
@@ -124,14 +141,16 @@ _HEADER = 12
 
 
 def _copy_records(data: bytes, out, run_dir: str) -> int:
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     writer, rewritten, pos = RecordWriter(out), 0, 0
     while pos + _HEADER <= len(data):
         (length,) = struct.unpack_from("<Q", data, pos)
+        (length_crc,) = struct.unpack_from("<I", data, pos + 8)
         end = pos + _HEADER + length + 4
-        if end > len(data):
-            break
+        if end > len(data) or length_crc != masked_crc32c(data[pos:pos + 8]):
+            break  # torn or damaged: TensorBoard reads no further either
         relabelled = _relabel_event(data[pos + _HEADER:end - 4], run_dir)
         if relabelled is None:
             out.write(data[pos:end])
@@ -144,7 +163,7 @@ def _copy_records(data: bytes, out, run_dir: str) -> int:
 
 
 def _relabel_event(record: bytes, run_dir: str) -> bytes | None:
-    """The event `record` with its logged run folder replaced by `run_dir`; None if it logs none."""
+    """The event `record` with the paths its logged config holds replaced; None if it logs none."""
     from google.protobuf.message import DecodeError
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -170,27 +189,35 @@ def _relabel_event(record: bytes, run_dir: str) -> bytes | None:
                 content = HParamsPluginData.FromString(plugin.content)
             except DecodeError:
                 continue
-            hparams = content.session_start_info.hparams
-            if RUN_DIR_KEY in hparams and hparams[RUN_DIR_KEY].string_value != run_dir:
-                hparams[RUN_DIR_KEY].string_value = run_dir
+            hparams, touched = content.session_start_info.hparams, False
+            for key in PATH_KEYS:
+                old = hparams[key].string_value if key in hparams else ""
+                if old and archived_value(key, old, run_dir) != old:
+                    hparams[key].string_value = archived_value(key, old, run_dir)
+                    touched = True
+            if touched:
                 plugin.content = content.SerializeToString(deterministic=True)  # map order fixed: same bytes each time
                 changed = True
     return event.SerializeToString(deterministic=True) if changed else None
 
 
 def _relabel_config_text(body: str, run_dir: str) -> str | None:
-    """The config text `body` (a fenced JSON object) with its run folder replaced by `run_dir`, all else as
-    written; None if it names none (or another)."""
+    """The config text `body` (a fenced JSON object) with its paths replaced, all else as written; None if
+    it holds none to replace."""
     try:
         config = json.loads(body.strip().removeprefix("```").removesuffix("```"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    if not isinstance(config, dict) or not isinstance(config.get(RUN_DIR_KEY), str) or config[RUN_DIR_KEY] == run_dir:
+    if not isinstance(config, dict):
         return None
-    old = f"{json.dumps(RUN_DIR_KEY)}: {json.dumps(config[RUN_DIR_KEY])}"
-    if body.count(old) != 1:
-        return None
-    return body.replace(old, f"{json.dumps(RUN_DIR_KEY)}: {json.dumps(run_dir)}")
+    text = body
+    for key, value in archived_config(config, run_dir).items():
+        if key in PATH_KEYS and value != config[key]:
+            old = f"{json.dumps(key)}: {json.dumps(config[key])}"
+            if text.count(old) != 1:
+                return None
+            text = text.replace(old, f"{json.dumps(key)}: {json.dumps(value)}")
+    return text if text != body else None
 
 
 def read_lines(path: Path) -> list[str]:

@@ -4,6 +4,7 @@ the study; pooled per-round diagnostics have known values."""
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -132,12 +133,16 @@ def _logged(records: list[bytes]) -> tuple[list[tuple], dict, dict]:
     return scalars, config, hparams
 
 
-def test_archived_events_keep_no_path_of_the_training_machine(tmp_path: Path) -> None:
-    """The config text and hyperparameters the trainer's logger writes, and config.history.json, name the run
-    folder; the archive's copy names the run's place in the archive instead, keeps every other record byte for
-    byte (with valid CRCs, so TensorBoard reads it) and keeps a torn tail as it was."""
-    machine = tmp_path / "home" / "someone" / "runs"
-    run = make_run(machine / "study", "pebble", 0, [(100, 1.0), (200, 2.0)])
+LABEL = "walker_walk/pebble/budget100/oracle/seed0"
+
+
+def logged_run(tmp_path: Path) -> tuple[Path, Path, list]:
+    """A finished run on a 'training machine' under tmp_path whose events were written by the trainer's logger
+    (config text, hyperparameters, scalars) and end in a torn record; seeded from a preference file there, and
+    continued once (config.history.json). Returns (study folder, events file, history)."""
+    machine = tmp_path / "home" / "someone"
+    run = make_run(machine / "runs" / "study", "pebble", 0, [(100, 1.0), (200, 2.0)],
+                   preferences=str(machine / "prefs" / "walker.npz"))
     config_json = (run / "config.json").read_text(encoding="utf-8")
     logger = Logger(run)
     logger.config(config_json, ("eval/mean_reward",))
@@ -145,30 +150,47 @@ def test_archived_events_keep_no_path_of_the_training_machine(tmp_path: Path) ->
         logger.log(step, {"eval/mean_reward": step / 100, "train/critic_loss": 0.5})
     logger.close()
     (events,) = (run / "tb").iterdir()
-    torn = b"\x40\x00\x00\x00\x00\x00\x00\x00\x01\x02"  # a record cut short by a killed run
     with events.open("ab") as out:
-        out.write(torn)
+        out.write(TORN)
     (run / "tb" / "notes.txt").write_text("kept", encoding="utf-8")
-    # a config that a change replaced (config.history.json) names the run folder too
-    history = [{"time": "t", "changes": ["steps: 100 -> 200"], "config": json.loads(config_json)}]
+    # the config that a change replaced names the run folder and the preference file too
+    history = [{"time": "t", "changes": [f"preferences: '{machine}/prefs/old.npz' -> '{machine}/prefs/walker.npz'"],
+                "config": {**json.loads(config_json), "preferences": f"{machine}/prefs/old.npz"}}]
     (run / "config.history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+    return machine / "runs" / "study", events, history
+
+
+TORN = b"\x40\x00\x00\x00\x00\x00\x00\x00\x01\x02"  # a record cut short by a killed run
+
+
+def test_archived_events_keep_no_path_of_the_training_machine(tmp_path: Path) -> None:
+    """The config text and hyperparameters the trainer's logger writes, and config.history.json, name the run
+    folder and the preference file; the archive's copy names the run's place in the archive and the file's name
+    instead, keeps every other record byte for byte (with valid CRCs, so TensorBoard reads it) and keeps a torn
+    tail as it was."""
+    study, events, history = logged_run(tmp_path)
+    run = study / LABEL
     source, tail = _records(events.read_bytes())
-    assert tail == torn and str(run).encode() in b"".join(source)
+    assert tail == TORN and str(run).encode() in b"".join(source)
 
     out = tmp_path / "repo" / "results" / "study"
-    assert archive_main([str(machine / "study"), "--out", str(out)]) == 0
-    label = "walker_walk/pebble/budget100/oracle/seed0"
+    label = LABEL
+    assert archive_main([str(study), "--out", str(out)]) == 0
     copied, copied_tail = _records((out / label / "tb" / events.name).read_bytes())
-    assert copied_tail == torn and (out / label / "tb" / "notes.txt").read_text(encoding="utf-8") == "kept"
+    assert copied_tail == TORN and (out / label / "tb" / "notes.txt").read_text(encoding="utf-8") == "kept"
     for file in (out / label).rglob("*"):
         assert not file.is_file() or str(tmp_path).encode() not in file.read_bytes(), file
     copied_history = json.loads((out / label / "config.history.json").read_text(encoding="utf-8"))
-    assert copied_history == [{**history[0], "config": {**history[0]["config"], "run_dir": label}}]
+    assert copied_history == [{**history[0], "changes": ["preferences: 'old.npz' -> 'walker.npz'"],
+                               "config": {**history[0]["config"], "run_dir": label, "preferences": "old.npz"}}]
+    archived = {"run_dir": label, "preferences": "walker.npz"}
+    assert json.loads((out / label / "config.json").read_text(encoding="utf-8")) == {
+        **json.loads((run / "config.json").read_text(encoding="utf-8")), **archived}
     scalars, config, hparams = _logged(source)
     copied_scalars, copied_config, copied_hparams = _logged(copied)
     assert len(scalars) == 4 and copied_scalars == scalars
     assert config["run_dir"] == hparams["run_dir"] == str(run)
-    assert copied_config == {**config, "run_dir": label} and copied_hparams == {**hparams, "run_dir": label}
+    assert copied_config == {**config, **archived} and copied_hparams == {**hparams, **archived}
     changed = [i for i, (a, b) in enumerate(zip(source, copied, strict=True)) if a != b]
     assert len(changed) == 2  # the config text and the hyperparameters' session start; nothing else touched
     # the same bytes from another process (protobuf writes maps in a per-process order unless told not to)
@@ -183,3 +205,70 @@ def test_archived_events_keep_no_path_of_the_training_machine(tmp_path: Path) ->
     accumulator = EventAccumulator(str(out / label / "tb"))
     accumulator.Reload()
     assert [e.value for e in accumulator.Scalars("eval/mean_reward")] == [1.0, 2.0]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_the_archive_cannot_clean_is_refused_and_its_archived_copy_kept(tmp_path: Path, capsys,
+                                                                           monkeypatch) -> None:
+    """Damaged JSON, a link in tb/, events damaged before the config record (whose path would then be copied
+    as damage): one error line, exit 2, and the run's archived copy as it was; an archive killed midway too."""
+    from pref_brl.experiments import archive as archive_module
+
+    study, events, _ = logged_run(tmp_path)
+    run, out = study / LABEL, tmp_path / "archive"
+    assert archive_main([str(study), "--out", str(out)]) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+    good_events = events.read_bytes()
+
+    def damage_history() -> None:
+        (run / "config.history.json").write_text("[{not json", encoding="utf-8")
+
+    def damage_config() -> None:
+        (run / "config.json").write_bytes(b"\xff\xfe{}")
+
+    def link_in_tb() -> None:
+        (run / "tb" / "loop").symlink_to(run / "tb")
+
+    def damage_events() -> None:  # the first record's length CRC: nothing after it can be read as records
+        events.write_bytes(good_events[:8] + bytes([good_events[8] ^ 1]) + good_events[9:])
+
+    saved = {name: (run / name).read_bytes() for name in ("config.json", "config.history.json")}
+    for damage in (damage_history, damage_config, link_in_tb, damage_events):
+        damage()
+        assert archive_main([str(study), "--out", str(out)]) == 2, damage.__name__
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, (damage.__name__, err)
+        assert _snapshot(out) == before, damage.__name__
+        assert [p.name for p in out.rglob(".*")] == [], damage.__name__  # no staging folder left behind
+        for name, data in saved.items():
+            (run / name).write_bytes(data)
+        (run / "tb" / "loop").unlink(missing_ok=True)
+        events.write_bytes(good_events)
+
+    def killed(*args) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archive_module, "copy_events", killed)
+    with pytest.raises(KeyboardInterrupt):
+        archive_main([str(study), "--out", str(out)])
+    assert _snapshot(out) == before and [p.name for p in out.rglob(".*")] == []
+
+
+def test_a_config_text_that_is_not_a_flat_json_object_is_copied_as_it_is(tmp_path: Path) -> None:
+    from pref_brl.logger import copy_events
+
+    for body in ("[" * 100_000, "not json", '{"run_dir": 3}', "\u00e9t\u00e9"):
+        tb = tmp_path / "tb"
+        logger = Logger(tmp_path)
+        logger.writer.add_text("config", body, 0)
+        logger.close()
+        assert copy_events(tb, tmp_path / "copy", "label") == 0
+        (events,) = tb.iterdir()
+        assert (tmp_path / "copy" / events.name).read_bytes() == events.read_bytes()
+        for folder in (tb, tmp_path / "copy"):
+            shutil.rmtree(folder)
+        (tmp_path / "scalars.jsonl").unlink()
