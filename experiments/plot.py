@@ -107,7 +107,7 @@ def save(fig, base: Path, formats: tuple[str, ...]) -> list[Path]:
     fig.tight_layout()
     paths = [base.with_suffix(f".{fmt}") for fmt in formats]
     for path in paths:
-        fig.savefig(path, dpi=150)
+        fig.savefig(path, dpi=150, bbox_inches="tight")  # the legend below the panels included
     plt.close(fig)
     return paths
 
@@ -130,10 +130,15 @@ def draw(items: list[Curve], env: str, metric: str, axis: str, aggregate: str, b
         if axis == "labels":
             whole_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        legend_below(ax)
     banded = any(np.isfinite(c.lo).any() for c in items)
     axes[0][0].set_ylabel(f"{metric} ({aggregate.upper()}{', 95% CI' if banded else ''})")
     return save(fig, base, formats)
+
+
+def legend_below(ax) -> None:
+    """The legend under the panel, one entry a line, so that long method names never cover the curves."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.22), frameon=False)
 
 
 def whole_ticks(axis) -> None:
@@ -164,7 +169,7 @@ def draw_budgets(rows: list[Row], env: str, aggregate: str, base: Path, formats:
     ax.set_ylabel(f"final {rows[0].metric} ({aggregate.upper()}{', 95% CI' if banded else ''})")
     ax.set_title(f"{env}: final performance per label budget")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_below(ax)
     return save(fig, base, formats)
 
 
