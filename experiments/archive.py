@@ -78,9 +78,9 @@ def archive_run(run: Path, dest: Path, label: str) -> None:
     if not isinstance(config, dict):
         raise ResultsError(f"{run / CONFIG_FILE} is not a JSON object; restore it, or leave the run out")
     history = _read_json(run / HISTORY_FILE) if (run / HISTORY_FILE).is_file() else None
-    replaced = [e["config"] for e in history if isinstance(e, dict) and isinstance(e.get("config"), dict)] \
-        if isinstance(history, list) else []
-    paths = _machine_paths([config, *replaced], run, label)
+    entries = [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
+    paths = _machine_paths([config, *(e["config"] for e in entries if isinstance(e.get("config"), dict))], run,
+                           label)
     staging = dest.with_name(f".{dest.name}.archiving")
     shutil.rmtree(staging, ignore_errors=True)  # left by an archive that was killed
     staging.mkdir(parents=True)
@@ -89,10 +89,10 @@ def archive_run(run: Path, dest: Path, label: str) -> None:
             if name not in (CONFIG_FILE, HISTORY_FILE) and (run / name).is_file():
                 shutil.copyfile(run / name, staging / name)
         if history is not None:
-            for entry in history if isinstance(history, list) else ():
-                if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+            for entry in entries:  # edited in place: `history` is written with them
+                if isinstance(entry.get("config"), dict):
                     entry["config"] = archived_config(entry["config"], label)
-                if isinstance(entry, dict) and isinstance(entry.get("changes"), list):
+                if isinstance(entry.get("changes"), list):
                     entry["changes"] = [_replace_all(c, paths) if isinstance(c, str) else c for c in entry["changes"]]
             (staging / HISTORY_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
         if (run / EVENTS_FOLDER).is_dir():

@@ -252,6 +252,19 @@ def reward_rows(scale: Scale, peak: Peak) -> list[Row]:
                           scale.rounds)]
 
 
+def random_replay(obs_dim: int, act_dim: int, n: int) -> ReplayBuffer:
+    """A full buffer of n random transitions (normal observations and rewards, uniform actions, no terminals)."""
+    replay = ReplayBuffer(obs_dim, act_dim, n)
+    g = torch.Generator().manual_seed(0)
+    replay.obs.normal_(generator=g)
+    replay.act.uniform_(-1, 1, generator=g)
+    replay.next_obs.normal_(generator=g)
+    replay.reward.normal_(generator=g)
+    replay.not_done.fill_(1.0)
+    replay.size = n
+    return replay
+
+
 def bonus_rows(scale: Scale, compile_: bool) -> list[Row]:
     """Agent A's update with the reward-uncertainty bonus (door-open's 3x256 agent, batch 256): σ̂ from the
     replay buffer's per-slot cache, every slot computed (as after the last feedback round), against one
@@ -260,13 +273,7 @@ def bonus_rows(scale: Scale, compile_: bool) -> list[Row]:
     agent = SAC(obs, act, SACConfig(hidden_dim=256, hidden_depth=3, compile=compile_))
     ens = RewardEnsemble(obs, act, 3, 256, 3)
     n = min(scale.relabel, 100_000)
-    replay = ReplayBuffer(obs, act, n)
-    g = torch.Generator().manual_seed(0)
-    for field in (replay.obs, replay.next_obs, replay.reward):
-        field.normal_(generator=g)
-    replay.act.uniform_(-1, 1, generator=g)
-    replay.not_done.fill_(1.0)
-    replay.size = n
+    replay = random_replay(obs, act, n)
 
     def std(o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return ens.mean_std_reward(o, a)[1]
@@ -300,11 +307,7 @@ def relabel_rows(scale: Scale, peak: Peak) -> list[Row]:
     """Relabel a full buffer with the ensemble mean; the limit is its FLOPs at the matmul peak."""
     _, obs, act = WALKER
     ens = RewardEnsemble(obs, act, 3, 256, 3)
-    replay = ReplayBuffer(obs, act, scale.relabel)
-    g = torch.Generator().manual_seed(0)
-    replay.obs.normal_(generator=g)
-    replay.act.uniform_(-1, 1, generator=g)
-    replay.size = scale.relabel
+    replay = random_replay(obs, act, scale.relabel)
     flops = relabel_flops(obs + act, 256, 3, 3, scale.relabel)
     ours, floor = [], []
     for _ in range(max(1, scale.rounds // 2)):

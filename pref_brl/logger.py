@@ -192,8 +192,9 @@ def _relabel_event(record: bytes, run_dir: str) -> bytes | None:
             hparams, touched = content.session_start_info.hparams, False
             for key in PATH_KEYS:
                 old = hparams[key].string_value if key in hparams else ""
-                if old and archived_value(key, old, run_dir) != old:
-                    hparams[key].string_value = archived_value(key, old, run_dir)
+                new = archived_value(key, old, run_dir) if old else old
+                if new != old:
+                    hparams[key].string_value = new
                     touched = True
             if touched:
                 plugin.content = content.SerializeToString(deterministic=True)  # map order fixed: same bytes each time
