@@ -28,6 +28,7 @@ from pathlib import Path
 import tyro
 
 from pref_brl.cli import parse
+from pref_brl.inputs import folder_problem
 from pref_brl.logger import PATH_KEYS, archived_config, archived_value, copy_events
 from pref_brl.results import ResultsError, find_runs
 from pref_brl.runs import CONFIG_FILE, DONE_FILE, HISTORY_FILE, SCALARS_FILE, VERSIONS_FILE
@@ -74,6 +75,7 @@ def archive_run(run: Path, dest: Path, label: str) -> None:
     Built beside `dest` and moved into place with config.json written last, so that an archive killed
     midway holds the run as before or not at all, never half of it (a folder without config.json is no run).
     A path of the training machine left anywhere in the copy is a ResultsError, and nothing is replaced."""
+    dest = dest.absolute()  # `--out .` too: the staging folder is named after it
     config = _read_json(run / CONFIG_FILE)
     if not isinstance(config, dict):
         raise ResultsError(f"{run / CONFIG_FILE} is not a JSON object; restore it, or leave the run out")
@@ -135,17 +137,20 @@ def plan(folders: tuple[str, ...], out: Path) -> tuple[list[tuple[Path, Path, st
                 continue
             relative = run.relative_to(folder)
             finished.append((run, out / relative, relative.as_posix() if relative.parts else run.name))
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ResultsError(f"cannot write the archive {out}: {existing} is not a writable folder; choose another "
-                           "--out")
+    problem = folder_problem(out, "--out")
+    if problem:
+        raise ResultsError(problem)
     for run, dest, _ in finished:
         if dest.resolve() == run.resolve():
             raise ResultsError(f"--out {out} would archive {run} onto itself; choose a folder outside the study")
         if dest.exists() and not dest.is_dir():
             raise ResultsError(f"{dest} exists and is not a folder; remove it or choose another --out")
+        others = sorted(p.name for p in dest.iterdir() if p.name not in (*KEPT_FILES, EVENTS_FOLDER)) \
+            if dest.is_dir() else []
+        if others:  # the run's copy replaces the whole folder: it may hold nothing else
+            raise ResultsError(f"{dest} holds more than an archived run ({', '.join(others[:3])}"
+                               f"{', ...' if len(others) > 3 else ''}), and archiving {run} replaces that folder; "
+                               "choose an empty or new --out")
     return finished, unfinished
 
 
@@ -153,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(ArchiveArgs, "pref-brl-archive", args=sys.argv[1:] if argv is None else argv, description=__doc__)
     out = Path(args.out)
     try:
+        if not args.out.strip():
+            raise ResultsError("--out is empty; name the archive folder")
         finished, unfinished = plan(args.folders, out)
         for run, dest, label in finished:
             archive_run(run, dest, label)

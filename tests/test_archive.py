@@ -63,13 +63,19 @@ def test_archive_keeps_the_small_files_and_replots_identically(study: Path, tmp_
 
 def test_bad_archive_targets_create_nothing(study: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "a_file").write_text("x", encoding="utf-8")
+    (tmp_path / "results" / "plots").mkdir(parents=True)  # a folder holding more than a run's archived copy
+    (tmp_path / "results" / "notes.md").write_text("kept", encoding="utf-8")
+    one_run = study / "walker_walk/pebble/budget100/oracle/seed0"
     for argv in ([str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
                  [str(study), "--out", str(tmp_path / "a_file" / "o")],
-                 [str(study), "--out", str(study)]):
+                 [str(study), "--out", str(study)],
+                 [str(study), "--out", ""],
+                 [str(one_run), "--out", str(tmp_path / "results")]):  # would replace the whole folder
         assert archive_main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and err.count("\n") == 1
+        assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+    assert _snapshot(tmp_path / "results") == {"notes.md": b"kept"} and (tmp_path / "results" / "plots").is_dir()
     assert sorted(p.name for p in (study / "walker_walk/pebble/budget100/oracle/seed0").iterdir()) == [
         "checkpoint.prev.pt", "checkpoint.pt", "config.json", "done.json", "lock", "scalars.jsonl", "tb", "train.log",
         "versions.json"]
