@@ -28,7 +28,6 @@ from pathlib import Path
 import tyro
 
 from pref_brl.cli import parse
-from pref_brl.inputs import folder_problem
 from pref_brl.logger import PATH_KEYS, archived_config, archived_value, copy_events
 from pref_brl.results import ResultsError, find_runs
 from pref_brl.runs import CONFIG_FILE, DONE_FILE, HISTORY_FILE, SCALARS_FILE, VERSIONS_FILE
@@ -137,9 +136,12 @@ def plan(folders: tuple[str, ...], out: Path) -> tuple[list[tuple[Path, Path, st
                 continue
             relative = run.relative_to(folder)
             finished.append((run, out / relative, relative.as_posix() if relative.parts else run.name))
-    problem = folder_problem(out, "--out")
-    if problem:
-        raise ResultsError(problem)
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ResultsError(f"cannot write the archive {out}: {existing} is not a writable folder; choose another "
+                           "--out")
     for run, dest, _ in finished:
         if dest.resolve() == run.resolve():
             raise ResultsError(f"--out {out} would archive {run} onto itself; choose a folder outside the study")
