@@ -11,6 +11,7 @@ Examples:
   pref-brl-plot runs/walker-budgets
   pref-brl-plot runs/study-a runs/study-b --aggregate mean --out figures/
   pref-brl-plot runs/door --metric eval/mean_reward --x steps
+  pref-brl-plot runs/door --label "pebble+uncertainty_bonus=1.0=pebble with bonus"
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from pref_brl.results import (
     ResultsError,
     Row,
     RunData,
+    apply_labels,
     curves,
     final_table,
     load,
+    parse_labels,
     thin_groups,
     to_csv,
     to_markdown,
@@ -68,6 +71,9 @@ class PlotArgs:
     compare: tuple[str, ...] = ("bilevel:pebble",)
     """method:baseline pairs whose probability of improvement the table reports; either side may be a method
     variant as the table names it (bilevel:bilevel+penalty=false)"""
+    label: tuple[str, ...] = ()
+    """NAME=TEXT: call the group the table names NAME (a method variant's long name, e.g.
+    pebble+uncertainty_bonus=1.0+uncertainty_decay=1e-05) TEXT in figures and tables; --compare takes either"""
     reps: int = 5000
     """bootstrap resamples"""
     out: str = ""
@@ -187,11 +193,13 @@ def check_args(args: PlotArgs) -> None:
     if bad:
         raise ResultsError(f"bad options: --compare takes method:baseline (got {', '.join(bad)}); "
                            "--final-window and --reps must be >= 1")
-    known = set(COLORS)  # a side is a method or a variant of one, e.g. bilevel+penalty=false
-    unknown = sorted({m for p in args.compare for m in p.split(":", 1) if m.split("+", 1)[0] not in known})
+    texts = set(parse_labels(args.label).values())
+    known = set(COLORS)  # a side is a method or a variant of one, e.g. bilevel+penalty=false, or a --label text
+    unknown = sorted({m for p in args.compare for m in p.split(":", 1)
+                      if m.split("+", 1)[0] not in known and m not in texts})
     if unknown:
-        raise ResultsError(f"--compare: unknown method(s) {', '.join(unknown)}; known: {', '.join(COLORS)} and "
-                           "their variants (bilevel+penalty=false)")
+        raise ResultsError(f"--compare: unknown method(s) {', '.join(unknown)}; known: {', '.join(COLORS)}, "
+                           "their variants (bilevel+penalty=false) and the texts of --label")
     if args.final_window < 1 or args.reps < 1:
         raise ResultsError("--final-window and --reps must be >= 1")
     if args.min_runs < 0:
@@ -217,6 +225,7 @@ def check_args(args: PlotArgs) -> None:
 
 def make_plots(args: PlotArgs) -> list[Path]:
     runs, metrics = load(list(args.folders), args.metric or None, args.env)
+    apply_labels(runs, parse_labels(args.label))
     out = out_folder(args)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -253,6 +262,7 @@ def make_plots(args: PlotArgs) -> list[Path]:
 def tables(args: PlotArgs, runs: list[RunData], metrics: dict[str, str]) -> tuple[list[Row], str | None]:
     """The final-performance rows and, with --diagnostics, the pooled diagnostics as Markdown: what final.md
     and diagnostics.md hold (the docs' result tables are checked against this)."""
+    apply_labels(runs, parse_labels(args.label))
     pairs = tuple(tuple(p.split(":", 1)) for p in args.compare if ":" in p)
     rows = final_table(runs, metrics, args.aggregate, pairs, args.final_window, args.reps)  # type: ignore[arg-type]
     if not args.diagnostics:

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +56,20 @@ class Group:
     """the settings that vary between the plotted runs, as this group has them"""
     variant: tuple[tuple[str, Any], ...] = ()
     """those of `extras` whose value is not the preset's: what the group's name shows"""
+    display: str = field(default="", compare=False)
+    """a name given to the group for figures and tables (pref-brl-plot --label); not part of its identity"""
 
     @property
     def name(self) -> str:
         """The method, and the settings that differ from its preset, as pref-brl-sweep names a method
-        variant: `bilevel`, `bilevel+penalty=false`; what `--compare` refers to."""
+        variant: `bilevel`, `bilevel+penalty=false`; what `--compare` and `--label` refer to."""
         return self.method + "".join(f"+{k}={value_text(v)}" for k, v in self.variant)
 
     @property
     def label(self) -> str:
-        return self.name if self.budget is not None else f"{self.name} (true reward)"
+        """What figures and tables call the group: its given name, else its name; `(true reward)` marks sac."""
+        shown = self.display or self.name
+        return shown if self.budget is not None else f"{shown} (true reward)"
 
 
 def preset_values(config: dict[str, Any]) -> dict[str, Any]:
@@ -190,6 +194,43 @@ def assign_groups(runs: list[RunData]) -> None:
             raise ResultsError(f"{seen[key]} and {run.path} are the same config and seed; they would count as "
                                "two seeds. Plot them separately, or remove one of them")
         seen[key] = run.path
+
+
+def parse_labels(specs: tuple[str, ...]) -> dict[str, str]:
+    """`--label NAME=TEXT` options as {NAME: TEXT}, split at the last `=` (a name holds `=`, as in
+    `pebble+uncertainty_bonus=1.0`); a text must be new, non-empty and without `:` (which `--compare` splits at)."""
+    labels: dict[str, str] = {}
+    for spec in specs:
+        name, sep, text = spec.rpartition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or not name or not text:
+            raise ResultsError(f"--label takes NAME=TEXT, a group's name as the table names it and what to call it "
+                               f"(e.g. pebble+uncertainty_bonus=1.0=pebble with bonus); got {spec!r}")
+        if ":" in text:
+            raise ResultsError(f"--label {spec!r}: the text may not hold ':', which --compare splits at")
+        if name in labels:
+            raise ResultsError(f"--label names {name} twice")
+        if text in labels.values():
+            raise ResultsError(f"--label gives two groups the text {text!r}; their lines and rows could not be told "
+                               "apart")
+        labels[name] = text
+    return labels
+
+
+def apply_labels(runs: list[RunData], labels: dict[str, str]) -> None:
+    """Give each group that `labels` names its text (`Group.display`); a name no group has, or a text that is
+    another group's name, is an error."""
+    names = sorted({r.group.name for r in runs if r.group is not None})
+    missing = [n for n in labels if n not in names]
+    if missing:
+        raise ResultsError(f"--label: no group is named {', '.join(missing)} (NAME=TEXT splits at the last '=', so "
+                           f"TEXT holds none); the groups here are {', '.join(names)}")
+    clash = [t for t in labels.values() if t in names and t not in labels]
+    if clash:
+        raise ResultsError(f"--label: {', '.join(clash)} is already the name of another group; choose another text")
+    for run in runs:
+        if run.group is not None:
+            run.group = replace(run.group, display=labels.get(run.group.name, ""))
 
 
 def select_metric(runs: list[RunData], metric: str | None) -> tuple[list[RunData], dict[str, str]]:
@@ -380,10 +421,10 @@ def final_table(runs: list[RunData], metrics: dict[str, str], aggregate: str = "
 
 
 def named_rows(rows: list[Row], name: str) -> list[Row]:
-    """The rows a `--compare` side names: the groups of that name (`bilevel`, `bilevel+penalty=false`); a plain
-    method name that no group has as its name (every one of its groups differs from the preset, as in a
-    `penalty_weight` sweep) names all of that method's groups."""
-    exact = [r for r in rows if r.group.name == name]
+    """The rows a `--compare` side names: the groups of that name (`bilevel`, `bilevel+penalty=false`) or given
+    that name by `--label`; a plain method name that no group has as its name (every one of its groups differs
+    from the preset, as in a `penalty_weight` sweep) names all of that method's groups."""
+    exact = [r for r in rows if name in (r.group.name, r.group.display)]
     return exact or [r for r in rows if r.group.method == name]
 
 

@@ -150,6 +150,9 @@ BAD_INPUTS = [
     ("sweep", ["--jobs", "-1", "--dry-run"], "--jobs must be >= 0"),
     ("train", HUMAN, "--teacher human: MuJoCo cannot render here (MUJOCO_GL=nonsense", BAD_GL),
     ("plot", ["{tmp}/study", "--metric", "eval/mean_rewrd"], "is logged by no run; logged: eval/mean_reward"),
+    ("plot", ["{tmp}/study", "--label", "pebble"], "--label takes NAME=TEXT"),
+    ("plot", ["{tmp}/study", "--label", "dagger=x"], "--label: no group is named dagger"),
+    ("plot", ["{tmp}/study", "--compare", "x:pebble"], "--compare: unknown method(s) x"),
     ("gridworld", ["--benchmarks", "cartpole", *GW], "unknown benchmark(s) ['cartpole']"),
     ("sweep", ["--teachers", "human", "--dry-run"], "a sweep runs unattended"),
     *([("sweep", ["--set", "device=cuda", "--dry-run"], "--device cuda: this torch is built without CUDA")]
