@@ -81,12 +81,15 @@ class Policy:
     return value, but deterministic by default (SB3's default is stochastic); obs [O] gives one action [A],
     obs [N, O] gives [N, A], in the environment's [-1, 1] units."""
 
-    def __init__(self, act: Callable[[np.ndarray, bool], np.ndarray], obs_dim: int, act_dim: int) -> None:
+    def __init__(self, act: Callable[[np.ndarray, bool], np.ndarray], obs_dim: int, act_dim: int,
+                 step: int | None = None) -> None:
         self._act = act
         self.obs_dim = obs_dim
         """state size"""
         self.act_dim = act_dim
         """action size"""
+        self.step = step
+        """the env step of the checkpoint it was loaded from (None for a Stable-Baselines3 model file)"""
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
@@ -107,8 +110,8 @@ def load_policy(run_dir: str | Path, agent: str = "A", device: str = "cpu") -> P
     cfg = run_config(run_dir)
     if cfg.agent != "sac":
         return _sb3_policy(run_dir, cfg, agent, device)
-    actor_state = _actor_state(run_dir, agent)
-    return _sac_policy(actor_state, cfg, device)
+    actor_state, step = _actor_state(run_dir, agent)
+    return _sac_policy(actor_state, cfg, device, step)
 
 
 def run_config(run_dir: Path) -> TrainConfig:
@@ -124,21 +127,23 @@ def run_config(run_dir: Path) -> TrainConfig:
         raise ValueError(f"{path} is not a readable run config ({exc})") from None
 
 
-def _actor_state(run_dir: Path, agent: str) -> dict[str, Any]:
+def _actor_state(run_dir: Path, agent: str) -> tuple[dict[str, Any], int]:
+    """The actor's weights of `agent` in the newest checkpoint, and that checkpoint's env step."""
     from pref_brl.checkpoint import load_checkpoint
 
     state = load_checkpoint(run_dir)
     if state is None:
         raise ValueError(f"{run_dir} has no checkpoint yet")
     if agent == "A":
-        return state["agents"]["A"]["actor"]
+        return state["agents"]["A"]["actor"], int(state["step"])
     if agent == "B" and (state.get("learner") or {}).get("b") is not None:
-        return state["learner"]["b"]
+        return state["learner"]["b"], int(state["step"])
     raise ValueError(f"{run_dir} has no agent {agent!r} (agent B exists in bilevel runs with --penalty-weight > 0 "
                      "after their first feedback round)")
 
 
-def _sac_policy(actor_state: dict[str, Any], cfg: TrainConfig, device: str) -> Policy:
+def _sac_policy(actor_state: dict[str, Any], cfg: TrainConfig, device: str,
+                step: int | None = None) -> Policy:
     import torch
 
     from pref_brl.agents.sac import Actor, SACConfig
@@ -157,7 +162,7 @@ def _sac_policy(actor_state: dict[str, Any], cfg: TrainConfig, device: str) -> P
             mu = mu + log_std.exp() * torch.randn(mu.shape, generator=generator, device=device)
         return torch.tanh(mu).cpu().numpy()
 
-    return Policy(act, obs_dim, act_dim)
+    return Policy(act, obs_dim, act_dim, step)
 
 
 def _sb3_policy(run_dir: Path, cfg: TrainConfig, agent: str, device: str) -> Policy:

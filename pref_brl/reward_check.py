@@ -65,6 +65,9 @@ class PolicyScore:
     (population) standard deviation of the per-step reward (NaN for a reward model without members). Higher
     than on the own agent's steps: the labels say less about this behaviour, and a bonus on reward uncertainty
     (exploration) would lead the agent towards it"""
+    step: int | None = None
+    """the env step of the checkpoint the policy was loaded from (None: not known, a Stable-Baselines3 model
+    file): a run still training is scored as it was then"""
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,15 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
     run_dir = Path(run_dir)
     cfg, others = check_inputs(run_dir, against, episodes, seed)
     try:
-        reward = load_reward(run_dir)
-        policies = [(OWN, load_policy(run_dir))] + [(str(path), load_policy(path)) for path, _ in others]
+        for _ in range(3):  # the reward and the own agent from one checkpoint, even if a new one lands between
+            reward = load_reward(run_dir)
+            own = load_policy(run_dir)
+            if own.step == reward.step:
+                break
+        else:
+            raise RewardCheckError(f"{run_dir} wrote a new checkpoint between reading its reward and its agent, "
+                                   "three times in a row; check again")
+        policies = [(OWN, own)] + [(str(path), load_policy(path)) for path, _ in others]
     except RewardNotYet as exc:
         raise RewardNotYetError(str(exc)) from None
     except (ValueError, CheckpointError) as exc:
@@ -130,7 +140,7 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
             true_segments.append(seg_true)
             learned_segments.append(seg_learned)
             scores.append((name, successes, true_ret, learned_ret,
-                           float(np.concatenate(spread).mean()) if spread else float("nan")))
+                           float(np.concatenate(spread).mean()) if spread else float("nan"), policy.step))
     finally:
         env.close()
     if not any(true_segments):
@@ -138,12 +148,12 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
                                "score")
     metaworld = is_metaworld(cfg.env)
     rows = []
-    for k, (name, successes, true_ret, learned_ret, std) in enumerate(scores):
+    for k, (name, successes, true_ret, learned_ret, std, step) in enumerate(scores):
         accuracy, better = (float("nan"), float("nan")) if k == 0 else _cross(
             true_segments[0], learned_segments[0], true_segments[k], learned_segments[k])
         rows.append(PolicyScore(name, episodes, float(np.mean(successes)) if metaworld else float("nan"),
                                 float(np.mean(true_ret)), float(np.mean(learned_ret)), len(true_segments[k]),
-                                accuracy, better, std))
+                                accuracy, better, std, step))
     all_true, all_learned = np.concatenate(true_segments), np.concatenate(learned_segments)
     return RewardCheck(str(run_dir), cfg.env, cfg.segment, seed, reward.step, reward.labels, rows,
                        _pearson(all_learned, all_true), _pair_accuracy(all_true, all_learned),
@@ -330,11 +340,12 @@ def to_markdown(check: RewardCheck) -> str:
              f"{check.segment}-step segments, reset seeds {check.seed * 1000}…"
              f"{check.seed * 1000 + check.policies[0].episodes - 1}, deterministic actions)",
              "",
-             "| policy | episodes | success | true return | learned return | ensemble std | segments | "
+             "| policy | at step | episodes | success | true return | learned return | ensemble std | segments | "
              "cross-pair accuracy | its segment truly better |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for p in check.policies:
-        lines.append(f"| {p.name} | {p.episodes} | {_num(p.success)} | {_num(p.true_return)} | "
+        step = "-" if p.step is None else p.step
+        lines.append(f"| {p.name} | {step} | {p.episodes} | {_num(p.success)} | {_num(p.true_return)} | "
                      f"{_num(p.learned_return)} | {_num(p.ensemble_std)} | {p.segments} | {_num(p.cross_accuracy)} | "
                      f"{_num(p.cross_better)} |")
     lines += ["", f"Segment returns, learned against true, over every policy's segments: Pearson r "

@@ -15,7 +15,7 @@ import torch
 
 import pref_brl
 from pref_brl.experiments.reward_check import main as reward_check_main
-from pref_brl.reward_check import OWN, check_reward, watch
+from pref_brl.reward_check import OWN, check_reward, to_markdown, watch
 from pref_brl.trainer import Trainer
 
 
@@ -67,6 +67,8 @@ def test_every_number_of_the_check_is_its_segments(runs) -> None:
     own, other = check.policies
     assert own.name == OWN and other.name == str(sac.run_dir)
     assert check.step == 800 and check.labels == pebble.max_feedback  # the finished run's checkpoint
+    assert own.step == 800 and other.step == 400  # each policy's checkpoint, named in the table
+    assert f"| {sac.run_dir} | 400 | 3 |" in to_markdown(check)
     assert own.segments == other.segments == 3 * 100 // pebble.segment
     for score, true, learned in zip(check.policies, check.true_segment_returns, check.learned_segment_returns):
         # 100-step episodes cut into whole segments: per-episode returns are the segments' sums
@@ -146,7 +148,7 @@ def test_the_command_prints_the_table_and_writes_it(runs, tmp_path, capsys) -> N
     assert reward_check_main([pebble.run_dir, "--against", sac.run_dir, "--episodes", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     text = out.read_text(encoding="utf-8")
-    assert text in printed and f"| {OWN} | 1 |" in text and f"| {sac.run_dir} | 1 |" in text
+    assert text in printed and f"| {OWN} | 800 | 1 |" in text and f"| {sac.run_dir} | 400 | 1 |" in text
     assert "| ensemble std |" in text and (tmp_path / "check.md.json").exists()
 
 
@@ -275,3 +277,28 @@ def test_watch_refuses_what_it_cannot_watch(runs, tmp_path, capsys) -> None:
     assert reward_check_main([pebble.run_dir, "--watch", str(link)]) == 2
     assert "is a broken symbolic link" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_the_reward_and_the_own_agent_come_from_one_checkpoint(runs, monkeypatch) -> None:
+    """A checkpoint landing between reading the reward and the agent (a watched run) is read again."""
+    from pref_brl import api
+    from pref_brl.reward_check import RewardCheckError
+
+    pebble, _, _ = runs
+    real, calls = api.load_policy, []
+
+    def racing(run_dir, *args, stale=1, **kw):
+        policy = real(run_dir, *args, **kw)
+        calls.append(policy.step)
+        if len(calls) <= stale:
+            policy.step -= 100  # as if read from the checkpoint before the reward's
+        return policy
+
+    monkeypatch.setattr(api, "load_policy", racing)
+    check = check_reward(pebble.run_dir, episodes=1)
+    assert len(calls) == 2 and check.policies[0].step == check.step == 800
+    calls.clear()
+    monkeypatch.setattr(api, "load_policy", lambda run_dir, *a, **kw: racing(run_dir, *a, stale=9, **kw))
+    with pytest.raises(RewardCheckError, match="three times in a row"):
+        check_reward(pebble.run_dir, episodes=1)
+    assert len(calls) == 3
