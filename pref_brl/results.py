@@ -198,7 +198,8 @@ def assign_groups(runs: list[RunData]) -> None:
 
 def parse_labels(specs: tuple[str, ...]) -> dict[str, str]:
     """`--label NAME=TEXT` options as {NAME: TEXT}, split at the last `=` (a name holds `=`, as in
-    `pebble+uncertainty_bonus=1.0`); a text must be new, non-empty and without `:` (which `--compare` splits at)."""
+    `pebble+uncertainty_bonus=1.0`); a text must be printable, non-empty and without `:` (which `--compare` splits
+    at) or `|` (a Markdown table's column bar)."""
     labels: dict[str, str] = {}
     for spec in specs:
         name, sep, text = spec.rpartition("=")
@@ -206,10 +207,11 @@ def parse_labels(specs: tuple[str, ...]) -> dict[str, str]:
         if not sep or not name or not text:
             raise ResultsError(f"--label takes NAME=TEXT, a group's name as the table names it and what to call it "
                                f"(e.g. pebble+uncertainty_bonus=1.0=pebble with bonus); got {spec!r}")
-        if ":" in text:
-            raise ResultsError(f"--label {spec!r}: the text may not hold ':', which --compare splits at")
+        if ":" in text or "|" in text or not text.isprintable():
+            raise ResultsError(f"--label {spec!r}: the text may not hold ':' (--compare splits at it), '|' (a table's "
+                               "column bar) or control or invisible characters")
         if name in labels:
-            raise ResultsError(f"--label names {name} twice")
+            raise ResultsError(f"--label names {name!r} twice")
         if text in labels.values():
             raise ResultsError(f"--label gives two groups the text {text!r}; their lines and rows could not be told "
                                "apart")
@@ -218,16 +220,29 @@ def parse_labels(specs: tuple[str, ...]) -> dict[str, str]:
 
 
 def apply_labels(runs: list[RunData], labels: dict[str, str]) -> None:
-    """Give each group that `labels` names its text (`Group.display`); a name no group has, or a text that is
-    another group's name, is an error."""
+    """Give each group that `labels` names its text (`Group.display`). An error: a name no group has; a text that
+    is a group's name or a method's (`--compare` would not know which is meant); two groups shown alike."""
+    from typing import get_args
+
+    from pref_brl.config import Method
+
     names = sorted({r.group.name for r in runs if r.group is not None})
     missing = [n for n in labels if n not in names]
     if missing:
-        raise ResultsError(f"--label: no group is named {', '.join(missing)} (NAME=TEXT splits at the last '=', so "
-                           f"TEXT holds none); the groups here are {', '.join(names)}")
-    clash = [t for t in labels.values() if t in names and t not in labels]
+        raise ResultsError(f"--label: no group is named {', '.join(map(repr, missing))} (NAME=TEXT splits at the "
+                           f"last '=', so TEXT holds none); the groups here are {', '.join(names)}")
+    taken = set(names) | set(get_args(Method))
+    clash = [t for t in labels.values() if t in taken]
     if clash:
-        raise ResultsError(f"--label: {', '.join(clash)} is already the name of another group; choose another text")
+        raise ResultsError(f"--label: {', '.join(map(repr, clash))} is already the name of a group or a method, so "
+                           "--compare could not tell them apart; choose another text")
+    groups = {replace(r.group, display=labels.get(r.group.name, "")) for r in runs if r.group is not None}
+    shown: dict[str, Group] = {}
+    for group in groups:
+        other = shown.setdefault(group.label, group)
+        if other != group:
+            raise ResultsError(f"--label: two groups would both be shown as {group.label!r} ({other.name} and "
+                               f"{group.name}); choose another text")
     for run in runs:
         if run.group is not None:
             run.group = replace(run.group, display=labels.get(run.group.name, ""))

@@ -108,7 +108,7 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
         for _ in range(3):  # the reward and the own agent from one checkpoint, even if a new one lands between
             reward = load_reward(run_dir)
             own = load_policy(run_dir)
-            if own.step == reward.step:
+            if own.step is None or own.step == reward.step:  # None: a Stable-Baselines3 model file, no step
                 break
         else:
             raise RewardCheckError(f"{run_dir} wrote a new checkpoint between reading its reward and its agent, "

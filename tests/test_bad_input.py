@@ -151,7 +151,11 @@ BAD_INPUTS = [
     ("train", HUMAN, "--teacher human: MuJoCo cannot render here (MUJOCO_GL=nonsense", BAD_GL),
     ("plot", ["{tmp}/study", "--metric", "eval/mean_rewrd"], "is logged by no run; logged: eval/mean_reward"),
     ("plot", ["{tmp}/study", "--label", "pebble"], "--label takes NAME=TEXT"),
-    ("plot", ["{tmp}/study", "--label", "dagger=x"], "--label: no group is named dagger"),
+    ("plot", ["{tmp}/study", "--label", "dagger=x"], "--label: no group is named 'dagger'"),
+    ("plot", ["{tmp}/study", "--label", "pebble=a", "--label", "pebble=b"], "--label given twice: only the last"),
+    ("sweep", ["--set", "lr=0.001", "--set", "hidden_dim", "--dry-run"], "is not key=value"),  # --set may repeat
+    ("sweep", ["--seeds", "0", "--seeds", "1", "--dry-run"], "--seeds given twice: only the last would count"),
+    ("train", ["--compile", "--no-compile"], "--compile and --no-compile both given"),
     ("plot", ["{tmp}/study", "--compare", "x:pebble"], "--compare: unknown method(s) x"),
     ("gridworld", ["--benchmarks", "cartpole", *GW], "unknown benchmark(s) ['cartpole']"),
     ("sweep", ["--teachers", "human", "--dry-run"], "a sweep runs unattended"),

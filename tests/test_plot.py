@@ -272,16 +272,21 @@ def test_labels_rename_groups_in_tables_figures_and_compare(tmp_path: Path, monk
     assert rows[2].group == rows[2].group.__class__("walker_walk", "pebble", 100, rows[2].group.extras,
                                                     rows[2].group.variant)  # the given name is not identity
     capsys.readouterr()
-    bad = {"sac": "--label takes NAME=TEXT",
-           "pebble+uncertainty_bonus=1.0": "no group is named pebble+uncertainty_bonus (NAME=TEXT splits at the last",
-           "sac=a:b": "may not hold ':'",
-           "mrn=x": "no group is named mrn",
-           "sac=pebble": "pebble is already the name of another group",
-           "sac=x pebble=x": "two groups the text 'x'",
-           "sac=x sac=y": "names sac twice"}
-    for labels, message in bad.items():
+    bonus = "pebble+uncertainty_bonus=1.0"
+    bad = [(["sac"], "--label takes NAME=TEXT"),
+           ([bonus], "no group is named 'pebble+uncertainty_bonus' (NAME=TEXT splits at the"),
+           (["sac=a:b"], "may not hold ':'"), (["sac=a|b"], "may not hold ':'"), (["sac=a\nb"], "may not hold ':'"),
+           (["sac=a\u200bb"], "may not hold ':'"),
+           (["pebb\nle=x"], "no group is named 'pebb\\nle'"), (["mrn=x"], "no group is named 'mrn'"),
+           (["sac=pebble"], "'pebble' is already the name of a group or a method"),
+           ([f"{bonus}=pebble", "pebble=plain"], "'pebble' is already the name of a group or a method"),
+           (["sac=pebble", "pebble=sac"], "is already the name of a group or a method"),
+           ([f"{bonus}=bilevel"], "'bilevel' is already the name of a group or a method"),
+           ([f"{bonus}=SAC (true reward)", "sac=SAC"], "two groups would both be shown as 'SAC (true reward)'"),
+           (["sac=x", "pebble=x"], "two groups the text 'x'"), (["sac=x", "sac=y"], "names 'sac' twice")]
+    for labels, message in bad:
         fresh = tmp_path / "fresh"
-        assert main([str(tmp_path), "--out", str(fresh), "--label", *labels.split()]) == 2
+        assert main([str(tmp_path), "--out", str(fresh), "--label", *labels]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (labels, err)
         assert not fresh.exists()

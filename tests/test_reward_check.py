@@ -302,3 +302,13 @@ def test_the_reward_and_the_own_agent_come_from_one_checkpoint(runs, monkeypatch
     with pytest.raises(RewardCheckError, match="three times in a row"):
         check_reward(pebble.run_dir, episodes=1)
     assert len(calls) == 3
+    calls.clear()  # a Stable-Baselines3 agent's model file has no step: nothing to compare, read once
+
+    def sb3_like(run_dir, *args, **kw):
+        policy = real(run_dir, *args, **kw)
+        calls.append(policy.step)
+        policy.step = None
+        return policy
+
+    monkeypatch.setattr(api, "load_policy", sb3_like)
+    assert check_reward(pebble.run_dir, episodes=1).policies[0].step is None and len(calls) == 1
