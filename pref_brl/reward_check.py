@@ -42,6 +42,10 @@ class RewardNotYetError(RewardCheckError):
     """The run has no learned reward yet (no checkpoint, or none after its first feedback round)."""
 
 
+class CheckpointChangedError(RewardCheckError):
+    """The run wrote a new checkpoint between reading its reward and its agent, every time it was read."""
+
+
 @dataclass(frozen=True)
 class PolicyScore:
     """One policy's episodes under the true and the learned reward."""
@@ -111,8 +115,8 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
             if own.step is None or own.step == reward.step:  # None: a Stable-Baselines3 model file, no step
                 break
         else:
-            raise RewardCheckError(f"{run_dir} wrote a new checkpoint between reading its reward and its agent, "
-                                   "three times in a row; check again")
+            raise CheckpointChangedError(f"{run_dir} wrote a new checkpoint between reading its reward and its "
+                                         "agent, three times in a row; check again")
         policies = [(OWN, own)] + [(str(path), load_policy(path)) for path, _ in others]
     except RewardNotYet as exc:
         raise RewardNotYetError(str(exc)) from None
@@ -225,7 +229,7 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
         if stamp is not None and stamp != seen:
             try:
                 check = check_reward(run_dir, against, episodes, seed)
-            except RewardNotYetError as exc:
+            except (RewardNotYetError, CheckpointChangedError) as exc:  # the latter: the stamp moved, look again
                 check = None
                 if progress:
                     progress(f"waiting: {exc}")

@@ -189,6 +189,19 @@ def test_watch_redoes_a_check_whose_checkpoint_changed_under_it(runs, tmp_path, 
     monkeypatch.setattr(rc, "check_reward", touching)
     assert rc.watch(pebble.run_dir, [], tmp_path / "checks", episodes=1, poll=0.1) == [800]
     assert len(calls) == 2
+    calls.clear()  # checkpoints landing between every read of the reward and the agent: looked at again
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # new checkpoints kept landing while it read
+            path = Path(pebble.run_dir) / "checkpoint.pt"
+            os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+            raise rc.CheckpointChangedError("a new checkpoint three times in a row")
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(rc, "check_reward", racing)
+    assert rc.watch(pebble.run_dir, [], tmp_path / "checks2", episodes=1, poll=0.1) == [800]
+    assert len(calls) == 2
 
 
 def test_watch_waits_for_the_first_feedback_round(tiny, tmp_path) -> None:
