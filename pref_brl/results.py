@@ -236,16 +236,15 @@ def apply_labels(runs: list[RunData], labels: dict[str, str]) -> None:
     if clash:
         raise ResultsError(f"--label: {', '.join(map(repr, clash))} is already the name of a group or a method, so "
                            "--compare could not tell them apart; choose another text")
-    groups = {replace(r.group, display=labels.get(r.group.name, "")) for r in runs if r.group is not None}
+    named = [(r, replace(r.group, display=labels.get(r.group.name, ""))) for r in runs if r.group is not None]
     shown: dict[str, Group] = {}
-    for group in groups:
+    for _, group in named:
         other = shown.setdefault(group.label, group)
         if other != group:
             raise ResultsError(f"--label: two groups would both be shown as {group.label!r} ({other.name} and "
                                f"{group.name}); choose another text")
-    for run in runs:
-        if run.group is not None:
-            run.group = replace(run.group, display=labels.get(run.group.name, ""))
+    for run, group in named:
+        run.group = group
 
 
 def select_metric(runs: list[RunData], metric: str | None) -> tuple[list[RunData], dict[str, str]]:
