@@ -11,6 +11,7 @@ Examples:
       --against runs/door-v1/metaworld_door-open-v3/sac/seed0 --out reward-check.md
   pref-brl-reward-check RUN --against SAC_RUN OTHER_RUN --episodes 10 --seed 3
   pref-brl-reward-check RUNNING_RUN --against SAC_RUN --watch checks/   # a check at every checkpoint, to the end
+  pref-brl-reward-check DOOR_RUN --expert   # Meta-World's scripted policy for the task, no trained run needed
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class RewardCheckArgs:
     """a preference run folder (pebble, bilevel, sobirl, mrn) with a checkpoint after a feedback round"""
     against: tuple[str, ...] = ()
     """run folders of the same env whose agent A is scored too (e.g. a sac run on the true reward)"""
+    expert: bool = False
+    """also score Meta-World's scripted policy for the run's task (metaworld.policies), which solves it with no
+    training: a policy that succeeds, on a Meta-World run, without a sac run to hand"""
     episodes: int = 5
     """deterministic episodes per policy, on reset seeds 1000·seed + 0, 1, ..."""
     seed: int = 0
@@ -77,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         if args.watch:
             steps = watch(args.run_dir, args.against, args.watch, args.episodes, args.seed, args.poll,
-                          progress=lambda line: print(line, flush=True))
+                          progress=lambda line: print(line, flush=True), expert=args.expert)
             print(f"{args.run_dir} has finished; checks of steps {', '.join(map(str, steps)) or '(none)'} are in "
                   f"{args.watch}")
             return 0
         result = check_reward(args.run_dir, args.against, args.episodes, args.seed,
-                              progress=lambda line: print(line, flush=True))
+                              progress=lambda line: print(line, flush=True), expert=args.expert)
     except RewardCheckError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ _EXPORTS: dict[str, str] = {
     "load_policy": "pref_brl.api",
     "LearnedReward": "pref_brl.api",
     "load_reward": "pref_brl.api",
+    "scripted_policy": "pref_brl.api",
     "TrainConfig": "pref_brl.config",
     "ConfigError": "pref_brl.validate",
     "validate": "pref_brl.validate",
@@ -41,10 +42,11 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = ["EQUAL", "SKIP", "ConfigError", "LearnedReward", "Policy", "PreferenceData", "Queries", "RewardEnsemble",
            "RewardModel", "RunResult", "Teacher", "TrainConfig", "__version__", "export_preferences", "load_policy",
-           "load_preferences", "load_reward", "make_env", "preset_config", "save_preferences", "train", "validate"]
+           "load_preferences", "load_reward", "make_env", "preset_config", "save_preferences", "scripted_policy",
+           "train", "validate"]
 
 if TYPE_CHECKING:
-    from pref_brl.api import LearnedReward, Policy, RunResult, load_policy, load_reward, train
+    from pref_brl.api import LearnedReward, Policy, RunResult, load_policy, load_reward, scripted_policy, train
     from pref_brl.config import TrainConfig, preset_config
     from pref_brl.datasets import PreferenceData, export_preferences, load_preferences, save_preferences
     from pref_brl.envs import make_env

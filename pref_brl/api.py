@@ -15,7 +15,7 @@ from pref_brl.runs import CONFIG_FILE, DONE_FILE, SB3_MODEL_FILE, SCALARS_FILE
 if TYPE_CHECKING:
     from pref_brl.config import TrainConfig
 
-__all__ = ["LearnedReward", "Policy", "RunResult", "load_policy", "load_reward", "train"]
+__all__ = ["LearnedReward", "Policy", "RunResult", "load_policy", "load_reward", "scripted_policy", "train"]
 
 """a Stable-Baselines3 agent's model, saved by SB3 in its run folder"""
 
@@ -112,6 +112,45 @@ def load_policy(run_dir: str | Path, agent: str = "A", device: str = "cpu") -> P
         return _sb3_policy(run_dir, cfg, agent, device)
     actor_state, step = _actor_state(run_dir, agent)
     return _sac_policy(actor_state, cfg, device, step)
+
+
+SCRIPTED_NAME = "Meta-World scripted policy"
+"""how a scripted policy is named in tables"""
+
+
+def scripted_policy(env: Any) -> Policy:
+    """Meta-World's scripted policy for the task of `env`, a Meta-World environment from :func:`pref_brl.make_env`
+    (`metaworld.policies`: the hand-written controllers with which Meta-World shows that each task can be
+    solved), behind the Policy interface: behaviour that solves the task with no training, e.g. to ask whether a
+    learned reward ranks it high (`pref-brl-reward-check --expert`). Give it the observations of that `env`: some
+    controllers steer to the goal, which the default goal mode hides from the observation, and the policy reads
+    it from `env` (a privilege of the simulator, like the scripted teacher's). It is deterministic
+    (`deterministic=False` acts the same); its actions are clipped to [-1, 1], as the simulator clips them;
+    `step` is None. A ValueError for any other environment."""
+    import warnings
+
+    from pref_brl.envs.metaworld_env import MetaWorldEnv
+
+    sim = getattr(env, "unwrapped", env)
+    if not isinstance(sim, MetaWorldEnv):
+        raise ValueError(f"scripted policies are Meta-World's, and this is a {type(sim).__name__}: give a Meta-World "
+                         "environment of pref_brl.make_env (elsewhere, score a trained agent, e.g. a sac run's)")
+    from metaworld.policies import ENV_POLICY_MAP
+
+    controller = ENV_POLICY_MAP[sim.task_name]()  # every known task has one (tests/test_envs.py)
+    obs_dim, act_dim = sim.observation_space.shape[0], sim.action_space.shape[0]
+
+    def act(obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        actions = np.empty((len(obs), act_dim), dtype=np.float32)
+        with warnings.catch_warnings():  # "Constant(s) may be too high": a proportional step past [-1, 1]
+            warnings.simplefilter("ignore", UserWarning)
+            for i, o in enumerate(obs):
+                full = np.array(o, dtype=np.float64)  # a copy: the controllers also shift parts of it in place
+                full[-3:] = sim.goal  # the goal, hidden or not (then the same numbers)
+                actions[i] = np.clip(controller.get_action(full), -1.0, 1.0)
+        return actions
+
+    return Policy(act, obs_dim, act_dim)
 
 
 def run_config(run_dir: Path) -> TrainConfig:

@@ -32,6 +32,8 @@ import numpy as np
 
 OWN = "own agent"
 """the name of the checked run's own policy in the table"""
+EXPERT = "Meta-World scripted policy"
+"""the name of Meta-World's scripted policy for the task in the table (`expert=True`)"""
 
 
 class RewardCheckError(ValueError):
@@ -99,15 +101,16 @@ class RewardCheck:
 
 
 def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episodes: int = 5, seed: int = 0,
-                 progress: Callable[[str], None] | None = None) -> RewardCheck:
-    """Roll out the run's own agent and each `against` run's agent A, deterministically, `episodes` episodes each
-    on the same reset seeds, and score every segment with the run's learned reward. Only reads the run folders."""
-    from pref_brl.api import RewardNotYet, load_policy, load_reward
+                 progress: Callable[[str], None] | None = None, expert: bool = False) -> RewardCheck:
+    """Roll out the run's own agent, each `against` run's agent A and, with `expert`, Meta-World's scripted policy
+    for the task (:func:`pref_brl.scripted_policy`), deterministically, `episodes` episodes each on the same reset
+    seeds, and score every segment with the run's learned reward. Only reads the run folders."""
+    from pref_brl.api import RewardNotYet, load_policy, load_reward, scripted_policy
     from pref_brl.checkpoint import CheckpointError
     from pref_brl.envs import is_metaworld, make_env
 
     run_dir = Path(run_dir)
-    cfg, others = check_inputs(run_dir, against, episodes, seed)
+    cfg, others = check_inputs(run_dir, against, episodes, seed, expert)
     try:
         for _ in range(3):  # the reward and the own agent from one checkpoint, even if a new one lands between
             reward = load_reward(run_dir)
@@ -123,6 +126,8 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
     except (ValueError, CheckpointError) as exc:
         raise RewardCheckError(str(exc)) from None
     env = make_env(cfg.env, seed, goal_mode=cfg.goal_mode, max_episode_steps=cfg.max_episode_steps or None)
+    if expert:  # it reads the goal from the environment it acts in
+        policies.append((EXPERT, scripted_policy(env)))
     true_segments, learned_segments, scores = [], [], []
     try:
         for name, policy in policies:
@@ -164,9 +169,10 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
                        [list(x) for x in true_segments], [list(x) for x in learned_segments])
 
 
-def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, seed: int):
-    """What can be refused before any checkpoint is read: the counts, each folder's config, one environment, and
-    a run that has a learned reward at all. Returns (the run's config, [(path, config) of each `against` run])."""
+def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, seed: int, expert: bool = False):
+    """What can be refused before any checkpoint is read: the counts, each folder's config, one environment, a run
+    that has a learned reward at all, and `expert` on an environment without a scripted policy. Returns (the run's
+    config, [(path, config) of each `against` run])."""
     if episodes < 1:
         raise RewardCheckError(f"--episodes must be >= 1, got {episodes}")
     top = (2**32 - 1 - episodes) // 1000  # reset seeds 1000·seed + i must be valid seeds
@@ -180,6 +186,11 @@ def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, se
         if other.env != cfg.env:
             raise RewardCheckError(f"{path} is a {other.env} run and {run_dir} a {cfg.env} run: compare runs of "
                                    "one environment")
+    from pref_brl.envs import is_metaworld
+
+    if expert and not is_metaworld(cfg.env):
+        raise RewardCheckError(f"--expert scores Meta-World's scripted policy, and {run_dir} is a {cfg.env} run: "
+                               "score a trained agent instead (--against a sac run on the true reward)")
     return cfg, others
 
 
@@ -193,7 +204,7 @@ POLL_RANGE = (0.1, 86_400.0)
 
 def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Path, episodes: int = 5, seed: int = 0,
           poll: float = 60.0, progress: Callable[[str], None] | None = None,
-          sleep: Callable[[float], None] = time.sleep) -> list[int]:
+          sleep: Callable[[float], None] = time.sleep, expert: bool = False) -> list[int]:
     """A check of each new checkpoint of a preference run, while it trains, until it has finished: the series
     of how its reward scores the other agents as its labels come in. Each check is written to
     `out_dir`/step<N>.md and .json (N the checkpoint's step); steps already there are not redone, so a watch
@@ -206,7 +217,7 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
     from pref_brl.runs import finished_step, folder_holder
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    cfg, _ = check_inputs(run_dir, against, episodes, seed)
+    cfg, _ = check_inputs(run_dir, against, episodes, seed, expert)
     if cfg.agent != "sac":
         raise RewardCheckError(f"{run_dir} is an --agent {cfg.agent} run, whose policy is saved only when it ends: "
                                "check it then, without --watch")
@@ -216,7 +227,7 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
     low, high = POLL_RANGE
     if not low <= poll <= high:
         raise RewardCheckError(f"--poll must be in [{low:g}, {high:g}] seconds, got {poll}")
-    settings = {"run": str(run_dir), "against": [str(p) for p in against], "episodes": episodes, "seed": seed}
+    settings = _watch_settings(run_dir, against, episodes, seed, expert)
     _check_watch_settings(out_dir, settings)
     done = {int(p.stem[4:]) for p in out_dir.glob("step*.json") if p.stem[4:].isdigit()} if out_dir.is_dir() else set()
     seen, idle = None, 0
@@ -228,7 +239,7 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
                                    "nothing to check")
         if stamp is not None and stamp != seen:
             try:
-                check = check_reward(run_dir, against, episodes, seed)
+                check = check_reward(run_dir, against, episodes, seed, expert=expert)
             except (RewardNotYetError, CheckpointChangedError) as exc:  # the latter: the stamp moved, look again
                 check = None
                 if progress:
@@ -255,6 +266,13 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
         sleep(poll)
 
 
+def _watch_settings(run_dir: Path, against: Sequence[str | Path], episodes: int, seed: int, expert: bool) -> dict:
+    settings = {"run": str(run_dir), "against": [str(p) for p in against], "episodes": episodes, "seed": seed}
+    if expert:  # absent when off, so that folders written before --expert existed go on as they were
+        settings["expert"] = True
+    return settings
+
+
 def _check_watch_settings(out_dir: Path, settings: dict) -> None:
     """A --watch folder holds the checks of one run with one set of settings."""
     path = out_dir / WATCH_SETTINGS
@@ -265,7 +283,8 @@ def _check_watch_settings(out_dir: Path, settings: dict) -> None:
     except (OSError, UnicodeDecodeError, ValueError):
         raise RewardCheckError(f"{path} is not readable: choose another --watch folder") from None
     if old != settings:
-        changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+        keys = list(settings) + [k for k in old if k not in settings]  # a setting on one side only (expert)
+        changed = ", ".join(f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in keys if old.get(k) != settings.get(k))
         raise RewardCheckError(f"--watch {out_dir} holds checks made with other settings ({changed}): choose another "
                                "folder, or the same settings to go on")
 

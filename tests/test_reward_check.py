@@ -325,3 +325,78 @@ def test_the_reward_and_the_own_agent_come_from_one_checkpoint(runs, monkeypatch
 
     monkeypatch.setattr(api, "load_policy", sb3_like)
     assert check_reward(pebble.run_dir, episodes=1).policies[0].step is None and len(calls) == 1
+
+
+@pytest.fixture(scope="module")
+def door_run(tmp_path_factory):
+    """A tiny pebble run on door-open (100-step episodes), past its feedback rounds."""
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path_factory.mktemp("door"), "pebble", method="pebble", env="metaworld_door-open-v3",
+                      steps=600)
+    Trainer(cfg, progress=False).train()
+    return cfg
+
+
+def test_the_expert_is_meta_worlds_controller_scored_by_the_runs_reward(door_run) -> None:
+    # the scripted policy's episodes redone here from Meta-World's own controller: the same reset seeds, its
+    # actions clipped, each episode cut end to end into segments and scored by the loaded reward
+    import warnings
+
+    from metaworld.policies import SawyerDoorOpenV3Policy
+
+    from pref_brl.reward_check import EXPERT
+
+    check = check_reward(door_run.run_dir, episodes=2, seed=1, expert=True)
+    own, expert = check.policies
+    assert expert.name == EXPERT and expert.step is None and own.step == check.step == 600
+    assert f"| {EXPERT} | - | 2 | 1 |" in to_markdown(check)  # opens the door in both episodes
+    reward, controller = pref_brl.load_reward(door_run.run_dir), SawyerDoorOpenV3Policy()
+    env = pref_brl.make_env("metaworld_door-open-v3", 1, max_episode_steps=100)
+    true_segments, learned_segments = [], []
+    for i in range(2):
+        obs, _ = env.reset(seed=1000 + i)
+        observations, actions, rewards, done = [], [], [], False
+        while not done:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the controller warns that its gains saturate the action
+                action = np.clip(controller.get_action(obs.astype(np.float64)), -1, 1).astype(np.float32)
+            observations.append(obs)
+            actions.append(action)
+            obs, r, terminated, truncated, _ = env.step(action)
+            rewards.append(r)
+            done = terminated or truncated
+        learned = reward(np.stack(observations), np.stack(actions))
+        for start in range(0, len(rewards), door_run.segment):
+            true_segments.append(sum(rewards[start:start + door_run.segment]))
+            learned_segments.append(learned[start:start + door_run.segment].sum())
+    env.close()
+    assert check.true_segment_returns[1] == pytest.approx(true_segments, rel=1e-9)
+    assert check.learned_segment_returns[1] == pytest.approx(learned_segments, rel=1e-6)
+    assert expert.true_return > own.true_return  # an untrained agent does not open the door
+
+
+def test_expert_is_refused_where_meta_world_has_no_scripted_policy(runs, tmp_path, capsys) -> None:
+    pebble, _, _ = runs  # a walker run
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for extra in (["--out", str(tmp_path / "check.md")], ["--watch", str(tmp_path / "checks")]):
+        assert reward_check_main([pebble.run_dir, "--expert", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --expert scores Meta-World's scripted policy") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_watch_records_expert_and_keeps_its_folder_to_it(door_run, tmp_path) -> None:
+    from pref_brl.reward_check import EXPERT, RewardCheckError
+
+    out = tmp_path / "checks"
+    assert watch(door_run.run_dir, [], out, episodes=1, expert=True) == [600]
+    assert json.loads((out / "watch.json").read_text())["expert"] is True
+    assert json.loads((out / "step0000600.json").read_text())["policies"][1]["name"] == EXPERT
+    with pytest.raises(RewardCheckError, match=r"other settings \(expert True -> None\)"):
+        watch(door_run.run_dir, [], out, episodes=1)
+    plain = tmp_path / "plain"  # a folder without --expert has no such key, as folders made before it
+    watch(door_run.run_dir, [], plain, episodes=1)
+    assert "expert" not in json.loads((plain / "watch.json").read_text())
+    with pytest.raises(RewardCheckError, match=r"other settings \(expert None -> True\)"):
+        watch(door_run.run_dir, [], plain, episodes=1, expert=True)
