@@ -12,11 +12,17 @@ Examples:
   pref-brl-plot runs/study-a runs/study-b --aggregate mean --out figures/
   pref-brl-plot runs/door --metric eval/mean_reward --x steps
   pref-brl-plot runs/door --label "pebble+uncertainty_bonus=1.0=pebble with bonus"
+  pref-brl-plot runs/door --checks checks/pebble-seed0 checks/bilevel-seed0   # reward checks of pref-brl-reward-check
+
+Reward checks (the JSON files of pref-brl-reward-check, --out or --watch) are drawn as series, one figure per env:
+the cross-pair accuracy against each other policy at each checked checkpoint, one panel per method. By default
+they are read from the reward-checks folder of each given folder (an archived study keeps them there).
 """
 
 from __future__ import annotations
 
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +31,7 @@ import numpy as np
 import tyro
 
 from pref_brl import diagnostics
+from pref_brl.check_series import CheckSeries, check_files, default_check_folders, load_series
 from pref_brl.cli import parse
 from pref_brl.results import (
     MIN_SEEDS_FOR_CI,
@@ -80,6 +87,9 @@ class PlotArgs:
     """output folder (default: <first folder>/plots)"""
     formats: tuple[str, ...] = ("png", "svg")
     """figure file formats"""
+    checks: tuple[str, ...] = ()
+    """folders of pref-brl-reward-check results (.json of --out or --watch) to draw as series (default: the
+    reward-checks folder of each given folder, where there is one)"""
     diagnostics: str = ""
     """also pool every scalar whose tag starts with this prefix (e.g. bilevel/) over all rounds of all seeds of
     each group, into diagnostics.md: runs, rounds, mean, median, range, share of rounds below zero"""
@@ -179,6 +189,71 @@ def draw_budgets(rows: list[Row], env: str, aggregate: str, base: Path, formats:
     return save(fig, base, formats)
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+"""one per other policy a panel's checks scored"""
+
+
+def draw_checks(series: list[CheckSeries], env: str, labels: dict[str, str], base: Path,
+                formats: tuple[str, ...]) -> list[Path]:
+    """The reward checks of one env: a panel per group, a colour per seed, a line style per other policy."""
+    order = list(COLORS)
+    groups = sorted({s.group for s in series}, key=lambda g: (order.index(g.split("+")[0]) if g.split("+")[0] in
+                                                              order else len(order), g))
+    seeds = sorted({s.seed for s in series})
+    againsts = sorted({s.against for s in series})
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(3, len(groups))
+    rows = -(-len(groups) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns if columns > 1 else 5.2, 4.6 * rows),
+                             sharey=True, squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, group in zip(axes.flat, groups):
+        for line in [s for s in series if s.group == group]:
+            color = SPARE_COLORS[seeds.index(line.seed) % len(SPARE_COLORS)]
+            style = LINESTYLES[againsts.index(line.against) % len(LINESTYLES)]
+            ax.plot(line.steps, line.cross_accuracy, style, marker="o", ms=2.5, lw=1.4, color=color,
+                    label=f"{line.seed or 'run'} vs {line.against}")
+        ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+        spent = labels_spent([s for s in series if s.group == group])
+        if spent is not None:
+            ax.axvline(spent, color="gray", lw=0.8, ls="--", label="first check with every label")
+        ax.set_ylim(-0.03, 1.03)
+        title = textwrap.fill(labels.get(group, group).replace("+", "+ "), 48, break_on_hyphens=False,
+                              break_long_words=False).replace("+ ", "+")  # lines broken after a '+' only
+        ax.set_title(f"{env}\n{title}", fontsize=9)
+        ax.set_xlabel(AXIS_LABELS["steps"])
+        ax.grid(alpha=0.3)
+        legend_below(ax)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("cross-pair accuracy of the learned reward")
+    return save(fig, base, formats)
+
+
+def labels_spent(series: list[CheckSeries]) -> int | None:
+    """The first checked step at which a run's labels had all been given (its most, reached before its last check),
+    the earliest over the runs; None if none of them had stopped labelling by its last check."""
+    steps = []
+    for line in series:
+        most = max(line.labels)
+        if line.labels[-1] == most and line.labels.index(most) < len(line.labels) - 1:
+            steps.append(line.steps[line.labels.index(most)])
+    return min(steps, default=None)
+
+
+def check_series(args: PlotArgs) -> list[CheckSeries]:
+    """The reward-check series to draw (of --env's envs when given); before anything is written."""
+    folders = [Path(f) for f in args.checks] if args.checks else default_check_folders(args.folders)
+    series = load_series(check_files(folders))
+    if args.checks and not series:
+        raise ResultsError(f"--checks: no pref-brl-reward-check results (.json) in {', '.join(args.checks)}")
+    return [s for s in series if not args.env or s.env in args.env]
+
+
 def out_folder(args: PlotArgs) -> Path:
     return Path(args.out) if args.out else Path(args.folders[0]) / "plots"
 
@@ -209,6 +284,9 @@ def check_args(args: PlotArgs) -> None:
     for folder in map(Path, args.folders):
         if not folder.is_dir():
             raise ResultsError(f"{folder} is not a folder; pass a study folder or run folders")
+    for folder in map(Path, args.checks):
+        if not folder.is_dir():
+            raise ResultsError(f"--checks {folder} is not a folder; pass folders of pref-brl-reward-check results")
     if find_spec("matplotlib") is None:
         raise ResultsError("pref-brl-plot draws with matplotlib: install the [plot] extra (pip install -e '.[plot]')")
     from matplotlib.figure import Figure
@@ -226,6 +304,7 @@ def check_args(args: PlotArgs) -> None:
 def make_plots(args: PlotArgs) -> list[Path]:
     runs, metrics = load(list(args.folders), args.metric or None, args.env)
     apply_labels(runs, parse_labels(args.label))
+    series = check_series(args)
     out = out_folder(args)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -237,6 +316,9 @@ def make_plots(args: PlotArgs) -> list[Path]:
             if items:
                 base = out / f"{env}_{metric.replace('/', '-')}_vs_{axis}"
                 written += draw(items, env, metric, axis, args.aggregate, base, args.formats)
+    for env in sorted({s.env for s in series}):
+        written += draw_checks([s for s in series if s.env == env], env, parse_labels(args.label),
+                               out / f"{env}_reward-checks", args.formats)
     rows, pooled = tables(args, runs, metrics)
     for env, metric in metrics.items():
         env_rows = [r for r in rows if r.group.env == env]

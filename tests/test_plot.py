@@ -290,3 +290,80 @@ def test_labels_rename_groups_in_tables_figures_and_compare(tmp_path: Path, monk
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (labels, err)
         assert not fresh.exists()
+
+
+def write_check(path: Path, run_dir: Path, step: int, labels: int, accuracies: dict[str, float]) -> None:
+    """A check as pref-brl-reward-check writes it (--out FILE gives FILE.json), with made-up numbers."""
+    from pref_brl.reward_check import OWN, PolicyScore, RewardCheck
+
+    nan = float("nan")
+    policies = [PolicyScore(OWN, 2, nan, 1.0, 1.0, 4, nan, nan, 0.1, step)]
+    policies += [PolicyScore(name, 2, nan, 9.0, 0.5, 4, acc, 1.0, 0.2, None) for name, acc in accuracies.items()]
+    check = RewardCheck(str(run_dir), "walker_walk", 50, 0, step, labels, policies, 0.3, 0.6, [[1.0]], [[1.0]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(check.to_json(), encoding="utf-8")
+
+
+def test_reward_checks_are_drawn_as_series_per_run_and_policy(study: Path, tmp_path: Path, capsys) -> None:
+    from pref_brl.check_series import check_files, load_series
+    from pref_brl.experiments.plot import labels_spent
+
+    checks, sac = study / "reward-checks", study / "walker_walk" / "sac" / "seed0"
+    for seed in (0, 1):
+        run = study / "walker_walk" / "pebble" / "budget100" / "oracle" / f"seed{seed}"
+        # file names out of step order: the series is ordered by the checks' steps
+        for name, step, labels in (("b", 100, 40), ("a", 300, 100), ("c", 200, 100)):
+            write_check(checks / f"{name}-{seed}.json", run, step, labels,
+                        {str(sac): step / 1000 + seed, "Meta-World scripted policy": 0.5})
+    (checks / "watch.json").write_text('{"run": "x"}', encoding="utf-8")  # a --watch folder's settings: skipped
+    series = load_series(check_files([checks]))
+    assert [(s.group, s.seed, s.against) for s in series] == [
+        ("pebble", f"seed{k}", a) for k in (0, 1) for a in ("sac/seed0", "scripted policy")]
+    first = series[0]
+    assert first.steps == (100, 200, 300) and first.labels == (40, 100, 100)
+    assert first.cross_accuracy == pytest.approx((0.1, 0.2, 0.3))
+    assert series[2].cross_accuracy == pytest.approx((1.1, 1.2, 1.3))
+    assert labels_spent(series) == 200  # labels all given by the check at 200, still so at 300
+    assert labels_spent([dataclasses.replace(first, labels=(40, 80, 100))]) is None  # still labelling at its last
+    out = tmp_path / "plots"
+    assert main([str(study), "--out", str(out), "--reps", "50"]) == 0  # the study's reward-checks by default
+    assert (out / "walker_walk_reward-checks.png").read_bytes()[:4] == b"\x89PNG"
+    door = "metaworld_door-open-v3"  # --env keeps the checks of its envs only
+    write_check(checks / "door.json", Path("runs") / door / "pebble" / "budget1000" / "oracle" / "seed0", 100, 40,
+                {"Meta-World scripted policy": 0.5})
+    text = (checks / "door.json").read_text(encoding="utf-8")
+    (checks / "door.json").write_text(text.replace('"env": "walker_walk"', f'"env": "{door}"'), encoding="utf-8")
+    assert main([str(study), "--out", str(tmp_path / "all"), "--reps", "50"]) == 0
+    assert (tmp_path / "all" / f"{door}_reward-checks.png").exists()
+    assert main([str(study), "--out", str(tmp_path / "walker"), "--reps", "50", "--env", "walker_walk"]) == 0
+    assert not (tmp_path / "walker" / f"{door}_reward-checks.png").exists()
+    assert (tmp_path / "walker" / "walker_walk_reward-checks.png").exists()
+
+
+def test_reward_checks_that_cannot_be_drawn_are_refused_before_anything_is_written(study: Path, tmp_path: Path,
+                                                                                   capsys) -> None:
+    run = study / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0"
+    bad = tmp_path / "bad"
+    cases = []
+    (bad / "1").mkdir(parents=True)
+    (bad / "1" / "x.json").write_text('{"step": 1}', encoding="utf-8")
+    cases.append((bad / "1", "x.json is not a pref-brl-reward-check result (no run_dir of type str)"))
+    (bad / "2").mkdir()
+    (bad / "2" / "x.json").write_text("{not json", encoding="utf-8")
+    cases.append((bad / "2", "x.json is not a pref-brl-reward-check result (unreadable"))
+    write_check(bad / "3" / "a.json", run, 100, 40, {"other": 0.5})
+    write_check(bad / "3" / "b.json", run, 100, 40, {"other": 0.6})
+    cases.append((bad / "3", "two checks of"))
+    (bad / "4").mkdir()
+    cases.append((bad / "4", "--checks: no pref-brl-reward-check results (.json) in"))
+    cases.append((bad / "missing", "is not a folder; pass folders of pref-brl-reward-check results"))
+    write_check(bad / "6" / "a.json", run, 100, 40, {"other": 0.5})
+    text = (bad / "6" / "a.json").read_text(encoding="utf-8")
+    (bad / "6" / "a.json").write_text(text.replace('"cross_accuracy": 0.5', '"cross_accuracy": "high"'))
+    cases.append((bad / "6", "a policy without a name and a cross_accuracy"))
+    for folder, message in cases:
+        out = tmp_path / "plots"
+        assert main([str(study), "--checks", str(folder), "--out", str(out), "--reps", "50"]) == 2, message
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        assert not out.exists()
