@@ -26,7 +26,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "pref_brl.validate",
     "validate": "pref_brl.validate",
     "preset_config": "pref_brl.config",
-    "make_env": "envs",
+    "make_env": "pref_brl.envs",
     "Teacher": "pref_brl.protocols",
     "Queries": "pref_brl.protocols",
     "RewardModel": "pref_brl.protocols",

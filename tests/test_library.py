@@ -26,17 +26,24 @@ QUICK = dict(steps=400, max_episode_steps=50, num_seed_steps=50, num_unsup_steps
 
 
 def test_import_is_light_and_versioned() -> None:
-    code = "import sys, pref_brl; print(pref_brl.__version__, 'torch' in sys.modules, 'envs' in sys.modules)"
+    code = ("import sys, pref_brl; print(pref_brl.__version__, 'torch' in sys.modules, "
+            "'pref_brl.envs' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [metadata.version("pref-brl"), "False", "False"]
 
 
-def test_every_public_name_resolves() -> None:
+def test_every_public_name_resolves(tmp_path: Path) -> None:
     for name in pref_brl.__all__:
         assert getattr(pref_brl, name) is not None
-    assert pref_brl.make_env is __import__("envs").make_env
+    from pref_brl.envs import make_env
+
+    assert pref_brl.make_env is make_env
     with pytest.raises(AttributeError):
         pref_brl.no_such_name  # noqa: B018
+    # from a folder of a user's, where the repository's top-level envs/ is not on the path
+    code = "import pref_brl; [getattr(pref_brl, name) for name in pref_brl.__all__]; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr[-2000:]
 
 
 def test_train_returns_the_run_and_load_policy_acts(tiny) -> None:
