@@ -18,7 +18,7 @@ Rendering is off unless ``render_mode="rgb_array"`` is asked for. MuJoCo picks i
 first imported, so this module chooses a default for ``MUJOCO_GL`` before anything imports mujoco, and only
 if the variable is unset: ``egl`` on a GPU machine, ``osmesa`` without a GPU or display (when libOSMesa is
 installed; otherwise Mesa's software ``egl``), and nothing when a display is available (GLFW).
-The simulators themselves are imported lazily, so ``import envs`` stays cheap.
+The simulators themselves are imported lazily, so ``import pref_brl.envs`` stays cheap.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ def test_installed_wheel_works_beside_a_project_with_its_own_envs_package(wheel:
              "from pref_brl.experiments.train import main\n"
              "import pref_brl.trainer, pref_brl.api\n"
              "assert envs.WHOSE == 'the project', envs.__file__\n"
+             "assert pref_brl.make_env is make_env, pref_brl.make_env\n"
              "assert pref_brl.__file__.startswith(" + repr(purelib) + "), pref_brl.__file__\n"
              "env = make_env('walker_walk', 0)\n"
              "obs, _ = env.reset(seed=0)\n"
