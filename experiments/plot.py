@@ -31,7 +31,7 @@ import numpy as np
 import tyro
 
 from pref_brl import diagnostics
-from pref_brl.check_series import CheckSeries, check_files, default_check_folders, load_series
+from pref_brl.check_series import CheckSeries, check_files, default_check_folders, load_series, run_key
 from pref_brl.cli import parse
 from pref_brl.results import (
     MIN_SEEDS_FOR_CI,
@@ -193,39 +193,66 @@ LINESTYLES = ("-", "--", ":", "-.")
 """one per other policy a panel's checks scored"""
 
 
-def draw_checks(series: list[CheckSeries], env: str, labels: dict[str, str], base: Path,
-                formats: tuple[str, ...]) -> list[Path]:
-    """The reward checks of one env: a panel per group, a colour per seed, a line style per other policy."""
+@dataclass(frozen=True)
+class CheckPanel:
+    """The reward checks drawn in one panel: the runs of one group (or, for checks of runs not among the plotted
+    folders, of one folder path below the env), at one budget."""
+
+    title: str
+    budget: int | None
+    series: tuple[CheckSeries, ...]
+
+
+def check_panels(series: list[CheckSeries], runs: list[RunData]) -> list[CheckPanel]:
+    """A check's run, found among the loaded runs by its path below the env folder, gives its panel the group's
+    name as the tables show it (with --label's text) and its budget; a run not found there goes by its folders."""
+    known = {(r.config["env"], run_key(r.path, r.config["env"])): r.group for r in runs if r.group is not None}
+    panels: dict[tuple[str, int | None], list[CheckSeries]] = {}
+    for line in series:
+        group = known.get((line.env, line.run))
+        key = (group.label, group.budget) if group is not None else (line.folder_group, line.budget)
+        panels.setdefault(key, []).append(line)
     order = list(COLORS)
-    groups = sorted({s.group for s in series}, key=lambda g: (order.index(g.split("+")[0]) if g.split("+")[0] in
-                                                              order else len(order), g))
-    seeds = sorted({s.seed for s in series})
-    againsts = sorted({s.against for s in series})
+
+    def rank(key: tuple[str, int | None]) -> tuple:
+        method = key[0].split("+")[0].split("/")[0]
+        return order.index(method) if method in order else len(order), key[1] or 0, key[0]
+
+    return [CheckPanel(title, budget, tuple(panels[(title, budget)])) for title, budget in sorted(panels, key=rank)]
+
+
+def draw_checks(panels: list[CheckPanel], env: str, base: Path, formats: tuple[str, ...]) -> list[Path]:
+    """The reward checks of one env: a panel per group and budget, a colour per seed, a line style per other
+    policy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = min(3, len(groups))
-    rows = -(-len(groups) // columns)
+    every = [line for panel in panels for line in panel.series]
+    seeds = list(dict.fromkeys(line.seed for line in every))  # in the series' order: seed2 before seed10
+    againsts = sorted({line.against for line in every})
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns if columns > 1 else 5.2, 4.6 * rows),
                              sharey=True, squeeze=False)
-    for ax in axes.flat[len(groups):]:
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for ax, group in zip(axes.flat, groups):
-        for line in [s for s in series if s.group == group]:
+    for ax, panel in zip(axes.flat, panels):
+        for line in panel.series:
             color = SPARE_COLORS[seeds.index(line.seed) % len(SPARE_COLORS)]
             style = LINESTYLES[againsts.index(line.against) % len(LINESTYLES)]
             ax.plot(line.steps, line.cross_accuracy, style, marker="o", ms=2.5, lw=1.4, color=color,
-                    label=f"{line.seed or 'run'} vs {line.against}")
+                    label=f"{line.seed} vs {line.against_short}")
         ax.axhline(0.5, color="gray", lw=0.8, ls=":")
-        spent = labels_spent([s for s in series if s.group == group])
+        spent = labels_spent(panel)
         if spent is not None:
             ax.axvline(spent, color="gray", lw=0.8, ls="--", label="first check with every label")
         ax.set_ylim(-0.03, 1.03)
-        title = textwrap.fill(labels.get(group, group).replace("+", "+ "), 48, break_on_hyphens=False,
+        title = textwrap.fill(panel.title.replace("+", "+ "), 48, break_on_hyphens=False,
                               break_long_words=False).replace("+ ", "+")  # lines broken after a '+' only
-        ax.set_title(f"{env}\n{title}", fontsize=9)
+        budget = "" if panel.budget is None or "budget" in panel.title else f", budget {panel.budget}"
+        ax.set_title(f"{env}{budget}\n{title}", fontsize=9)
         ax.set_xlabel(AXIS_LABELS["steps"])
         ax.grid(alpha=0.3)
         legend_below(ax)
@@ -234,23 +261,25 @@ def draw_checks(series: list[CheckSeries], env: str, labels: dict[str, str], bas
     return save(fig, base, formats)
 
 
-def labels_spent(series: list[CheckSeries]) -> int | None:
-    """The first checked step at which a run's labels had all been given (its most, reached before its last check),
-    the earliest over the runs; None if none of them had stopped labelling by its last check."""
-    steps = []
-    for line in series:
-        most = max(line.labels)
-        if line.labels[-1] == most and line.labels.index(most) < len(line.labels) - 1:
-            steps.append(line.steps[line.labels.index(most)])
-    return min(steps, default=None)
+def labels_spent(panel: CheckPanel) -> int | None:
+    """The first checked step at which a run of the panel had been given its whole budget of labels, the earliest
+    over its runs; None when the budget is not known or no run had it all by its last check."""
+    if panel.budget is None:
+        return None
+    return min((step for line in panel.series for step, labels in zip(line.steps, line.labels)
+                if labels >= panel.budget), default=None)
 
 
 def check_series(args: PlotArgs) -> list[CheckSeries]:
     """The reward-check series to draw (of --env's envs when given); before anything is written."""
     folders = [Path(f) for f in args.checks] if args.checks else default_check_folders(args.folders)
-    series = load_series(check_files(folders))
-    if args.checks and not series:
+    files = check_files(folders)
+    series = load_series(files)
+    if args.checks and not files:
         raise ResultsError(f"--checks: no pref-brl-reward-check results (.json) in {', '.join(args.checks)}")
+    if args.checks and not series:
+        raise ResultsError(f"--checks: the checks in {', '.join(args.checks)} score no policy but the run's own "
+                           "agent (pref-brl-reward-check --against RUN or --expert): nothing to draw")
     return [s for s in series if not args.env or s.env in args.env]
 
 
@@ -316,9 +345,9 @@ def make_plots(args: PlotArgs) -> list[Path]:
             if items:
                 base = out / f"{env}_{metric.replace('/', '-')}_vs_{axis}"
                 written += draw(items, env, metric, axis, args.aggregate, base, args.formats)
-    for env in sorted({s.env for s in series}):
-        written += draw_checks([s for s in series if s.env == env], env, parse_labels(args.label),
-                               out / f"{env}_reward-checks", args.formats)
+    for env in sorted({s.env for s in series}):  # a known env (the checks are refused otherwise)
+        panels = check_panels([s for s in series if s.env == env], runs)
+        written += draw_checks(panels, env, out / f"{env}_reward-checks", args.formats)
     rows, pooled = tables(args, runs, metrics)
     for env, metric in metrics.items():
         env_rows = [r for r in rows if r.group.env == env]

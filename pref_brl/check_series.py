@@ -4,14 +4,16 @@ reward-check figures.
 
 A check is the JSON that `pref-brl-reward-check` writes (`--out FILE` gives FILE.json, `--watch DIR` gives
 DIR/step<N>.json); an archived study keeps them in its `reward-checks` folder. The run a check belongs to is its
-`run_dir`; in a study made by `pref-brl-sweep` that is `<study>/<env>/<group>/.../seed<N>`, from which the group
-(the method, or a method variant as the sweep names it) and the seed are read.
+`run_dir`, known by the part of that path from the env folder on (`<env>/<method>/budget<B>/<teacher>/seed<N>` in
+a study made by `pref-brl-sweep`), so that the checks of a study and its run folders meet wherever each lies.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -21,8 +23,8 @@ from pref_brl.reward_check import EXPERT, OWN, WATCH_SETTINGS
 
 CHECKS_FOLDER = "reward-checks"
 """the folder of an archived study (beside its env folders) that holds its reward checks"""
-REQUIRED = {"run_dir": str, "env": str, "step": int, "labels": int, "policies": list}
-"""the keys of a check that a series is made from, with their JSON types"""
+MAX_COUNT = 2**53
+"""the largest env step or label count taken from a check (beyond it a float no longer holds every integer)"""
 
 
 @dataclass(frozen=True)
@@ -30,24 +32,62 @@ class CheckSeries:
     """The checks of one run against one other policy, in order of env step."""
 
     env: str
-    group: str
-    """the run's group: its folder under the env folder (pebble, bilevel+penalty=false, ...), or, for a run folder
-    outside a study, the run folder's own name"""
-    seed: str
-    """the run folder's name (seed0, ...)"""
+    run: tuple[str, ...]
+    """the run folder's path below the env folder, e.g. (pebble, budget1000, oracle, seed0); for a run folder
+    outside a study, its own name"""
     against: str
-    """the other policy: Meta-World's scripted policy, or the other run's folder below the env folder"""
+    """the other policy as the check names it (Meta-World's scripted policy, or another run's folder)"""
     steps: tuple[int, ...]
     labels: tuple[int, ...]
     cross_accuracy: tuple[float, ...]
     """NaN where no pair of segments had different true returns"""
 
+    @property
+    def seed(self) -> str:
+        """the run folder's name (seed0, ...)"""
+        return self.run[-1]
+
+    @property
+    def folder_group(self) -> str:
+        """the run's folders between the env and the seed (pebble/budget1000/oracle), or the run folder's name"""
+        return "/".join(self.run[:-1]) or self.run[-1]
+
+    @property
+    def budget(self) -> int | None:
+        """the label budget that the run's path names (budget<B>), if it names one"""
+        found = [int(m.group(1)) for part in self.run[:-1] if (m := re.fullmatch(r"budget(\d+)", part))]
+        return found[0] if len(found) == 1 else None
+
+    @property
+    def against_short(self) -> str:
+        """the other policy for a legend: "scripted policy", or the other run's path below its env folder"""
+        if self.against == EXPERT:
+            return "scripted policy"
+        parts = PurePath(self.against).parts
+        return "/".join(parts[parts.index(self.env) + 1:]) if self.env in parts[:-1] else self.against
+
+
+def run_key(path: str | Path, env: str) -> tuple[str, ...]:
+    """A run folder's path from below its env folder on (the last folder named after the env), or its own name."""
+    parts = PurePath(path).parts
+    below = [i for i, part in enumerate(parts[:-1]) if part == env]
+    return parts[below[-1] + 1:] if below else parts[-1:]
+
 
 def check_files(folders: Iterable[str | Path]) -> list[Path]:
-    """The check JSONs of the given folders (a --watch folder's settings file left out), in name order."""
-    files = []
+    """The check JSONs of the given folders (each folder once; a --watch folder's settings file left out), in name
+    order. An unreadable folder is a ResultsError."""
+    files, seen = [], set()
     for folder in map(Path, folders):
-        files += sorted(p for p in folder.glob("*.json") if p.name != WATCH_SETTINGS and p.is_file())
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        if not os.access(folder, os.R_OK | os.X_OK):
+            raise ResultsError(f"cannot read the reward checks in {folder} (permission denied)")
+        try:
+            files += sorted(p for p in folder.glob("*.json") if p.name != WATCH_SETTINGS and p.is_file())
+        except OSError as exc:
+            raise ResultsError(f"cannot read the reward checks in {folder} ({exc})") from None
     return files
 
 
@@ -57,62 +97,81 @@ def default_check_folders(study_folders: Iterable[str | Path]) -> list[Path]:
 
 
 def load_series(files: Iterable[Path]) -> list[CheckSeries]:
-    """One series per (run, other policy), sorted by env, group, seed and policy. A file that is not a check, or
-    two checks of one run at one step, is a ResultsError naming the file(s)."""
-    points: dict[tuple[str, str, str, str], dict[int, tuple[int, float, Path]]] = {}
+    """One series per (run, other policy), sorted by env, run (seeds in number order) and policy. A file that is
+    not a check, a check that names one policy twice, or two checks of one run at one step, is a ResultsError
+    naming the file(s)."""
+    points: dict[tuple[str, tuple[str, ...], str], dict[int, tuple[int, float, Path]]] = {}
     for path in files:
         check = _read(path)
-        env, group, seed = _run_identity(check["run_dir"], check["env"])
+        env, run = check["env"], run_key(check["run_dir"], check["env"])
+        names = [p["name"] for p in check["policies"]]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ResultsError(f"{path} names the policy {twice[0]!r} twice; move it out of {path.parent}")
         for policy in check["policies"]:
             if policy["name"] == OWN:
                 continue
-            key = (env, group, seed, _short_name(policy["name"], env))
-            series = points.setdefault(key, {})
+            series = points.setdefault((env, run, policy["name"]), {})
             if check["step"] in series:
-                raise ResultsError(f"two checks of {check['run_dir']} at step {check['step']}: "
+                raise ResultsError(f"two checks of {'/'.join((env,) + run)} at step {check['step']}: "
                                    f"{series[check['step']][2]} and {path}; keep one")
-            accuracy = policy["cross_accuracy"]
-            series[check["step"]] = (check["labels"], math.nan if accuracy is None else float(accuracy), path)
+            series[check["step"]] = (check["labels"], _accuracy(policy["cross_accuracy"]), path)
     result = []
-    for (env, group, seed, against), by_step in sorted(points.items()):
+    for (env, run, against), by_step in sorted(points.items(), key=lambda item: _order(item[0])):
         steps = sorted(by_step)
-        result.append(CheckSeries(env, group, seed, against, tuple(steps), tuple(by_step[s][0] for s in steps),
+        result.append(CheckSeries(env, run, against, tuple(steps), tuple(by_step[s][0] for s in steps),
                                   tuple(by_step[s][1] for s in steps)))
     return result
 
 
+def _order(key: tuple[str, tuple[str, ...], str]) -> tuple:
+    """Sort runs with the numbers in their folder names as numbers (seed2 before seed10)."""
+    env, run, against = key
+    natural = tuple(tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part)) for part in run)
+    return env, natural, against
+
+
+def _accuracy(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def _read(path: Path) -> dict:
+    from pref_brl.envs import KNOWN_ENVS
+
     def bad(reason: str) -> ResultsError:
         return ResultsError(f"{path} is not a pref-brl-reward-check result ({reason}); move it out of {path.parent}")
 
     try:
         check = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise bad(f"unreadable: {exc}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad(f"unreadable: {type(exc).__name__}") from None
     if not isinstance(check, dict):
         raise bad("not a JSON object")
-    for key, kind in REQUIRED.items():
+    if not isinstance(check.get("run_dir"), str) or not check["run_dir"]:
+        raise bad("no run_dir")
+    if check.get("env") not in KNOWN_ENVS:
+        raise bad(f"env {check.get('env')!r} is not a known environment")
+    for key in ("step", "labels"):
         value = check.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise bad(f"no {key} of type {kind.__name__}")
-    for policy in check["policies"]:
-        accuracy = policy.get("cross_accuracy", "missing") if isinstance(policy, dict) else "missing"
-        if not isinstance(policy, dict) or not isinstance(policy.get("name"), str) or not (
-                accuracy is None or isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)):
-            raise bad("a policy without a name and a cross_accuracy")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
+            raise bad(f"no {key} that is a count")
+    policies = check.get("policies")
+    if not isinstance(policies, list):
+        raise bad("no list of policies")
+    for policy in policies:
+        if not isinstance(policy, dict) or not isinstance(policy.get("name"), str) or not _is_accuracy(
+                policy.get("cross_accuracy", "missing")):
+            raise bad("a policy without a name and a cross_accuracy in [0, 1] (or null, NaN)")
     return check
 
 
-def _run_identity(run_dir: str, env: str) -> tuple[str, str, str]:
-    """(env, group, seed) of a run folder's path: the part after the env folder is the group."""
-    parts = PurePath(run_dir).parts
-    if env in parts[:-1]:
-        return env, parts[parts.index(env) + 1], parts[-1]
-    return env, parts[-1] if parts else run_dir, ""
-
-
-def _short_name(name: str, env: str) -> str:
-    if name == EXPERT:
-        return "scripted policy"
-    parts = PurePath(name).parts
-    return "/".join(parts[parts.index(env) + 1:]) if env in parts[:-1] else name
+def _is_accuracy(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        value = float(value)
+    except OverflowError:
+        return False
+    return math.isnan(value) or 0.0 <= value <= 1.0

@@ -274,17 +274,21 @@ def _watch_settings(run_dir: Path, against: Sequence[str | Path], episodes: int,
 
 
 def _check_watch_settings(out_dir: Path, settings: dict) -> None:
-    """A --watch folder holds the checks of one run with one set of settings."""
+    """A --watch folder holds the checks of one run with one set of settings (a folder written before --expert
+    existed has no `expert`: off)."""
     path = out_dir / WATCH_SETTINGS
     if not path.is_file():
         return
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise RewardCheckError(f"{path} is not readable: choose another --watch folder") from None
-    if old != settings:
-        keys = list(settings) + [k for k in old if k not in settings]  # a setting on one side only (expert)
-        changed = ", ".join(f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in keys if old.get(k) != settings.get(k))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        old = None
+    if not isinstance(old, dict):
+        raise RewardCheckError(f"{path} is not readable: choose another --watch folder")
+    old, new = {"expert": False, **old}, {"expert": False, **settings}
+    if old != new:
+        keys = list(new) + [k for k in old if k not in new]
+        changed = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
         raise RewardCheckError(f"--watch {out_dir} holds checks made with other settings ({changed}): choose another "
                                "folder, or the same settings to go on")
 

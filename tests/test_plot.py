@@ -306,27 +306,47 @@ def write_check(path: Path, run_dir: Path, step: int, labels: int, accuracies: d
 
 def test_reward_checks_are_drawn_as_series_per_run_and_policy(study: Path, tmp_path: Path, capsys) -> None:
     from pref_brl.check_series import check_files, load_series
-    from pref_brl.experiments.plot import labels_spent
+    from pref_brl.experiments.plot import check_panels, labels_spent
+    from pref_brl.results import apply_labels
 
     checks, sac = study / "reward-checks", study / "walker_walk" / "sac" / "seed0"
-    for seed in (0, 1):
-        run = study / "walker_walk" / "pebble" / "budget100" / "oracle" / f"seed{seed}"
+    elsewhere = Path("runs") / "walker-other"  # the checks name the runs where they ran, not where they lie now
+    for seed in (5, 10):  # the study has seeds 0-3
+        run = elsewhere / "walker_walk" / "pebble" / "budget100" / "oracle" / f"seed{seed}"
         # file names out of step order: the series is ordered by the checks' steps
         for name, step, labels in (("b", 100, 40), ("a", 300, 100), ("c", 200, 100)):
             write_check(checks / f"{name}-{seed}.json", run, step, labels,
-                        {str(sac): step / 1000 + seed, "Meta-World scripted policy": 0.5})
+                        {str(sac): step / 1000 + seed / 100, "Meta-World scripted policy": 0.5})
+    # the same method at another budget, whose runs are not among the plotted folders
+    other = elsewhere / "walker_walk" / "pebble" / "budget50" / "oracle" / "seed2"
+    write_check(checks / "d.json", other, 100, 50, {str(sac): 0.7})
     (checks / "watch.json").write_text('{"run": "x"}', encoding="utf-8")  # a --watch folder's settings: skipped
-    series = load_series(check_files([checks]))
-    assert [(s.group, s.seed, s.against) for s in series] == [
-        ("pebble", f"seed{k}", a) for k in (0, 1) for a in ("sac/seed0", "scripted policy")]
-    first = series[0]
+    series = load_series(check_files([checks, checks]))  # a folder given twice is read once
+    assert [(s.run, s.against_short) for s in series] == [  # numbers in folder names in number order
+        (("pebble", "budget50", "oracle", "seed2"), "sac/seed0"),
+        (("pebble", "budget100", "oracle", "seed5"), "sac/seed0"),
+        (("pebble", "budget100", "oracle", "seed5"), "scripted policy"),
+        (("pebble", "budget100", "oracle", "seed10"), "sac/seed0"),
+        (("pebble", "budget100", "oracle", "seed10"), "scripted policy")]
+    first = series[1]
     assert first.steps == (100, 200, 300) and first.labels == (40, 100, 100)
-    assert first.cross_accuracy == pytest.approx((0.1, 0.2, 0.3))
-    assert series[2].cross_accuracy == pytest.approx((1.1, 1.2, 1.3))
-    assert labels_spent(series) == 200  # labels all given by the check at 200, still so at 300
-    assert labels_spent([dataclasses.replace(first, labels=(40, 80, 100))]) is None  # still labelling at its last
+    assert first.cross_accuracy == pytest.approx((0.15, 0.25, 0.35))
+    assert series[3].cross_accuracy == pytest.approx((0.2, 0.3, 0.4))
+    runs, _ = load([study])
+    apply_labels(runs, {"pebble": "PEBBLE"})
+    panels = check_panels(series, runs)  # none of these runs is the study's: the panels go by their folders
+    assert [(p.title, p.budget, len(p.series)) for p in panels] == [
+        ("pebble/budget50/oracle", 50, 1), ("pebble/budget100/oracle", 100, 4)]
+    assert labels_spent(panels[1]) == 200 and labels_spent(panels[0]) == 100
+    for seed in (0, 1):  # checks of the study's own runs take their group's name, --label's text included
+        write_check(checks / f"own-{seed}.json", study / "walker_walk" / "pebble" / "budget100" / "oracle" /
+                    f"seed{seed}", 100, 80, {str(sac): 0.5})
+    panels = check_panels(load_series(check_files([checks])), runs)
+    own = [p for p in panels if p.title == "PEBBLE"]
+    assert [(p.budget, [s.seed for s in p.series]) for p in own] == [(100, ["seed0", "seed1"])]
+    assert labels_spent(own[0]) is None  # 80 of 100 labels at the last check
     out = tmp_path / "plots"
-    assert main([str(study), "--out", str(out), "--reps", "50"]) == 0  # the study's reward-checks by default
+    assert main([str(study), "--out", str(out), "--reps", "50", "--label", "pebble=PEBBLE"]) == 0  # the default
     assert (out / "walker_walk_reward-checks.png").read_bytes()[:4] == b"\x89PNG"
     door = "metaworld_door-open-v3"  # --env keeps the checks of its envs only
     write_check(checks / "door.json", Path("runs") / door / "pebble" / "budget1000" / "oracle" / "seed0", 100, 40,
@@ -345,25 +365,44 @@ def test_reward_checks_that_cannot_be_drawn_are_refused_before_anything_is_writt
     run = study / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0"
     bad = tmp_path / "bad"
     cases = []
-    (bad / "1").mkdir(parents=True)
-    (bad / "1" / "x.json").write_text('{"step": 1}', encoding="utf-8")
-    cases.append((bad / "1", "x.json is not a pref-brl-reward-check result (no run_dir of type str)"))
-    (bad / "2").mkdir()
-    (bad / "2" / "x.json").write_text("{not json", encoding="utf-8")
-    cases.append((bad / "2", "x.json is not a pref-brl-reward-check result (unreadable"))
-    write_check(bad / "3" / "a.json", run, 100, 40, {"other": 0.5})
-    write_check(bad / "3" / "b.json", run, 100, 40, {"other": 0.6})
-    cases.append((bad / "3", "two checks of"))
-    (bad / "4").mkdir()
-    cases.append((bad / "4", "--checks: no pref-brl-reward-check results (.json) in"))
+
+    def case(name: str, message: str, text: str | None = None, edit=None, **accuracies) -> None:
+        folder = bad / name
+        if text is not None:
+            folder.mkdir(parents=True)
+            (folder / "x.json").write_text(text, encoding="utf-8")
+        elif edit is not None:
+            write_check(folder / "x.json", run, 100, 40, accuracies or {"other": 0.5})
+            (folder / "x.json").write_text(edit((folder / "x.json").read_text(encoding="utf-8")), encoding="utf-8")
+        cases.append((folder, message))
+
+    case("1", "x.json is not a pref-brl-reward-check result (no run_dir)", text='{"step": 1}')
+    case("2", "x.json is not a pref-brl-reward-check result (unreadable", text="{not json")
+    case("3", "(unreadable: RecursionError)", text="[" * 100_000 + "]" * 100_000)
+    case("4", "(not a JSON object)", text="[1, 2]")
+    case("5", "env '../../escaped' is not a known environment",
+         edit=lambda t: t.replace('"env": "walker_walk"', '"env": "../../escaped"'))
+    case("6", "no step that is a count", edit=lambda t: t.replace('"step": 100,', '"step": ' + "9" * 400 + ","))
+    case("7", "no labels that is a count", edit=lambda t: t.replace('"labels": 40,', '"labels": -1,'))
+    case("8", "a policy without a name and a cross_accuracy in [0, 1]",
+         edit=lambda t: t.replace('"cross_accuracy": 0.5', '"cross_accuracy": ' + "9" * 400))
+    case("9", "a policy without a name and a cross_accuracy in [0, 1]",
+         edit=lambda t: t.replace('"cross_accuracy": 0.5', '"cross_accuracy": 1.2'))
+    case("10", "a policy without a name and a cross_accuracy in [0, 1]",
+         edit=lambda t: t.replace('"cross_accuracy": 0.5', '"cross_accuracy": "high"'))
+    case("11", "names the policy 'other' twice", edit=lambda t: t.replace('"name": "x"', '"name": "other"'),
+         other=0.5, x=0.4)
+    write_check(bad / "12" / "a.json", run, 100, 40, {"other": 0.5})
+    write_check(bad / "12" / "b.json", run, 100, 40, {"other": 0.6})
+    cases.append((bad / "12", "two checks of walker_walk/pebble/budget100/oracle/seed0 at step 100"))
+    (bad / "13").mkdir()
+    cases.append((bad / "13", "--checks: no pref-brl-reward-check results (.json) in"))
+    write_check(bad / "14" / "a.json", run, 100, 40, {})
+    cases.append((bad / "14", "score no policy but the run's own agent"))
     cases.append((bad / "missing", "is not a folder; pass folders of pref-brl-reward-check results"))
-    write_check(bad / "6" / "a.json", run, 100, 40, {"other": 0.5})
-    text = (bad / "6" / "a.json").read_text(encoding="utf-8")
-    (bad / "6" / "a.json").write_text(text.replace('"cross_accuracy": 0.5', '"cross_accuracy": "high"'))
-    cases.append((bad / "6", "a policy without a name and a cross_accuracy"))
     for folder, message in cases:
         out = tmp_path / "plots"
         assert main([str(study), "--checks", str(folder), "--out", str(out), "--reps", "50"]) == 2, message
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
-        assert not out.exists()
+        assert not out.exists() and not (tmp_path.parent / "escaped_reward-checks.png").exists()

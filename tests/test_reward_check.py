@@ -393,10 +393,14 @@ def test_watch_records_expert_and_keeps_its_folder_to_it(door_run, tmp_path) -> 
     assert watch(door_run.run_dir, [], out, episodes=1, expert=True) == [600]
     assert json.loads((out / "watch.json").read_text())["expert"] is True
     assert json.loads((out / "step0000600.json").read_text())["policies"][1]["name"] == EXPERT
-    with pytest.raises(RewardCheckError, match=r"other settings \(expert True -> None\)"):
+    with pytest.raises(RewardCheckError, match=r"other settings \(expert True -> False\)"):
         watch(door_run.run_dir, [], out, episodes=1)
     plain = tmp_path / "plain"  # a folder without --expert has no such key, as folders made before it
     watch(door_run.run_dir, [], plain, episodes=1)
     assert "expert" not in json.loads((plain / "watch.json").read_text())
-    with pytest.raises(RewardCheckError, match=r"other settings \(expert None -> True\)"):
+    with pytest.raises(RewardCheckError, match=r"other settings \(expert False -> True\)"):
         watch(door_run.run_dir, [], plain, episodes=1, expert=True)
+    for text in ("[1, 2]", '"x"', "[" * 100_000 + "]" * 100_000):  # settings that are not an object
+        (plain / "watch.json").write_text(text, encoding="utf-8")
+        with pytest.raises(RewardCheckError, match="watch.json is not readable: choose another --watch folder"):
+            watch(door_run.run_dir, [], plain, episodes=1)
