@@ -88,19 +88,16 @@ def test_every_number_of_the_check_is_its_segments(runs) -> None:
     assert math.isnan(own.cross_accuracy)
 
 
-def test_the_segments_are_the_loaded_reward_on_the_policys_episodes(runs) -> None:
-    # the check's own rollout, redone here with the public API: the same reset seeds, deterministic actions,
-    # each episode cut end to end into segments
-    pebble, _, _ = runs
-    check = check_reward(pebble.run_dir, episodes=2, seed=1)
-    reward, policy = pref_brl.load_reward(pebble.run_dir), pref_brl.load_policy(pebble.run_dir)
-    env = pref_brl.make_env("walker_walk", 1, max_episode_steps=100)
+def segments_by_hand(env, act, reward, segment: int, seed: int, episodes: int = 2):
+    """The check's rollout redone with the public API: `episodes` episodes of `act` (obs -> action) on reset
+    seeds 1000·seed + i, each cut end to end into segments; (true segment returns, learned ones, the ensemble's
+    per-step std of each episode). Closes `env`."""
     true_segments, learned_segments, spread = [], [], []
-    for i in range(2):
-        obs, _ = env.reset(seed=1000 + i)
+    for i in range(episodes):
+        obs, _ = env.reset(seed=1000 * seed + i)
         observations, actions, rewards, done = [], [], [], False
         while not done:
-            action, _ = policy.predict(obs)
+            action = act(obs)
             observations.append(obs)
             actions.append(action)
             obs, r, terminated, truncated, _ = env.step(action)
@@ -108,10 +105,22 @@ def test_the_segments_are_the_loaded_reward_on_the_policys_episodes(runs) -> Non
             done = terminated or truncated
         learned = reward(np.stack(observations), np.stack(actions))
         spread.append(reward.ensemble_std(np.stack(observations), np.stack(actions)))
-        for start in range(0, len(rewards), pebble.segment):
-            true_segments.append(sum(rewards[start:start + pebble.segment]))
-            learned_segments.append(learned[start:start + pebble.segment].sum())
+        for start in range(0, len(rewards), segment):
+            true_segments.append(sum(rewards[start:start + segment]))
+            learned_segments.append(learned[start:start + segment].sum())
     env.close()
+    return true_segments, learned_segments, spread
+
+
+def test_the_segments_are_the_loaded_reward_on_the_policys_episodes(runs) -> None:
+    # the check's own rollout, redone here with the public API: the same reset seeds, deterministic actions,
+    # each episode cut end to end into segments
+    pebble, _, _ = runs
+    check = check_reward(pebble.run_dir, episodes=2, seed=1)
+    reward, policy = pref_brl.load_reward(pebble.run_dir), pref_brl.load_policy(pebble.run_dir)
+    env = pref_brl.make_env("walker_walk", 1, max_episode_steps=100)
+    true_segments, learned_segments, spread = segments_by_hand(env, lambda obs: policy.predict(obs)[0], reward,
+                                                               pebble.segment, seed=1)
     assert check.true_segment_returns[0] == pytest.approx(true_segments, rel=1e-9)
     assert check.learned_segment_returns[0] == pytest.approx(learned_segments, rel=1e-6)
     assert check.policies[0].ensemble_std == pytest.approx(np.concatenate(spread).mean(), rel=1e-6)
@@ -352,25 +361,14 @@ def test_the_expert_is_meta_worlds_controller_scored_by_the_runs_reward(door_run
     assert expert.name == EXPERT and expert.step is None and own.step == check.step == 600
     assert f"| {EXPERT} | - | 2 | 1 |" in to_markdown(check)  # opens the door in both episodes
     reward, controller = pref_brl.load_reward(door_run.run_dir), SawyerDoorOpenV3Policy()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the controller warns that its gains saturate the action
+            return np.clip(controller.get_action(obs.astype(np.float64)), -1, 1).astype(np.float32)
+
     env = pref_brl.make_env("metaworld_door-open-v3", 1, max_episode_steps=100)
-    true_segments, learned_segments = [], []
-    for i in range(2):
-        obs, _ = env.reset(seed=1000 + i)
-        observations, actions, rewards, done = [], [], [], False
-        while not done:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the controller warns that its gains saturate the action
-                action = np.clip(controller.get_action(obs.astype(np.float64)), -1, 1).astype(np.float32)
-            observations.append(obs)
-            actions.append(action)
-            obs, r, terminated, truncated, _ = env.step(action)
-            rewards.append(r)
-            done = terminated or truncated
-        learned = reward(np.stack(observations), np.stack(actions))
-        for start in range(0, len(rewards), door_run.segment):
-            true_segments.append(sum(rewards[start:start + door_run.segment]))
-            learned_segments.append(learned[start:start + door_run.segment].sum())
-    env.close()
+    true_segments, learned_segments, _ = segments_by_hand(env, act, reward, door_run.segment, seed=1)
     assert check.true_segment_returns[1] == pytest.approx(true_segments, rel=1e-9)
     assert check.learned_segment_returns[1] == pytest.approx(learned_segments, rel=1e-6)
     assert expert.true_return > own.true_return  # an untrained agent does not open the door
