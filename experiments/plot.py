@@ -243,7 +243,7 @@ def draw_checks(panels: list[CheckPanel], env: str, base: Path, formats: tuple[s
             color = SPARE_COLORS[seeds.index(line.seed) % len(SPARE_COLORS)]
             style = LINESTYLES[againsts.index(line.against) % len(LINESTYLES)]
             ax.plot(line.steps, line.cross_accuracy, style, marker="o", ms=2.5, lw=1.4, color=color,
-                    label=f"{line.seed} vs {line.against_short}")
+                    label=f"{line.seed} vs {line.against}")
         ax.axhline(0.5, color="gray", lw=0.8, ls=":")
         spent = labels_spent(panel)
         if spent is not None:

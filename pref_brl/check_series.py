@@ -36,7 +36,8 @@ class CheckSeries:
     """the run folder's path below the env folder, e.g. (pebble, budget1000, oracle, seed0); for a run folder
     outside a study, its own name"""
     against: str
-    """the other policy as the check names it (Meta-World's scripted policy, or another run's folder)"""
+    """the other policy: "scripted policy" (Meta-World's), or the other run's folder path below its env folder
+    (sac/seed0), by which checks that name one run by different paths (relative to other folders) meet"""
     steps: tuple[int, ...]
     labels: tuple[int, ...]
     cross_accuracy: tuple[float, ...]
@@ -57,14 +58,6 @@ class CheckSeries:
         """the label budget that the run's path names (budget<B>), if it names one"""
         found = [int(m.group(1)) for part in self.run[:-1] if (m := re.fullmatch(r"budget(\d+)", part))]
         return found[0] if len(found) == 1 else None
-
-    @property
-    def against_short(self) -> str:
-        """the other policy for a legend: "scripted policy", or the other run's path below its env folder"""
-        if self.against == EXPERT:
-            return "scripted policy"
-        parts = PurePath(self.against).parts
-        return "/".join(parts[parts.index(self.env) + 1:]) if self.env in parts[:-1] else self.against
 
 
 def run_key(path: str | Path, env: str) -> tuple[str, ...]:
@@ -111,7 +104,7 @@ def load_series(files: Iterable[Path]) -> list[CheckSeries]:
         for policy in check["policies"]:
             if policy["name"] == OWN:
                 continue
-            series = points.setdefault((env, run, policy["name"]), {})
+            series = points.setdefault((env, run, _policy_key(policy["name"], env)), {})
             if check["step"] in series:
                 raise ResultsError(f"two checks of {'/'.join((env,) + run)} at step {check['step']}: "
                                    f"{series[check['step']][2]} and {path}; keep one")
@@ -122,6 +115,12 @@ def load_series(files: Iterable[Path]) -> list[CheckSeries]:
         result.append(CheckSeries(env, run, against, tuple(steps), tuple(by_step[s][0] for s in steps),
                                   tuple(by_step[s][1] for s in steps)))
     return result
+
+
+def _policy_key(name: str, env: str) -> str:
+    if name == EXPERT:
+        return "scripted policy"
+    return "/".join(run_key(name, env)) if env in PurePath(name).parts[:-1] else name
 
 
 def _order(key: tuple[str, tuple[str, ...], str]) -> tuple:

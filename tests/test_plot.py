@@ -317,20 +317,23 @@ def test_reward_checks_are_drawn_as_series_per_run_and_policy(study: Path, tmp_p
         for name, step, labels in (("b", 100, 40), ("a", 300, 100), ("c", 200, 100)):
             write_check(checks / f"{name}-{seed}.json", run, step, labels,
                         {str(sac): step / 1000 + seed / 100, "Meta-World scripted policy": 0.5})
+    # a check that names the sac run by another path (relative to another folder): the same policy
+    write_check(checks / "e-5.json", elsewhere / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed5", 400,
+                100, {"elsewhere/walker_walk/sac/seed0": 0.45})
     # the same method at another budget, whose runs are not among the plotted folders
     other = elsewhere / "walker_walk" / "pebble" / "budget50" / "oracle" / "seed2"
     write_check(checks / "d.json", other, 100, 50, {str(sac): 0.7})
     (checks / "watch.json").write_text('{"run": "x"}', encoding="utf-8")  # a --watch folder's settings: skipped
     series = load_series(check_files([checks, checks]))  # a folder given twice is read once
-    assert [(s.run, s.against_short) for s in series] == [  # numbers in folder names in number order
+    assert [(s.run, s.against) for s in series] == [  # numbers in folder names in number order
         (("pebble", "budget50", "oracle", "seed2"), "sac/seed0"),
         (("pebble", "budget100", "oracle", "seed5"), "sac/seed0"),
         (("pebble", "budget100", "oracle", "seed5"), "scripted policy"),
         (("pebble", "budget100", "oracle", "seed10"), "sac/seed0"),
         (("pebble", "budget100", "oracle", "seed10"), "scripted policy")]
     first = series[1]
-    assert first.steps == (100, 200, 300) and first.labels == (40, 100, 100)
-    assert first.cross_accuracy == pytest.approx((0.15, 0.25, 0.35))
+    assert first.steps == (100, 200, 300, 400) and first.labels == (40, 100, 100, 100)
+    assert first.cross_accuracy == pytest.approx((0.15, 0.25, 0.35, 0.45))
     assert series[3].cross_accuracy == pytest.approx((0.2, 0.3, 0.4))
     runs, _ = load([study])
     apply_labels(runs, {"pebble": "PEBBLE"})
