@@ -107,14 +107,18 @@ def colors_for(groups: list[Group]) -> dict[str, str]:
     return colors
 
 
-def new_figure(panels: int = 1):
+def new_figure(panels: int = 1, per_row: int | None = None, height: float = 3.8):
+    """Panels side by side sharing the y-axis, `per_row` of them to a row (all in one row by default); a row is
+    `height` inches high. Returns (figure, axes [rows, columns])."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    width = 4.8 * panels if panels > 1 else 5.2
-    return plt.subplots(1, panels, figsize=(width, 3.8), sharey=True, squeeze=False)
+    columns = panels if per_row is None else min(per_row, panels)
+    rows = -(-panels // columns)
+    width = 4.8 * columns if columns > 1 else 5.2
+    return plt.subplots(rows, columns, figsize=(width, height * rows), sharey=True, squeeze=False)
 
 
 def save(fig, base: Path, formats: tuple[str, ...]) -> list[Path]:
@@ -224,18 +228,10 @@ def check_panels(series: list[CheckSeries], runs: list[RunData]) -> list[CheckPa
 def draw_checks(panels: list[CheckPanel], env: str, base: Path, formats: tuple[str, ...]) -> list[Path]:
     """The reward checks of one env: a panel per group and budget, a colour per seed, a line style per other
     policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     every = [line for panel in panels for line in panel.series]
     seeds = list(dict.fromkeys(line.seed for line in every))  # in the series' order: seed2 before seed10
     againsts = sorted({line.against for line in every})
-    columns = min(3, len(panels))
-    rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.8 * columns if columns > 1 else 5.2, 4.6 * rows),
-                             sharey=True, squeeze=False)
+    fig, axes = new_figure(len(panels), per_row=3, height=4.6)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, panel in zip(axes.flat, panels):

@@ -114,10 +114,6 @@ def load_policy(run_dir: str | Path, agent: str = "A", device: str = "cpu") -> P
     return _sac_policy(actor_state, cfg, device, step)
 
 
-SCRIPTED_NAME = "Meta-World scripted policy"
-"""how a scripted policy is named in tables"""
-
-
 def scripted_policy(env: Any) -> Policy:
     """Meta-World's scripted policy for the task of `env`, a Meta-World environment from :func:`pref_brl.make_env`
     (`metaworld.policies`: the hand-written controllers with which Meta-World shows that each task can be

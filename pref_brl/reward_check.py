@@ -173,6 +173,8 @@ def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, se
     """What can be refused before any checkpoint is read: the counts, each folder's config, one environment, a run
     that has a learned reward at all, and `expert` on an environment without a scripted policy. Returns (the run's
     config, [(path, config) of each `against` run])."""
+    from pref_brl.envs import is_metaworld
+
     if episodes < 1:
         raise RewardCheckError(f"--episodes must be >= 1, got {episodes}")
     top = (2**32 - 1 - episodes) // 1000  # reset seeds 1000·seed + i must be valid seeds
@@ -186,8 +188,6 @@ def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, se
         if other.env != cfg.env:
             raise RewardCheckError(f"{path} is a {other.env} run and {run_dir} a {cfg.env} run: compare runs of "
                                    "one environment")
-    from pref_brl.envs import is_metaworld
-
     if expert and not is_metaworld(cfg.env):
         raise RewardCheckError(f"--expert scores Meta-World's scripted policy, and {run_dir} is a {cfg.env} run: "
                                "score a trained agent instead (--against a sac run on the true reward)")
