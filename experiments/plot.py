@@ -16,7 +16,9 @@ Examples:
 
 Reward checks (the JSON files of pref-brl-reward-check, --out or --watch) are drawn as series, one figure per env:
 the cross-pair accuracy against each other policy at each checked checkpoint, one panel per method. By default
-they are read from the reward-checks folder of each given folder (an archived study keeps them there).
+they are read from the reward-checks folder of each given folder (an archived study keeps them there), and
+tabled per run in <env>_reward-checks.md: the cross-pair accuracy before and with the whole budget of labels,
+when it reached 0.5 and held there, learned returns, pair accuracy and the own agent's success.
 """
 
 from __future__ import annotations
@@ -257,6 +259,61 @@ def draw_checks(panels: list[CheckPanel], env: str, base: Path, formats: tuple[s
     return save(fig, base, formats)
 
 
+CHECK_TABLE_HEAD = ("method", "budget", "seed", "against", "checks (steps)",
+                    "cross-pair accuracy before the last label", "first check >= 0.5 (labels)",
+                    "held >= 0.5 from", "cross-pair accuracy with every label", "at the last check",
+                    "learned return with every label: own / other", "pair accuracy with every label",
+                    "own agent's best success (step)")
+
+
+def check_table(panels: list[CheckPanel]) -> str:
+    """The reward checks of one env as Markdown, a row per run and other policy: the cross-pair accuracy before
+    the run had its whole budget of labels and with it (ranges over the checks), the first check at which it
+    reached 0.5 and the check from which it stayed there, the learned returns per episode of the run's own agent
+    and of the other policy once every label was given, the pair accuracy over all checked segments then, and
+    the own agent's best success in the checks. NaN values (no pair to order) are left out of every range; a
+    run of unknown budget has every check before its last label."""
+    lines = ["| " + " | ".join(CHECK_TABLE_HEAD) + " |", "|" + "---|" * len(CHECK_TABLE_HEAD)]
+    for panel in panels:
+        for line in panel.series:
+            every = [i for i, labels in enumerate(line.labels) if panel.budget is not None and labels >= panel.budget]
+            before = [i for i in range(len(line.steps)) if i not in every]
+            reached = [i for i, acc in enumerate(line.cross_accuracy) if acc >= 0.5]
+            below = [i for i, acc in enumerate(line.cross_accuracy) if acc < 0.5]
+            held = [i for i in reached if not below or i > below[-1]]
+            success = [(value, -step) for value, step in zip(line.own_success, line.steps) if not np.isnan(value)]
+            best = max(success, default=None)
+            cells = [panel.title, "-" if panel.budget is None else str(panel.budget), line.seed, line.against,
+                     f"{len(line.steps)} ({_span(line.steps, list(range(len(line.steps))), ',')})",
+                     _span(line.cross_accuracy, before, ".2f"),
+                     f"{line.steps[reached[0]]:,} ({line.labels[reached[0]]:,})" if reached else "never",
+                     f"{line.steps[held[0]]:,}" if held else "never",
+                     _span(line.cross_accuracy, every, ".2f"), _span(line.cross_accuracy, [len(line.steps) - 1], ".2f"),
+                     f"{_span(line.own_learned, every, ',.0f')} / {_span(line.other_learned, every, ',.0f')}",
+                     _span(line.pair_accuracy, every, ".2f"),
+                     "n/a" if best is None else f"{best[0]:.1f} ({-best[1]:,})" if best[0] > 0 else f"{best[0]:.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _span(values: tuple[float, ...], at: list[int], spec: str) -> str:
+    """min-max of the values at these indices (NaN left out), one value when they agree, n/a when none is left."""
+    kept = [values[i] for i in at if i < len(values) and not np.isnan(values[i])]
+    if not kept:
+        return "n/a"
+    low, high = format(min(kept), spec), format(max(kept), spec)
+    return low if low == high else f"{low} to {high}"
+
+
+def check_tables(series: list[CheckSeries], runs: list[RunData]) -> dict[str, tuple[list[CheckPanel], str]]:
+    """Per env with checks: its panels and their table (what <env>_reward-checks.md holds)."""
+    tables_by_env = {}
+    for env in sorted({s.env for s in series}):  # a known env (the checks are refused otherwise)
+        panels = check_panels([s for s in series if s.env == env], runs)
+        tables_by_env[env] = (panels, check_table(panels))
+    return tables_by_env
+
+
 def labels_spent(panel: CheckPanel) -> int | None:
     """The first checked step at which a run of the panel had been given its whole budget of labels, the earliest
     over its runs; None when the budget is not known or no run had it all by its last check."""
@@ -341,9 +398,11 @@ def make_plots(args: PlotArgs) -> list[Path]:
             if items:
                 base = out / f"{env}_{metric.replace('/', '-')}_vs_{axis}"
                 written += draw(items, env, metric, axis, args.aggregate, base, args.formats)
-    for env in sorted({s.env for s in series}):  # a known env (the checks are refused otherwise)
-        panels = check_panels([s for s in series if s.env == env], runs)
+    checked = check_tables(series, runs)
+    for env, (panels, table) in checked.items():
         written += draw_checks(panels, env, out / f"{env}_reward-checks", args.formats)
+        (out / f"{env}_reward-checks.md").write_text(table, encoding="utf-8")
+        written.append(out / f"{env}_reward-checks.md")
     rows, pooled = tables(args, runs, metrics)
     for env, metric in metrics.items():
         env_rows = [r for r in rows if r.group.env == env]
@@ -354,6 +413,8 @@ def make_plots(args: PlotArgs) -> list[Path]:
     (out / "final.md").write_text(markdown, encoding="utf-8")
     (out / "final.csv").write_text(to_csv(rows, args.aggregate), encoding="utf-8")
     print(markdown)
+    for env, (_, table) in checked.items():
+        print(f"reward checks, {env}:\n{table}")
     written += [out / "final.md", out / "final.csv"]
     if pooled is not None:
         (out / "diagnostics.md").write_text(pooled, encoding="utf-8")

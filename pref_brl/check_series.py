@@ -42,6 +42,14 @@ class CheckSeries:
     labels: tuple[int, ...]
     cross_accuracy: tuple[float, ...]
     """NaN where no pair of segments had different true returns"""
+    own_learned: tuple[float, ...] = ()
+    """the run's own agent's mean learned return per episode at each check (NaN where a check has none)"""
+    other_learned: tuple[float, ...] = ()
+    """the other policy's mean learned return per episode at each check"""
+    own_success: tuple[float, ...] = ()
+    """the share of the own agent's check episodes with a success (NaN outside Meta-World)"""
+    pair_accuracy: tuple[float, ...] = ()
+    """the share of all checked segment pairs (every policy's) whose order the learned reward predicts"""
 
     @property
     def seed(self) -> str:
@@ -93,7 +101,7 @@ def load_series(files: Iterable[Path]) -> list[CheckSeries]:
     """One series per (run, other policy), sorted by env, run (seeds in number order) and policy. A file that is
     not a check, a check that names one policy twice, or two checks of one run at one step, is a ResultsError
     naming the file(s)."""
-    points: dict[tuple[str, tuple[str, ...], str], dict[int, tuple[int, float, Path]]] = {}
+    points: dict[tuple[str, tuple[str, ...], str], dict[int, tuple[Path, int, float, float, float, float, float]]] = {}
     for path in files:
         check = _read(path)
         env, run = check["env"], run_key(check["run_dir"], check["env"])
@@ -101,19 +109,23 @@ def load_series(files: Iterable[Path]) -> list[CheckSeries]:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ResultsError(f"{path} names the policy {twice[0]!r} twice; move it out of {path.parent}")
+        own = next((p for p in check["policies"] if p["name"] == OWN), {})
         for policy in check["policies"]:
             if policy["name"] == OWN:
                 continue
             series = points.setdefault((env, run, _policy_key(policy["name"], env)), {})
             if check["step"] in series:
                 raise ResultsError(f"two checks of {'/'.join((env,) + run)} at step {check['step']}: "
-                                   f"{series[check['step']][2]} and {path}; keep one")
-            series[check["step"]] = (check["labels"], _accuracy(policy["cross_accuracy"]), path)
+                                   f"{series[check['step']][0]} and {path}; keep one")
+            series[check["step"]] = (path, check["labels"], _number(policy["cross_accuracy"]),
+                                     _number(own.get("learned_return")), _number(policy.get("learned_return")),
+                                     _number(own.get("success")), _number(check.get("pair_accuracy")))
     result = []
     for (env, run, against), by_step in sorted(points.items(), key=lambda item: _order(item[0])):
         steps = sorted(by_step)
-        result.append(CheckSeries(env, run, against, tuple(steps), tuple(by_step[s][0] for s in steps),
-                                  tuple(by_step[s][1] for s in steps)))
+        labels, cross, own_learned, other_learned, own_success, pairs = zip(*(by_step[s][1:] for s in steps))
+        result.append(CheckSeries(env, run, against, tuple(steps), labels, cross, own_learned, other_learned,
+                                  own_success, pairs))
     return result
 
 
@@ -130,7 +142,8 @@ def _order(key: tuple[str, tuple[str, ...], str]) -> tuple:
     return env, natural, against
 
 
-def _accuracy(value: float | None) -> float:
+def _number(value: float | None) -> float:
+    """A checked number as a float: NaN for null or a missing field."""
     return math.nan if value is None else float(value)
 
 
@@ -158,13 +171,20 @@ def _read(path: Path) -> dict:
     if not isinstance(policies, list):
         raise bad("no list of policies")
     for policy in policies:
-        if not isinstance(policy, dict) or not isinstance(policy.get("name"), str) or not _is_accuracy(
-                policy.get("cross_accuracy", "missing")):
+        if not isinstance(policy, dict) or not isinstance(policy.get("name"), str) or not _is_number(
+                policy.get("cross_accuracy", "missing"), share=True):
             raise bad("a policy without a name and a cross_accuracy in [0, 1] (or null, NaN)")
+        if not _is_number(policy.get("success"), share=True):
+            raise bad(f"policy {policy['name']!r}: a success that is not a share in [0, 1] (or null, NaN)")
+        if not _is_number(policy.get("learned_return")):
+            raise bad(f"policy {policy['name']!r}: a learned_return that is not a finite number (or null, NaN)")
+    if not _is_number(check.get("pair_accuracy"), share=True):
+        raise bad("a pair_accuracy that is not a share in [0, 1] (or null, NaN)")
     return check
 
 
-def _is_accuracy(value: object) -> bool:
+def _is_number(value: object, share: bool = False) -> bool:
+    """None (also a missing field), NaN, or a finite number (with `share`, one in [0, 1])."""
     if value is None:
         return True
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -173,4 +193,4 @@ def _is_accuracy(value: object) -> bool:
         value = float(value)
     except OverflowError:
         return False
-    return math.isnan(value) or 0.0 <= value <= 1.0
+    return math.isnan(value) or (0.0 <= value <= 1.0 if share else math.isfinite(value))

@@ -6,7 +6,8 @@ A documented table sits between two markers that name the command that makes it:
     | env | method | ... |
     <!-- end -->
 
-(`diagnostics.md of:` for a `--diagnostics` table). Each one is recomputed here from the archived run folders
+(`diagnostics.md of:` for a `--diagnostics` table, `<env>_reward-checks.md of:` for the table of an env's reward
+checks). Each one is recomputed here from the archived run folders
 (paths relative to the repository root) and must match the docs character for character, so a number in the
 docs cannot drift from the data behind it. Tables of `pref-brl-estimators` sit between
 `<!-- estimators of: <its .json> -->` and `<!-- end -->` and are recomputed from the measurement file kept in
@@ -22,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from pref_brl.cli import parse
-from pref_brl.experiments.plot import PlotArgs, tables
-from pref_brl.results import load, to_markdown
+from pref_brl.experiments.plot import PlotArgs, check_series, check_tables, tables
+from pref_brl.results import apply_labels, load, parse_labels, to_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"<!-- (final|diagnostics)\.md of: pref-brl-plot (.+?) -->\n(.*?)<!-- end -->", re.S)
@@ -56,6 +57,35 @@ def test_documented_table_equals_the_recomputed_one(doc: str, kind: str, argv: s
     assert computed is not None, f"{doc}: a diagnostics table needs --diagnostics in its command"
     assert body.strip() == computed.strip(), (
         f"{doc}: the {kind} table differs from `pref-brl-plot {argv}`; re-run it and paste its {kind}.md")
+
+
+CHECK_BLOCK = re.compile(r"<!-- (\S+)_reward-checks\.md of: pref-brl-plot (.+?) -->\n(.*?)<!-- end -->", re.S)
+
+
+def documented_check_tables() -> list[tuple[str, str, str, str]]:
+    """(doc file, env, plot arguments, documented table) for every reward-check table in the docs."""
+    return [(doc.name, env, argv, body) for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+            for env, argv, body in CHECK_BLOCK.findall(doc.read_text(encoding="utf-8"))]
+
+
+def test_the_door_open_checks_are_documented_from_their_archive() -> None:
+    assert {argv.split()[0] for doc, _, argv, _ in documented_check_tables() if doc == "door-open.md"} == {
+        "docs/results/door-v1", "docs/results/door-dev"}, "docs/door-open.md lost a reward-check table"
+
+
+@pytest.mark.parametrize("doc, env, argv, body", documented_check_tables(),
+                         ids=lambda value: value if isinstance(value, str) and len(value) < 40 else None)
+def test_documented_check_table_equals_the_recomputed_one(doc: str, env: str, argv: str, body: str,
+                                                          monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    args = parse(PlotArgs, "pref-brl-plot", args=shlex.split(argv))
+    runs, _ = load(list(args.folders), args.metric or None, args.env)
+    apply_labels(runs, parse_labels(args.label))
+    computed = check_tables(check_series(args), runs)
+    assert env in computed, f"{doc}: `pref-brl-plot {argv}` finds no reward checks of {env}"
+    assert body.strip() == computed[env][1].strip(), (
+        f"{doc}: the reward-check table of {env} differs from `pref-brl-plot {argv}`; re-run it and paste its "
+        f"{env}_reward-checks.md")
 
 
 ESTIMATOR_BLOCK = re.compile(r"<!-- estimators of: (\S+\.json) -->\n(.*?)<!-- end -->", re.S)

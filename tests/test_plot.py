@@ -292,14 +292,19 @@ def test_labels_rename_groups_in_tables_figures_and_compare(tmp_path: Path, monk
         assert not fresh.exists()
 
 
-def write_check(path: Path, run_dir: Path, step: int, labels: int, accuracies: dict[str, float]) -> None:
-    """A check as pref-brl-reward-check writes it (--out FILE gives FILE.json), with made-up numbers."""
+def write_check(path: Path, run_dir: Path, step: int, labels: int, accuracies: dict[str, float],
+                own: tuple[float, float] = (float("nan"), 1.0), other_learned: float = 0.5,
+                pair_accuracy: float = 0.6) -> None:
+    """A check as pref-brl-reward-check writes it (--out FILE gives FILE.json), with made-up numbers; `own` is the
+    own agent's (success, learned return)."""
     from pref_brl.reward_check import OWN, PolicyScore, RewardCheck
 
     nan = float("nan")
-    policies = [PolicyScore(OWN, 2, nan, 1.0, 1.0, 4, nan, nan, 0.1, step)]
-    policies += [PolicyScore(name, 2, nan, 9.0, 0.5, 4, acc, 1.0, 0.2, None) for name, acc in accuracies.items()]
-    check = RewardCheck(str(run_dir), "walker_walk", 50, 0, step, labels, policies, 0.3, 0.6, [[1.0]], [[1.0]])
+    policies = [PolicyScore(OWN, 2, own[0], 1.0, own[1], 4, nan, nan, 0.1, step)]
+    policies += [PolicyScore(name, 2, nan, 9.0, other_learned, 4, acc, 1.0, 0.2, None)
+                 for name, acc in accuracies.items()]
+    check = RewardCheck(str(run_dir), "walker_walk", 50, 0, step, labels, policies, 0.3, pair_accuracy, [[1.0]],
+                        [[1.0]])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(check.to_json(), encoding="utf-8")
 
@@ -363,6 +368,42 @@ def test_reward_checks_are_drawn_as_series_per_run_and_policy(study: Path, tmp_p
     assert (tmp_path / "walker" / "walker_walk_reward-checks.png").exists()
 
 
+def test_reward_checks_are_tabled_per_run_before_and_with_every_label(study: Path, tmp_path: Path,
+                                                                      capsys) -> None:
+    from pref_brl.experiments.plot import CHECK_TABLE_HEAD
+
+    checks, nan = tmp_path / "checks", float("nan")
+    run = study / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0"
+    # step: (labels, cross-pair accuracy, own success, own learned return, other's, pair accuracy)
+    points = {100: (40, 0.2, 0.0, 5.0, 1.0, 0.4), 200: (80, 0.7, 0.5, 6.0, 2.0, 0.5),
+              300: (100, nan, 0.5, nan, 3.0, nan), 400: (100, 0.3, nan, 7.0, 4.0, 0.6),
+              500: (100, 0.9, 0.2, 9.0, 4.0, 0.8), 600: (100, 0.6, 0.0, 8.0, 4.0, 0.9)}
+    for step, (labels, acc, success, own, other, pairs) in points.items():
+        write_check(checks / f"{step}.json", run, step, labels, {"Meta-World scripted policy": acc},
+                    (success, own), other, pairs)
+    # a run outside the study: its budget is not known, so every check is before its last label
+    write_check(checks / "away.json", Path("runs") / "walker_walk" / "away", 50, 10, {"x": 0.8}, (0.0, 2.0))
+    out = tmp_path / "plots"
+    assert main([str(study), "--checks", str(checks), "--out", str(out), "--reps", "50",
+                 "--label", "pebble=PEBBLE"]) == 0
+    table = (out / "walker_walk_reward-checks.md").read_text(encoding="utf-8")
+    assert table in capsys.readouterr().out
+    head, rule, *rows = table.splitlines()
+    assert head == "| " + " | ".join(CHECK_TABLE_HEAD) + " |" and len(rows) == 2
+    assert [c.strip() for c in rows[1].split("|")[1:-1]] == [
+        "PEBBLE", "100", "seed0", "scripted policy", "6 (100 to 600)",
+        "0.20 to 0.70",      # 100 and 200 only: 80 labels of 100
+        "200 (80)",          # first at 0.5 or above
+        "500",               # 0.3 at 400 broke it; the NaN at 300 neither breaks nor holds it
+        "0.30 to 0.90",      # 300-600, the NaN (first, where min() would keep it) left out
+        "0.60",
+        "7 to 9 / 3 to 4",   # own agent's NaN left out
+        "0.60 to 0.90",
+        "0.5 (200)"]         # the best success, at its first step
+    assert [c.strip() for c in rows[0].split("|")[1:-1]] == [  # a budget of 0 before 100
+        "away", "-", "away", "x", "1 (50)", "0.80", "50 (10)", "50", "n/a", "0.80", "n/a / n/a", "n/a", "0.0"]
+
+
 def test_reward_checks_that_cannot_be_drawn_are_refused_before_anything_is_written(study: Path, tmp_path: Path,
                                                                                    capsys) -> None:
     run = study / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0"
@@ -395,6 +436,14 @@ def test_reward_checks_that_cannot_be_drawn_are_refused_before_anything_is_writt
          edit=lambda t: t.replace('"cross_accuracy": 0.5', '"cross_accuracy": "high"'))
     case("11", "names the policy 'other' twice", edit=lambda t: t.replace('"name": "x"', '"name": "other"'),
          other=0.5, x=0.4)
+    case("15", "policy 'own agent': a success that is not a share in [0, 1]",
+         edit=lambda t: t.replace('"success": NaN', '"success": 1.5', 1))
+    case("16", "policy 'own agent': a learned_return that is not a finite number",
+         edit=lambda t: t.replace('"learned_return": 1.0', '"learned_return": Infinity'))
+    case("17", "policy 'other': a learned_return that is not a finite number",
+         edit=lambda t: t.replace('"learned_return": 0.5', '"learned_return": "high"'))
+    case("18", "a pair_accuracy that is not a share in [0, 1]",
+         edit=lambda t: t.replace('"pair_accuracy": 0.6', '"pair_accuracy": -0.1'))
     write_check(bad / "12" / "a.json", run, 100, 40, {"other": 0.5})
     write_check(bad / "12" / "b.json", run, 100, 40, {"other": 0.6})
     cases.append((bad / "12", "two checks of walker_walk/pebble/budget100/oracle/seed0 at step 100"))
