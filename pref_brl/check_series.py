@@ -76,8 +76,8 @@ def run_key(path: str | Path, env: str) -> tuple[str, ...]:
 
 
 def check_files(folders: Iterable[str | Path]) -> list[Path]:
-    """The check JSONs of the given folders (each folder once; a --watch folder's settings file left out), in name
-    order. An unreadable folder is a ResultsError."""
+    """The check JSONs of the given folders (each folder once; a --watch folder's settings file and hidden files,
+    such as a half-written check, left out), in name order. An unreadable folder is a ResultsError."""
     files, seen = [], set()
     for folder in map(Path, folders):
         if folder.resolve() in seen:
@@ -86,7 +86,8 @@ def check_files(folders: Iterable[str | Path]) -> list[Path]:
         if not os.access(folder, os.R_OK | os.X_OK):
             raise ResultsError(f"cannot read the reward checks in {folder} (permission denied)")
         try:
-            files += sorted(p for p in folder.glob("*.json") if p.name != WATCH_SETTINGS and p.is_file())
+            files += sorted(p for p in folder.glob("*.json")
+                            if p.name != WATCH_SETTINGS and not p.name.startswith(".") and p.is_file())
         except OSError as exc:
             raise ResultsError(f"cannot read the reward checks in {folder} ({exc})") from None
     return files

@@ -329,6 +329,7 @@ def test_reward_checks_are_drawn_as_series_per_run_and_policy(study: Path, tmp_p
     other = elsewhere / "walker_walk" / "pebble" / "budget50" / "oracle" / "seed2"
     write_check(checks / "d.json", other, 100, 50, {str(sac): 0.7})
     (checks / "watch.json").write_text('{"run": "x"}', encoding="utf-8")  # a --watch folder's settings: skipped
+    (checks / ".half-written.json").write_text('{"run', encoding="utf-8")  # a hidden file: skipped
     series = load_series(check_files([checks, checks]))  # a folder given twice is read once
     assert [(s.run, s.against) for s in series] == [  # numbers in folder names in number order
         (("pebble", "budget50", "oracle", "seed2"), "sac/seed0"),
