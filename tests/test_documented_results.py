@@ -39,6 +39,14 @@ def documented_tables() -> list[tuple[str, str, str, str]]:
     return found
 
 
+def plotted(argv: str, monkeypatch) -> tuple[PlotArgs, list, dict[str, str]]:
+    """A documented command's arguments and the runs and metrics it loads, from the repository root."""
+    monkeypatch.chdir(ROOT)
+    args = parse(PlotArgs, "pref-brl-plot", args=shlex.split(argv))
+    runs, metrics = load(list(args.folders), args.metric or None, args.env)
+    return args, runs, metrics
+
+
 def test_the_walker_study_is_documented_from_its_archive() -> None:
     blocks = [(doc, kind, argv) for doc, kind, argv, _ in documented_tables() if doc == "bilevel.md"]
     assert {kind for _, kind, _ in blocks} == {"final", "diagnostics"}, "docs/bilevel.md lost its study tables"
@@ -49,9 +57,7 @@ def test_the_walker_study_is_documented_from_its_archive() -> None:
                          ids=lambda value: value if isinstance(value, str) and len(value) < 40 else None)
 def test_documented_table_equals_the_recomputed_one(doc: str, kind: str, argv: str, body: str,
                                                     monkeypatch) -> None:
-    monkeypatch.chdir(ROOT)
-    args = parse(PlotArgs, "pref-brl-plot", args=shlex.split(argv))
-    runs, metrics = load(list(args.folders), args.metric or None, args.env)
+    args, runs, metrics = plotted(argv, monkeypatch)
     rows, pooled = tables(args, runs, metrics)
     computed = to_markdown(rows, args.aggregate) if kind == "final" else pooled
     assert computed is not None, f"{doc}: a diagnostics table needs --diagnostics in its command"
@@ -77,9 +83,7 @@ def test_the_door_open_checks_are_documented_from_their_archive() -> None:
                          ids=lambda value: value if isinstance(value, str) and len(value) < 40 else None)
 def test_documented_check_table_equals_the_recomputed_one(doc: str, env: str, argv: str, body: str,
                                                           monkeypatch) -> None:
-    monkeypatch.chdir(ROOT)
-    args = parse(PlotArgs, "pref-brl-plot", args=shlex.split(argv))
-    runs, _ = load(list(args.folders), args.metric or None, args.env)
+    args, runs, _ = plotted(argv, monkeypatch)
     apply_labels(runs, parse_labels(args.label))
     computed = check_tables(check_series(args), runs)
     assert env in computed, f"{doc}: `pref-brl-plot {argv}` finds no reward checks of {env}"
