@@ -214,15 +214,17 @@ def check_panels(series: list[CheckSeries], runs: list[RunData]) -> list[CheckPa
     name as the tables show it (with --label's text) and its budget; a run not found there goes by its folders."""
     known = {(r.config["env"], run_key(r.path, r.config["env"])): r.group for r in runs if r.group is not None}
     panels: dict[tuple[str, int | None], list[CheckSeries]] = {}
+    methods: dict[tuple[str, int | None], str] = {}
     for line in series:
         group = known.get((line.env, line.run))
         key = (group.label, group.budget) if group is not None else (line.folder_group, line.budget)
         panels.setdefault(key, []).append(line)
+        methods[key] = group.method if group is not None else line.folder_group.split("+")[0].split("/")[0]
     order = list(COLORS)
 
     def rank(key: tuple[str, int | None]) -> tuple:
-        method = key[0].split("+")[0].split("/")[0]
-        return order.index(method) if method in order else len(order), key[1] or 0, key[0]
+        """in the order of the methods' colours (a --label text goes by its group's method), then budget, name"""
+        return order.index(methods[key]) if methods[key] in order else len(order), key[1] or 0, key[0]
 
     return [CheckPanel(title, budget, tuple(panels[(title, budget)])) for title, budget in sorted(panels, key=rank)]
 

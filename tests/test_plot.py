@@ -391,7 +391,7 @@ def test_reward_checks_are_tabled_per_run_before_and_with_every_label(study: Pat
     assert table in capsys.readouterr().out
     head, rule, *rows = table.splitlines()
     assert head == "| " + " | ".join(CHECK_TABLE_HEAD) + " |" and len(rows) == 2
-    assert [c.strip() for c in rows[1].split("|")[1:-1]] == [
+    assert [c.strip() for c in rows[0].split("|")[1:-1]] == [  # --label's text goes by its method, pebble
         "PEBBLE", "100", "seed0", "scripted policy", "6 (100 to 600)",
         "0.20 to 0.70",      # 100 and 200 only: 80 labels of 100
         "200 (80)",          # first at 0.5 or above
@@ -401,7 +401,7 @@ def test_reward_checks_are_tabled_per_run_before_and_with_every_label(study: Pat
         "7 to 9 / 3 to 4",   # own agent's NaN left out
         "0.60 to 0.90",
         "0.5 (200)"]         # the best success, at its first step
-    assert [c.strip() for c in rows[0].split("|")[1:-1]] == [  # a budget of 0 before 100
+    assert [c.strip() for c in rows[1].split("|")[1:-1]] == [  # an unknown method after the known ones
         "away", "-", "away", "x", "1 (50)", "0.80", "50 (10)", "50", "n/a", "0.80", "n/a / n/a", "n/a", "0.0"]
 
 
