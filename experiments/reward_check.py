@@ -48,10 +48,12 @@ class RewardCheckArgs:
     """also write the table to this markdown file (and the numbers to <out>.json)"""
     watch: str = ""
     """keep checking: a check of each new checkpoint of RUN_DIR while it trains, until it has finished, each
-    written to this folder as step<N>.md and step<N>.json (N the checkpoint's step); re-run to go on where it
+    written to this folder as step<N>.md and step<N>.json (N the checkpoint's step); each checkpoint is kept in
+    its .pending folder from when it appears until checked, so a slow check skips none; re-run to go on where it
     stopped (steps already there are kept)"""
     poll: float = 60.0
-    """--watch: seconds between looks for a new checkpoint"""
+    """--watch: seconds between looks at whether the run has finished or stopped (new checkpoints are kept
+    within 2 s, or --poll if shorter)"""
     threads: int = 1
     """torch CPU threads (0: torch's default)"""
 

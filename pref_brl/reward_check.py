@@ -22,7 +22,11 @@ Segments are the runs' segment length, cut end to end from each episode; the tru
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -194,6 +198,10 @@ def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, se
     return cfg, others
 
 
+PENDING = ".pending"
+"""the folder in a --watch folder that keeps each checkpoint of the run from when it appears until it is checked"""
+KEEP_POLL = 2.0
+"""seconds between a --watch's looks for a new checkpoint to keep (or --poll, if shorter)"""
 WATCH_SETTINGS = "watch.json"
 """the file in a --watch folder that records whose checks it holds (run, against, episodes, seed)"""
 IDLE_LOOKS = 3
@@ -209,10 +217,14 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
     of how its reward scores the other agents as its labels come in. Each check is written to
     `out_dir`/step<N>.md and .json (N the checkpoint's step); steps already there are not redone, so a watch
     stopped and started again goes on where it was (with the same settings: `out_dir`/watch.json records them).
-    A check during which the checkpoint changed is dropped and redone from the new one (the reward and the own
-    agent come from one checkpoint). Checkpoints before the run's first feedback round are passed over. A run that
-    no process trains and that has not finished, for IDLE_LOOKS looks in a row, ends the watch with an error (start
-    or resume the run, then watch again). Returns the steps checked. Only reads the run folders."""
+
+    Every checkpoint is kept from the moment it appears (within KEEP_POLL seconds, or `poll` if shorter) until it
+    is checked, in `out_dir`/.pending (a hard link to the file the run renamed away, or a copy where no link can be
+    made): a check slower than the run's checkpoint interval delays the series but skips no checkpoint, and the
+    reward and the own agent come from one checkpoint. Checkpoints kept by a watch that was stopped are checked
+    when it starts again. Checkpoints before the run's first feedback round are passed over. A run that no process
+    trains and that has not finished, for IDLE_LOOKS looks in a row, ends the watch with an error (start or resume
+    the run, then watch again). Returns the steps checked. Only reads the run folders."""
     from pref_brl.inputs import folder_problem
     from pref_brl.runs import finished_step, folder_holder
 
@@ -230,40 +242,147 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
     settings = _watch_settings(run_dir, against, episodes, seed, expert)
     _check_watch_settings(out_dir, settings)
     done = {int(p.stem[4:]) for p in out_dir.glob("step*.json") if p.stem[4:].isdigit()} if out_dir.is_dir() else set()
-    seen, idle = None, 0
-    while True:
-        end = finished_step(run_dir)  # read first: a checkpoint seen after it is the run's last
-        stamp = _stamp(run_dir)
-        if end is not None and stamp is None:
-            raise RewardCheckError(f"{run_dir} has finished and has no checkpoint (an archived run keeps none): "
-                                   "nothing to check")
-        if stamp is not None and stamp != seen:
+    created = not out_dir.exists()
+    keeper = _Keeper(run_dir, out_dir / PENDING, min(poll, KEEP_POLL))
+    idle = 0
+    try:
+        keeper.start()
+        while True:
+            end = finished_step(run_dir)  # read first: a checkpoint kept after it is the run's last
+            keeper.take()
+            if end is not None and keeper.seen is None and not keeper.kept():
+                raise RewardCheckError(f"{run_dir} has finished and has no checkpoint (an archived run keeps none): "
+                                       "nothing to check")
+            while kept := keeper.kept():
+                for snapshot in kept:
+                    step = _check_kept(snapshot, run_dir, against, episodes, seed, expert, done, out_dir, settings,
+                                       progress)
+                    if step is not None:
+                        done.add(step)
+                    shutil.rmtree(snapshot)
+            if end is not None:  # finished, and its last checkpoint is checked (or has no reward)
+                return sorted(done)
+            idle = idle + 1 if folder_holder(run_dir) is None else 0
+            if idle >= IDLE_LOOKS:
+                raise RewardCheckError(f"{run_dir} has not finished and no process is training it ({IDLE_LOOKS} "
+                                       f"looks, {poll:g} s apart): start or resume it, then watch again (the checks "
+                                       "so far are kept)")
+            sleep(poll)
+    finally:
+        keeper.close()
+        keeper.tidy(out_dir if created else None)
+
+
+def _check_kept(snapshot: Path, run_dir: Path, against: Sequence[str | Path], episodes: int, seed: int, expert: bool,
+                done: set[int], out_dir: Path, settings: dict, progress: Callable[[str], None] | None) -> int | None:
+    """Check one kept checkpoint and write it, named as the run's (unless its step is done already); its step,
+    or None when it is from before the run's first feedback round."""
+    from pref_brl.checkpoint import load_checkpoint
+
+    state = load_checkpoint(snapshot) or {}
+    if int(state.get("step", -1)) in done:  # checked before the watch was stopped and started again
+        return None
+    try:
+        check = check_reward(snapshot, against, episodes, seed, expert=expert)
+    except RewardNotYetError as exc:
+        if progress:
+            progress(f"waiting: {str(exc).replace(str(snapshot), str(run_dir))}")
+        return None
+    check = dataclasses.replace(check, run_dir=str(run_dir))
+    if not (out_dir / WATCH_SETTINGS).is_file():  # with the folder's first check
+        (out_dir / WATCH_SETTINGS).write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    name = f"step{check.step:07d}"
+    write_check(check, out_dir / f"{name}.md", out_dir / f"{name}.json")
+    if progress:
+        progress(f"step {check.step} ({check.labels} labels): wrote {out_dir / name}.md and .json")
+    return check.step
+
+
+class _Keeper:
+    """Keeps each new checkpoint of a run, from the moment it appears, as a folder of its own in `pending` (the
+    checkpoint file, hard-linked or copied, and a copy of the run's config.json), named in the order they were
+    kept. A background thread looks every `interval` seconds; :meth:`take` looks at once."""
+
+    def __init__(self, run_dir: Path, pending: Path, interval: float):
+        self.run_dir, self.pending, self.interval = run_dir, pending, interval
+        self.seen: tuple[int, int, int] | None = None
+        """the stamp of the newest checkpoint kept"""
+        self.error: OSError | None = None
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="checkpoint keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
             try:
-                check = check_reward(run_dir, against, episodes, seed, expert=expert)
-            except (RewardNotYetError, CheckpointChangedError) as exc:  # the latter: the stamp moved, look again
-                check = None
-                if progress:
-                    progress(f"waiting: {exc}")
-            if _stamp(run_dir) != stamp:  # a newer checkpoint landed during the check: check that one
-                continue
-            seen = stamp
-            if check is not None and check.step not in done:
-                if not (out_dir / WATCH_SETTINGS).is_file():  # with the folder's first check
-                    out_dir.mkdir(parents=True, exist_ok=True)
-                    (out_dir / WATCH_SETTINGS).write_text(json.dumps(settings, indent=2), encoding="utf-8")
-                name = f"step{check.step:07d}"
-                write_check(check, out_dir / f"{name}.md", out_dir / f"{name}.json")
-                done.add(check.step)
-                if progress:
-                    progress(f"step {check.step} ({check.labels} labels): wrote {out_dir / name}.md and .json")
-        if end is not None and stamp == seen:  # finished, and its last checkpoint is checked (or has no reward)
-            return sorted(done)
-        idle = idle + 1 if end is None and folder_holder(run_dir) is None else 0
-        if idle >= IDLE_LOOKS:
-            raise RewardCheckError(f"{run_dir} has not finished and no process is training it ({IDLE_LOOKS} looks, "
-                                   f"{poll:g} s apart): start or resume it, then watch again (the checks so far "
-                                   "are kept)")
-        sleep(poll)
+                self.take()
+            except OSError as exc:  # reported by the next take() of the watch
+                self.error = exc
+                return
+
+    def take(self) -> None:
+        """Keep the run's checkpoint if it is new."""
+        if self.error is not None:
+            raise RewardCheckError(f"cannot keep the checkpoints of {self.run_dir} in {self.pending} "
+                                   f"({self.error}); free the space or choose another --watch folder") from None
+        with self._lock:
+            stamp = _stamp(self.run_dir)
+            if stamp is None or stamp == self.seen:
+                return
+            self.pending.mkdir(parents=True, exist_ok=True)
+            name = f"{time.time_ns():020d}"
+            part = self.pending / f".part-{name}"
+            part.mkdir()
+            try:
+                kept = _link_or_copy(self.run_dir / "checkpoint.pt", part / "checkpoint.pt")
+                shutil.copyfile(self.run_dir / "config.json", part / "config.json")
+            except FileNotFoundError:  # between the run's two renames: look again later
+                shutil.rmtree(part)
+                return
+            if kept == self.seen:
+                shutil.rmtree(part)
+                return
+            os.replace(part, self.pending / name)
+            self.seen = kept
+
+    def kept(self) -> list[Path]:
+        """The kept checkpoints not yet checked, oldest first."""
+        if not self.pending.is_dir():
+            return []
+        return sorted(p for p in self.pending.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def tidy(self, created_out: Path | None) -> None:
+        """Remove half-made folders and an empty pending folder (and the --watch folder if this watch made it and it
+        is empty): a watch that wrote no check leaves nothing behind."""
+        if self.pending.is_dir():
+            for part in self.pending.glob(".part-*"):
+                shutil.rmtree(part, ignore_errors=True)
+            if not any(self.pending.iterdir()):
+                self.pending.rmdir()
+        if created_out is not None and created_out.is_dir() and not any(created_out.iterdir()):
+            created_out.rmdir()
+
+
+def _link_or_copy(source: Path, target: Path) -> tuple[int, int, int]:
+    """A hard link to `source` at `target` (a copy where links cannot be made: another file system), and the
+    stamp of the file kept."""
+    try:
+        os.link(source, target)
+        info = target.stat()
+    except FileNotFoundError:
+        raise
+    except OSError:
+        with source.open("rb") as src, target.open("wb") as dst:
+            info = os.fstat(src.fileno())
+            shutil.copyfileobj(src, dst, 1 << 20)
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def _watch_settings(run_dir: Path, against: Sequence[str | Path], episodes: int, seed: int, expert: bool) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,40 +178,96 @@ def test_watch_on_a_finished_run_checks_its_last_checkpoint_once(runs, tmp_path)
     assert (out / "step0000800.json").stat().st_mtime_ns == before
 
 
-def test_watch_redoes_a_check_whose_checkpoint_changed_under_it(runs, tmp_path, monkeypatch) -> None:
-    # the reward and the own agent are read from the checkpoint separately: a check that saw it change is dropped
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A tiny pebble run finished at 800 steps, and copies of its checkpoints at 400, 600 and 800 steps (after its
+    first feedback round) and of its done.json, to land in its folder one by one."""
+    import shutil
+
+    from tests.conftest import advance, tiny_config
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    cfg = tiny_config(root, "run", method="pebble", steps=800)
+    trainer = Trainer(cfg, progress=False)
+    run, stash = Path(cfg.run_dir), root / "stash"
+    stash.mkdir()
+    for step in (400, 600):
+        advance(trainer, lambda: trainer.step == step)  # noqa: B023 - called at once, in this iteration
+        trainer.save()
+        shutil.copyfile(run / "checkpoint.pt", stash / f"{step}.pt")
+    trainer.train()
+    shutil.copyfile(run / "checkpoint.pt", stash / "800.pt")
+    shutil.copyfile(run / "done.json", stash / "done.json")
+    return run, stash
+
+
+def land(run: Path, checkpoint: Path) -> None:
+    """A checkpoint lands as the trainer writes one: beside the old one, then renamed over it."""
     import os
+    import shutil
+
+    shutil.copyfile(checkpoint, run / "checkpoint.pt.landing")
+    os.replace(run / "checkpoint.pt.landing", run / "checkpoint.pt")
+
+
+def test_watch_checks_every_checkpoint_that_lands_during_a_check(checkpoints, tmp_path, monkeypatch) -> None:
+    # a check slower than the run's checkpoints: each is kept when it lands and checked in turn, none skipped
+    import shutil
 
     import pref_brl.reward_check as rc
 
-    pebble, _, _ = runs
-    calls = []
-    check = rc.check_reward
+    finished, stash = checkpoints
+    run = tmp_path / "run"
+    shutil.copytree(finished, run, ignore=shutil.ignore_patterns("done.json", "checkpoint*"))
+    land(run, stash / "400.pt")
+    calls, check = [], rc.check_reward
 
-    def touching(*args, **kwargs):
-        calls.append(1)
-        result = check(*args, **kwargs)
-        if len(calls) == 1:  # a new checkpoint lands while the first check runs
-            path = Path(pebble.run_dir) / "checkpoint.pt"
-            os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
-        return result
-
-    monkeypatch.setattr(rc, "check_reward", touching)
-    assert rc.watch(pebble.run_dir, [], tmp_path / "checks", episodes=1, poll=0.1) == [800]
-    assert len(calls) == 2
-    calls.clear()  # checkpoints landing between every read of the reward and the agent: looked at again
-
-    def racing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:  # new checkpoints kept landing while it read
-            path = Path(pebble.run_dir) / "checkpoint.pt"
-            os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
-            raise rc.CheckpointChangedError("a new checkpoint three times in a row")
+    def slow(*args, **kwargs):
+        calls.append(Path(args[0]))
+        if len(calls) == 1:  # two more checkpoints land, and the run finishes, while the first check runs
+            for step in (600, 800):
+                land(run, stash / f"{step}.pt")
+                time.sleep(0.5)  # the keeper looks every 0.1 s (--poll)
+            shutil.copyfile(stash / "done.json", run / "done.json")
         return check(*args, **kwargs)
 
-    monkeypatch.setattr(rc, "check_reward", racing)
-    assert rc.watch(pebble.run_dir, [], tmp_path / "checks2", episodes=1, poll=0.1) == [800]
-    assert len(calls) == 2
+    monkeypatch.setattr(rc, "check_reward", slow)
+    out = tmp_path / "checks"
+    assert rc.watch(run, [], out, episodes=1, poll=0.1) == [400, 600, 800]
+    assert len(calls) == 3 and all(c.parent == out / rc.PENDING for c in calls)  # each from its kept copy
+    for step in (400, 600, 800):  # written as the run's check
+        written = json.loads((out / f"step{step:07d}.json").read_text(encoding="utf-8"))
+        assert written["step"] == step and written["run_dir"] == str(run)
+        assert f"`{run}`" in (out / f"step{step:07d}.md").read_text(encoding="utf-8")
+    assert sorted(p.name for p in out.iterdir()) == [  # the kept copies are gone once checked
+        "step0000400.json", "step0000400.md", "step0000600.json", "step0000600.md", "step0000800.json",
+        "step0000800.md", "watch.json"]
+
+
+def test_a_stopped_watch_checks_what_it_had_kept_when_started_again(checkpoints, tmp_path, monkeypatch) -> None:
+    import os
+    import shutil
+
+    import pref_brl.reward_check as rc
+
+    finished, stash = checkpoints
+    out = tmp_path / "checks"
+    kept = out / rc.PENDING / "00000000000000000001"  # kept by a watch stopped before it checked it
+    kept.mkdir(parents=True)
+    shutil.copyfile(stash / "600.pt", kept / "checkpoint.pt")
+    shutil.copyfile(finished / "config.json", kept / "config.json")
+    (out / rc.PENDING / ".part-00000000000000000002").mkdir()  # one it was making when stopped
+
+    def no_link(*_args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)  # another file system: the run's checkpoint is copied
+    assert rc.watch(finished, [], out, episodes=1, poll=0.1) == [600, 800]
+    assert not (out / rc.PENDING).exists()
+    assert json.loads((out / "step0000600.json").read_text(encoding="utf-8"))["run_dir"] == str(finished)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert rc.watch(finished, [], out, episodes=1, poll=0.1) == [600, 800]  # nothing new: nothing checked again
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_watch_waits_for_the_first_feedback_round(tiny, tmp_path) -> None:
