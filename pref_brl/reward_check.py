@@ -198,6 +198,10 @@ def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, se
     return cfg, others
 
 
+MAX_KEPT = 10
+"""kept checkpoints that may wait to be checked at once (each holds a whole checkpoint on disk)"""
+KEPT_RECORD = "kept.json"
+"""in a kept checkpoint's folder: the run it was kept from and the file's stamp"""
 PENDING = ".pending"
 """the folder in a --watch folder that keeps each checkpoint of the run from when it appears until it is checked"""
 KEEP_POLL = 2.0
@@ -216,19 +220,72 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
     """A check of each new checkpoint of a preference run, while it trains, until it has finished: the series
     of how its reward scores the other agents as its labels come in. Each check is written to
     `out_dir`/step<N>.md and .json (N the checkpoint's step); steps already there are not redone, so a watch
-    stopped and started again goes on where it was (with the same settings: `out_dir`/watch.json records them).
+    stopped and started again goes on where it was (with the same settings: `out_dir`/watch.json records them,
+    from the start; one watch at a time writes to a folder).
 
     Every checkpoint is kept from the moment it appears (within KEEP_POLL seconds, or `poll` if shorter) until it
-    is checked, in `out_dir`/.pending (a hard link to the file the run renamed away, or a copy where no link can be
-    made): a check slower than the run's checkpoint interval delays the series but skips no checkpoint, and the
-    reward and the own agent come from one checkpoint. Checkpoints kept by a watch that was stopped are checked
-    when it starts again. Checkpoints before the run's first feedback round are passed over. A run that no process
-    trains and that has not finished, for IDLE_LOOKS looks in a row, ends the watch with an error (start or resume
-    the run, then watch again). Returns the steps checked. Only reads the run folders."""
-    from pref_brl.inputs import folder_problem
+    is checked, in `out_dir`/.pending (a hard link to the file the run renames away when it writes the next, or a
+    copy where no link can be made): a check slower than the run's checkpoint interval delays the series but skips
+    no checkpoint, and the reward and the own agent come from one checkpoint. At most MAX_KEPT wait at once (each
+    holds a whole checkpoint on disk); a checkpoint landing beyond that is not kept, and said so. Checkpoints kept
+    by a watch that was stopped are checked when it starts again. Checkpoints before the run's first feedback
+    round are passed over, and so is an unreadable one (said so). A run that no process trains and that has not
+    finished, for IDLE_LOOKS looks in a row, ends the watch with an error (start or resume the run, then watch
+    again). A watch that ends with an error before its first check leaves nothing behind. Returns the steps
+    checked. Only reads the run folders."""
     from pref_brl.runs import finished_step, folder_holder
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    settings = _check_watch_inputs(run_dir, against, out_dir, episodes, seed, poll, expert)
+    done = {int(p.stem[4:]) for p in out_dir.glob("step*.json") if p.stem[4:].isdigit()} if out_dir.is_dir() else set()
+    keeper = _Keeper(run_dir, out_dir / PENDING, min(poll, KEEP_POLL))  # reads what a stopped watch kept
+    with _WatchFolder(out_dir, settings) as folder:
+        idle, told = 0, 0
+        try:
+            keeper.take()
+            keeper.start()
+            while True:
+                end = finished_step(run_dir)  # read first: a checkpoint kept after it is the run's last
+                keeper.take()
+                if end is not None and keeper.seen is None and not keeper.kept():
+                    raise RewardCheckError(f"{run_dir} has finished and has no checkpoint (an archived run keeps "
+                                           "none): nothing to check")
+                while kept := keeper.take() or keeper.kept():  # take: one waiting for room is kept now
+                    for snapshot in kept:
+                        step = _check_kept(snapshot, run_dir, against, episodes, seed, expert, done, out_dir,
+                                           progress)
+                        if step is not None:
+                            done.add(step)
+                            folder.checked = True
+                        _remove(snapshot)
+                    if progress and keeper.skipped > told:
+                        progress(f"{keeper.skipped - told} checkpoint(s) of {run_dir} not kept: {MAX_KEPT} were "
+                                 "waiting to be checked already (the checks are slower than the run)")
+                    told = keeper.skipped
+                if end is not None:  # finished, and its last checkpoint is checked (or has no reward)
+                    return sorted(done)
+                idle = idle + 1 if folder_holder(run_dir) is None else 0
+                if idle >= IDLE_LOOKS:
+                    raise RewardCheckError(f"{run_dir} has not finished and no process is training it ({IDLE_LOOKS} "
+                                           f"looks, {poll:g} s apart): start or resume it, then watch again (the "
+                                           "checks so far are kept)")
+                sleep(poll)
+        except RewardCheckError:
+            keeper.close()
+            if not folder.checked:  # an error before the first check: what this watch kept goes too
+                for snapshot in keeper.kept_here:
+                    _remove(snapshot)
+            raise
+        finally:
+            keeper.close()
+
+
+def _check_watch_inputs(run_dir: Path, against: Sequence[str | Path], out_dir: Path, episodes: int, seed: int,
+                        poll: float, expert: bool) -> dict:
+    """What --watch refuses before it writes anything; the settings its folder records."""
+    from pref_brl.api import load_policy
+    from pref_brl.inputs import folder_problem
+
     cfg, _ = check_inputs(run_dir, against, episodes, seed, expert)
     if cfg.agent != "sac":
         raise RewardCheckError(f"{run_dir} is an --agent {cfg.agent} run, whose policy is saved only when it ends: "
@@ -239,58 +296,41 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
     low, high = POLL_RANGE
     if not low <= poll <= high:
         raise RewardCheckError(f"--poll must be in [{low:g}, {high:g}] seconds, got {poll}")
+    if (out_dir / PENDING).exists() and not (out_dir / PENDING).is_dir():
+        raise RewardCheckError(f"{out_dir / PENDING} is not a folder, and --watch keeps checkpoints there: remove it "
+                               "or choose another --watch folder")
     settings = _watch_settings(run_dir, against, episodes, seed, expert)
     _check_watch_settings(out_dir, settings)
-    done = {int(p.stem[4:]) for p in out_dir.glob("step*.json") if p.stem[4:].isdigit()} if out_dir.is_dir() else set()
-    created = not out_dir.exists()
-    keeper = _Keeper(run_dir, out_dir / PENDING, min(poll, KEEP_POLL))
-    idle = 0
-    try:
-        keeper.start()
-        while True:
-            end = finished_step(run_dir)  # read first: a checkpoint kept after it is the run's last
-            keeper.take()
-            if end is not None and keeper.seen is None and not keeper.kept():
-                raise RewardCheckError(f"{run_dir} has finished and has no checkpoint (an archived run keeps none): "
-                                       "nothing to check")
-            while kept := keeper.kept():
-                for snapshot in kept:
-                    step = _check_kept(snapshot, run_dir, against, episodes, seed, expert, done, out_dir, settings,
-                                       progress)
-                    if step is not None:
-                        done.add(step)
-                    shutil.rmtree(snapshot)
-            if end is not None:  # finished, and its last checkpoint is checked (or has no reward)
-                return sorted(done)
-            idle = idle + 1 if folder_holder(run_dir) is None else 0
-            if idle >= IDLE_LOOKS:
-                raise RewardCheckError(f"{run_dir} has not finished and no process is training it ({IDLE_LOOKS} "
-                                       f"looks, {poll:g} s apart): start or resume it, then watch again (the checks "
-                                       "so far are kept)")
-            sleep(poll)
-    finally:
-        keeper.close()
-        keeper.tidy(out_dir if created else None)
+    for path in against:  # every check loads them: what cannot be read is refused before anything is written
+        try:
+            load_policy(path)
+        except Exception as exc:  # noqa: BLE001 - ValueError, CheckpointError: named with the folder
+            raise RewardCheckError(f"--against {path}: {exc}") from None
+    return settings
 
 
 def _check_kept(snapshot: Path, run_dir: Path, against: Sequence[str | Path], episodes: int, seed: int, expert: bool,
-                done: set[int], out_dir: Path, settings: dict, progress: Callable[[str], None] | None) -> int | None:
+                done: set[int], out_dir: Path, progress: Callable[[str], None] | None) -> int | None:
     """Check one kept checkpoint and write it, named as the run's (unless its step is done already); its step,
-    or None when it is from before the run's first feedback round."""
-    from pref_brl.checkpoint import load_checkpoint
+    or None when it is from before the run's first feedback round or cannot be read."""
+    from pref_brl.checkpoint import CheckpointError
 
-    state = load_checkpoint(snapshot) or {}
-    if int(state.get("step", -1)) in done:  # checked before the watch was stopped and started again
-        return None
     try:
+        step = _kept_step(snapshot)
+        if step in done:  # checked before the watch was stopped and started again
+            return None
         check = check_reward(snapshot, against, episodes, seed, expert=expert)
     except RewardNotYetError as exc:
         if progress:
             progress(f"waiting: {str(exc).replace(str(snapshot), str(run_dir))}")
         return None
+    except CheckpointError as exc:
+        if progress:
+            progress(f"passed over a checkpoint of {run_dir} that cannot be read ({exc})")
+        return None
+    except RewardCheckError as exc:
+        raise RewardCheckError(str(exc).replace(str(snapshot), str(run_dir))) from None
     check = dataclasses.replace(check, run_dir=str(run_dir))
-    if not (out_dir / WATCH_SETTINGS).is_file():  # with the folder's first check
-        (out_dir / WATCH_SETTINGS).write_text(json.dumps(settings, indent=2), encoding="utf-8")
     name = f"step{check.step:07d}"
     write_check(check, out_dir / f"{name}.md", out_dir / f"{name}.json")
     if progress:
@@ -298,18 +338,101 @@ def _check_kept(snapshot: Path, run_dir: Path, against: Sequence[str | Path], ep
     return check.step
 
 
+def _kept_step(snapshot: Path) -> int:
+    """The env step of a kept checkpoint (the loaded state is let go at once: a check loads it again)."""
+    from pref_brl.checkpoint import CheckpointError, load_checkpoint
+
+    state = load_checkpoint(snapshot)
+    if state is None:
+        raise CheckpointError(f"{snapshot} holds no checkpoint")
+    return int(state.get("step", -1))
+
+
+def _remove(path: Path) -> None:
+    """Remove a kept checkpoint's folder (as far as it can; what is left is tidied or checked later)."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class _WatchFolder:
+    """The --watch folder while a watch writes to it: made if missing, locked (one watch at a time: an exclusive
+    flock on the folder itself, released by the OS if the watch dies), watch.json written from the start. On the
+    way out: half-made kept folders and an empty .pending removed; if no check was written (`checked` stays
+    False) and nothing is kept, the watch.json it wrote and the folder it made go too."""
+
+    def __init__(self, out_dir: Path, settings: dict):
+        self.out_dir, self.settings, self.checked = out_dir, settings, False
+        self.made_folder = not out_dir.exists()
+        self.wrote_settings = not (out_dir / WATCH_SETTINGS).is_file()
+        self.fd: int | None = None
+
+    def __enter__(self) -> _WatchFolder:
+        import fcntl
+
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.out_dir, os.O_RDONLY)
+        except OSError as exc:
+            raise RewardCheckError(f"cannot write the --watch folder {self.out_dir} ({exc.strerror}); choose a "
+                                   "writable one") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise RewardCheckError(f"another watch is writing to {self.out_dir}; wait for it to end or choose "
+                                   "another --watch folder") from None
+        if self.wrote_settings:
+            try:
+                _write_atomically(self.out_dir / WATCH_SETTINGS, json.dumps(self.settings, indent=2))
+            except OSError as exc:
+                self.__exit__(None, None, None)
+                raise RewardCheckError(f"cannot write {self.out_dir / WATCH_SETTINGS} ({exc.strerror}); choose a "
+                                       "writable --watch folder") from None
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        pending = self.out_dir / PENDING
+        try:
+            if pending.is_dir():
+                for part in pending.glob(".part-*"):
+                    shutil.rmtree(part, ignore_errors=True)
+                if not any(pending.iterdir()):
+                    pending.rmdir()
+            if not self.checked and not pending.exists() and self.wrote_settings:
+                (self.out_dir / WATCH_SETTINGS).unlink(missing_ok=True)
+            if self.made_folder and not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()
+        except OSError:
+            pass  # tidying is best effort: what is left does no harm and a later watch tidies it
+        finally:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+
+
 class _Keeper:
-    """Keeps each new checkpoint of a run, from the moment it appears, as a folder of its own in `pending` (the
-    checkpoint file, hard-linked or copied, and a copy of the run's config.json), named in the order they were
-    kept. A background thread looks every `interval` seconds; :meth:`take` looks at once."""
+    """Keeps each new checkpoint of a run, from the moment it appears, as a folder of its own in `pending`: the
+    checkpoint file (hard-linked or copied), a copy of the run's config.json and `kept.json` (the run and the
+    file's stamp), named in the order they were kept. A background thread looks every `interval` seconds;
+    :meth:`take` looks at once. At most MAX_KEPT are kept at a time."""
 
     def __init__(self, run_dir: Path, pending: Path, interval: float):
         self.run_dir, self.pending, self.interval = run_dir, pending, interval
         self.seen: tuple[int, int, int] | None = None
-        """the stamp of the newest checkpoint kept"""
+        """the stamp of the newest checkpoint kept (by this watch or a stopped one)"""
+        self.kept_here: list[Path] = []
+        self.skipped = 0
+        """checkpoints not kept: MAX_KEPT were waiting while each was the run's newest"""
+        self.declined: tuple[int, int, int] | None = None
         self.error: OSError | None = None
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="checkpoint keeper", daemon=True)
+        for snapshot in self.kept():  # kept by a watch that was stopped: this run's, else refused
+            record = _read_kept(snapshot)
+            if record is None or Path(record["run"]) != run_dir.resolve():
+                raise RewardCheckError(f"{snapshot} holds a checkpoint kept for another run or unreadable: remove it "
+                                       "or choose another --watch folder")
+            self.seen = tuple(record["stamp"])
 
     def start(self) -> None:
         self._thread.start()
@@ -323,18 +446,33 @@ class _Keeper:
         while not self._stop.wait(self.interval):
             try:
                 self.take()
-            except OSError as exc:  # reported by the next take() of the watch
-                self.error = exc
+            except (OSError, RewardCheckError) as exc:  # reported by the watch's next take()
+                if isinstance(exc, OSError):
+                    self.error = exc
                 return
 
     def take(self) -> None:
         """Keep the run's checkpoint if it is new."""
         if self.error is not None:
             raise RewardCheckError(f"cannot keep the checkpoints of {self.run_dir} in {self.pending} "
-                                   f"({self.error}); free the space or choose another --watch folder") from None
+                                   f"({self.error.strerror or self.error}): free disk space or choose another "
+                                   "--watch folder") from None
+        try:
+            self._take()
+        except OSError as exc:
+            self.error = exc
+            self.take()
+
+    def _take(self) -> None:
         with self._lock:
             stamp = _stamp(self.run_dir)
             if stamp is None or stamp == self.seen:
+                return
+            if self.declined is not None and self.declined != stamp:  # replaced before there was room for it
+                self.skipped += 1
+                self.declined = None
+            if len(self.kept()) >= MAX_KEPT:
+                self.declined = stamp  # kept once there is room, unless a newer one lands first
                 return
             self.pending.mkdir(parents=True, exist_ok=True)
             name = f"{time.time_ns():020d}"
@@ -344,12 +482,18 @@ class _Keeper:
                 kept = _link_or_copy(self.run_dir / "checkpoint.pt", part / "checkpoint.pt")
                 shutil.copyfile(self.run_dir / "config.json", part / "config.json")
             except FileNotFoundError:  # between the run's two renames: look again later
-                shutil.rmtree(part)
+                shutil.rmtree(part, ignore_errors=True)
                 return
+            except OSError:
+                shutil.rmtree(part, ignore_errors=True)
+                raise
             if kept == self.seen:
-                shutil.rmtree(part)
+                shutil.rmtree(part, ignore_errors=True)
                 return
+            (part / KEPT_RECORD).write_text(json.dumps({"run": str(self.run_dir.resolve()), "stamp": kept}),
+                                            encoding="utf-8")
             os.replace(part, self.pending / name)
+            self.kept_here.append(self.pending / name)
             self.seen = kept
 
     def kept(self) -> list[Path]:
@@ -358,16 +502,14 @@ class _Keeper:
             return []
         return sorted(p for p in self.pending.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def tidy(self, created_out: Path | None) -> None:
-        """Remove half-made folders and an empty pending folder (and the --watch folder if this watch made it and it
-        is empty): a watch that wrote no check leaves nothing behind."""
-        if self.pending.is_dir():
-            for part in self.pending.glob(".part-*"):
-                shutil.rmtree(part, ignore_errors=True)
-            if not any(self.pending.iterdir()):
-                self.pending.rmdir()
-        if created_out is not None and created_out.is_dir() and not any(created_out.iterdir()):
-            created_out.rmdir()
+
+def _read_kept(snapshot: Path) -> dict | None:
+    try:
+        record = json.loads((snapshot / KEPT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("run"), str) and isinstance(record.get("stamp"), list)
+    return record if ok and len(record["stamp"]) == 3 else None
 
 
 def _link_or_copy(source: Path, target: Path) -> tuple[int, int, int]:
@@ -383,6 +525,17 @@ def _link_or_copy(source: Path, target: Path) -> tuple[int, int, int]:
             info = os.fstat(src.fileno())
             shutil.copyfileobj(src, dst, 1 << 20)
     return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write beside the file (a hidden name), then rename into place: a reader never sees it half-written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _watch_settings(run_dir: Path, against: Sequence[str | Path], episodes: int, seed: int, expert: bool) -> dict:
@@ -413,9 +566,9 @@ def _check_watch_settings(out_dir: Path, settings: dict) -> None:
 
 
 def write_check(check: RewardCheck, table: Path, numbers: Path) -> None:
-    """The table (markdown) and the numbers (JSON)."""
-    table.write_text(to_markdown(check), encoding="utf-8")
-    numbers.write_text(check.to_json(), encoding="utf-8")
+    """The table (markdown) and the numbers (JSON), each written whole or not at all."""
+    _write_atomically(table, to_markdown(check))
+    _write_atomically(numbers, check.to_json())
 
 
 def _stamp(run_dir: Path) -> tuple[int, int, int] | None:

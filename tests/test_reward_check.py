@@ -256,6 +256,7 @@ def test_a_stopped_watch_checks_what_it_had_kept_when_started_again(checkpoints,
     kept.mkdir(parents=True)
     shutil.copyfile(stash / "600.pt", kept / "checkpoint.pt")
     shutil.copyfile(finished / "config.json", kept / "config.json")
+    (kept / rc.KEPT_RECORD).write_text(json.dumps({"run": str(finished.resolve()), "stamp": [1, 2, 3]}))
     (out / rc.PENDING / ".part-00000000000000000002").mkdir()  # one it was making when stopped
 
     def no_link(*_args):
@@ -265,9 +266,90 @@ def test_a_stopped_watch_checks_what_it_had_kept_when_started_again(checkpoints,
     assert rc.watch(finished, [], out, episodes=1, poll=0.1) == [600, 800]
     assert not (out / rc.PENDING).exists()
     assert json.loads((out / "step0000600.json").read_text(encoding="utf-8"))["run_dir"] == str(finished)
+    assert (out / rc.WATCH_SETTINGS).is_file()  # written before the first check (with the first one kept)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert rc.watch(finished, [], out, episodes=1, poll=0.1) == [600, 800]  # nothing new: nothing checked again
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_watch_skips_what_it_cannot_keep_or_read_and_says_so(checkpoints, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    import pref_brl.reward_check as rc
+
+    finished, stash = checkpoints
+    run = tmp_path / "run"
+    shutil.copytree(finished, run, ignore=shutil.ignore_patterns("done.json", "checkpoint*"))
+    land(run, stash / "400.pt")
+    check = rc.check_reward
+    calls = []
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # with room for one kept checkpoint, 600 is replaced by 800 before there is room
+            for step in (600, 800):
+                land(run, stash / f"{step}.pt")
+                time.sleep(0.5)
+            shutil.copyfile(stash / "done.json", run / "done.json")
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(rc, "check_reward", slow)
+    monkeypatch.setattr(rc, "MAX_KEPT", 1)
+    lines: list[str] = []
+    assert rc.watch(run, [], tmp_path / "checks", episodes=1, poll=0.1, progress=lines.append) == [400, 800]
+    assert sum("1 checkpoint(s) of" in line and "not kept: 1 were waiting" in line for line in lines) == 1
+    # a kept checkpoint that cannot be read (damaged on disk) is passed over, and the watch goes on
+    out = tmp_path / "damaged"
+    kept = out / rc.PENDING / "00000000000000000001"
+    kept.mkdir(parents=True)
+    (kept / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    shutil.copyfile(finished / "config.json", kept / "config.json")
+    (kept / rc.KEPT_RECORD).write_text(json.dumps({"run": str(finished.resolve()), "stamp": [1, 2, 3]}))
+    lines.clear()
+    assert rc.watch(finished, [], out, episodes=1, poll=0.1, progress=lines.append) == [800]
+    assert any(line.startswith(f"passed over a checkpoint of {finished} that cannot be read") for line in lines)
+    assert not (out / rc.PENDING).exists()
+
+
+def test_watch_refuses_another_runs_kept_checkpoint_a_second_watch_and_an_unreadable_against(
+        checkpoints, runs, tmp_path, capsys) -> None:
+    import fcntl
+    import os
+    import shutil
+
+    import pref_brl.reward_check as rc
+
+    finished, stash = checkpoints
+    out = tmp_path / "checks"
+    kept = out / rc.PENDING / "00000000000000000001"  # left by a watch of another run
+    kept.mkdir(parents=True)
+    (kept / rc.KEPT_RECORD).write_text(json.dumps({"run": "/elsewhere/run", "stamp": [1, 2, 3]}))
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert reward_check_main([str(finished), "--watch", str(out), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "kept for another run" in err
+    held = tmp_path / "held"
+    held.mkdir()
+    fd = os.open(held, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another watch writes there
+    try:
+        assert reward_check_main([str(finished), "--watch", str(held), "--episodes", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "another watch is writing to" in err
+    finally:
+        os.close(fd)
+    _, sac, _ = runs
+    broken = tmp_path / "sac"
+    shutil.copytree(sac.run_dir, broken)
+    (broken / "checkpoint.pt").write_bytes(b"x")
+    (broken / "checkpoint.prev.pt").unlink(missing_ok=True)
+    fresh = tmp_path / "fresh"
+    assert reward_check_main([str(finished), "--against", str(broken), "--watch", str(fresh), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and f"--against {broken}" in err
+    assert not fresh.exists()
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
+                  if not str(p.relative_to(tmp_path)).startswith(("held", "sac"))) == before
 
 
 def test_watch_waits_for_the_first_feedback_round(tiny, tmp_path) -> None:
