@@ -274,18 +274,21 @@ def check_table(panels: list[CheckPanel]) -> str:
     reached 0.5 and the check from which it stayed there, the learned returns per episode of the run's own agent
     and of the other policy once every label was given, the pair accuracy over all checked segments then, and
     the own agent's best success in the checks. NaN values (no pair to order) are left out of every range; a
-    run of unknown budget has every check before its last label."""
+    run of unknown budget has every check before its last label. The 0.5 columns compare the accuracy as shown
+    (two decimals), so that they agree with the ranges beside them."""
     lines = ["| " + " | ".join(CHECK_TABLE_HEAD) + " |", "|" + "---|" * len(CHECK_TABLE_HEAD)]
     for panel in panels:
         for line in panel.series:
             every = [i for i, labels in enumerate(line.labels) if panel.budget is not None and labels >= panel.budget]
             before = [i for i in range(len(line.steps)) if i not in every]
-            reached = [i for i, acc in enumerate(line.cross_accuracy) if acc >= 0.5]
-            below = [i for i, acc in enumerate(line.cross_accuracy) if acc < 0.5]
+            shown = [round(acc, 2) for acc in line.cross_accuracy]  # 0.5 as the table shows it, two decimals
+            reached = [i for i, acc in enumerate(shown) if acc >= 0.5]
+            below = [i for i, acc in enumerate(shown) if acc < 0.5]
             held = [i for i in reached if not below or i > below[-1]]
             success = [(value, -step) for value, step in zip(line.own_success, line.steps) if not np.isnan(value)]
             best = max(success, default=None)
-            cells = [panel.title, "-" if panel.budget is None else str(panel.budget), line.seed, line.against,
+            cells = [_cell(panel.title), "-" if panel.budget is None else str(panel.budget), _cell(line.seed),
+                     _cell(line.against),
                      f"{len(line.steps)} ({_span(line.steps, list(range(len(line.steps))), ',')})",
                      _span(line.cross_accuracy, before, ".2f"),
                      f"{line.steps[reached[0]]:,} ({line.labels[reached[0]]:,})" if reached else "never",
@@ -293,7 +296,7 @@ def check_table(panels: list[CheckPanel]) -> str:
                      _span(line.cross_accuracy, every, ".2f"), _span(line.cross_accuracy, [len(line.steps) - 1], ".2f"),
                      f"{_span(line.own_learned, every, ',.0f')} / {_span(line.other_learned, every, ',.0f')}",
                      _span(line.pair_accuracy, every, ".2f"),
-                     "n/a" if best is None else f"{best[0]:.1f} ({-best[1]:,})" if best[0] > 0 else f"{best[0]:.1f}"]
+                     "n/a" if best is None else f"{best[0]:.2f} ({-best[1]:,})" if best[0] > 0 else f"{best[0]:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -303,8 +306,19 @@ def _span(values: tuple[float, ...], at: list[int], spec: str) -> str:
     kept = [values[i] for i in at if i < len(values) and not np.isnan(values[i])]
     if not kept:
         return "n/a"
-    low, high = format(min(kept), spec), format(max(kept), spec)
+    low, high = _number(min(kept), spec), _number(max(kept), spec)
     return low if low == high else f"{low} to {high}"
+
+
+def _number(value: float, spec: str) -> str:
+    """format(value, spec), without the sign of a value that rounds to zero ("-0")."""
+    text = format(value, spec)
+    return text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text
+
+
+def _cell(text: str) -> str:
+    """A name in a Markdown table cell: '|' would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def check_tables(series: list[CheckSeries], runs: list[RunData]) -> dict[str, tuple[list[CheckPanel], str]]:

@@ -384,13 +384,20 @@ def test_reward_checks_are_tabled_per_run_before_and_with_every_label(study: Pat
                     (success, own), other, pairs)
     # a run outside the study: its budget is not known, so every check is before its last label
     write_check(checks / "away.json", Path("runs") / "walker_walk" / "away", 50, 10, {"x": 0.8}, (0.0, 2.0))
+    # at the edges of the formats: 0.4999 shows as 0.50 and counts as 0.5 there, -0.3 rounds to 0 (no "-0"), a
+    # success of 0.04 is not 0, and a '|' in a name does not end its cell
+    write_check(checks / "edge.json", Path("runs") / "walker_walk" / "pebble" / "budget10" / "oracle" / "a|b", 70, 10,
+                {"x|y": 0.4999}, (0.04, -0.3))
     out = tmp_path / "plots"
     assert main([str(study), "--checks", str(checks), "--out", str(out), "--reps", "50",
                  "--label", "pebble=PEBBLE"]) == 0
     table = (out / "walker_walk_reward-checks.md").read_text(encoding="utf-8")
     assert table in capsys.readouterr().out
     head, rule, *rows = table.splitlines()
-    assert head == "| " + " | ".join(CHECK_TABLE_HEAD) + " |" and len(rows) == 2
+    assert head == "| " + " | ".join(CHECK_TABLE_HEAD) + " |" and len(rows) == 3
+    assert rows[0] == ("| pebble/budget10/oracle | 10 | a\\|b | x\\|y | 1 (70) | n/a | 70 (10) | 70 | 0.50 | 0.50 | "
+                       "0 / 0 | 0.60 | 0.04 (70) |")  # budget 10 before 100
+    rows = rows[1:]
     assert [c.strip() for c in rows[0].split("|")[1:-1]] == [  # --label's text goes by its method, pebble
         "PEBBLE", "100", "seed0", "scripted policy", "6 (100 to 600)",
         "0.20 to 0.70",      # 100 and 200 only: 80 labels of 100
@@ -400,9 +407,9 @@ def test_reward_checks_are_tabled_per_run_before_and_with_every_label(study: Pat
         "0.60",
         "7 to 9 / 3 to 4",   # own agent's NaN left out
         "0.60 to 0.90",
-        "0.5 (200)"]         # the best success, at its first step
+        "0.50 (200)"]        # the best success, at its first step
     assert [c.strip() for c in rows[1].split("|")[1:-1]] == [  # an unknown method after the known ones
-        "away", "-", "away", "x", "1 (50)", "0.80", "50 (10)", "50", "n/a", "0.80", "n/a / n/a", "n/a", "0.0"]
+        "away", "-", "away", "x", "1 (50)", "0.80", "50 (10)", "50", "n/a", "0.80", "n/a / n/a", "n/a", "0.00"]
 
 
 def test_reward_checks_that_cannot_be_drawn_are_refused_before_anything_is_written(study: Path, tmp_path: Path,
