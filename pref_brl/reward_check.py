@@ -242,8 +242,7 @@ def watch(run_dir: str | Path, against: Sequence[str | Path], out_dir: str | Pat
     with _WatchFolder(out_dir, settings) as folder:
         idle, told = 0, 0
         try:
-            keeper.take()
-            keeper.start()
+            keeper.start()  # its thread first looks after `interval`; the loop's take() keeps the first one now
             while True:
                 end = finished_step(run_dir)  # read first: a checkpoint kept after it is the run's last
                 keeper.take()
@@ -446,22 +445,20 @@ class _Keeper:
         while not self._stop.wait(self.interval):
             try:
                 self.take()
-            except (OSError, RewardCheckError) as exc:  # reported by the watch's next take()
-                if isinstance(exc, OSError):
-                    self.error = exc
+            except RewardCheckError:  # self.error is set: the watch's next take() reports it
                 return
 
     def take(self) -> None:
         """Keep the run's checkpoint if it is new."""
-        if self.error is not None:
-            raise RewardCheckError(f"cannot keep the checkpoints of {self.run_dir} in {self.pending} "
-                                   f"({self.error.strerror or self.error}): free disk space or choose another "
-                                   "--watch folder") from None
-        try:
-            self._take()
-        except OSError as exc:
-            self.error = exc
-            self.take()
+        if self.error is None:
+            try:
+                self._take()
+                return
+            except OSError as exc:
+                self.error = exc
+        raise RewardCheckError(f"cannot keep the checkpoints of {self.run_dir} in {self.pending} "
+                               f"({self.error.strerror or self.error}): free disk space or choose another "
+                               "--watch folder") from None
 
     def _take(self) -> None:
         with self._lock:
