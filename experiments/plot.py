@@ -19,6 +19,10 @@ the cross-pair accuracy against each other policy at each checked checkpoint, on
 they are read from the reward-checks folder of each given folder (an archived study keeps them there), and
 tabled per run in <env>_reward-checks.md: the cross-pair accuracy before and with the whole budget of labels,
 when it reached 0.5 and held there, learned returns, pair accuracy and the own agent's success.
+
+Each run's own final score is listed in runs.md (and runs.csv): the mean of its last --final-window evaluations,
+those evaluations, its best one and, with --threshold X, the first step at which the mean of --final-window
+consecutive evaluations was at least X, and whether its final score is.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from pref_brl import diagnostics
+from pref_brl import diagnostics, run_scores
 from pref_brl.check_series import CheckSeries, check_files, default_check_folders, load_series, run_key
 from pref_brl.cli import parse
 from pref_brl.results import (
@@ -77,6 +81,9 @@ class PlotArgs:
     """a curve point needs this many seeds evaluated there (0: all seeds of the line)"""
     final_window: int = 1
     """final performance of a run: mean of its last this many evaluations"""
+    threshold: float | None = None
+    """runs.md: the first step at which the mean of --final-window consecutive evaluations was at least this,
+    and whether the run's final score is (default: no such columns)"""
     compare: tuple[str, ...] = ("bilevel:pebble",)
     """method:baseline pairs whose probability of improvement the table reports; either side may be a method
     variant as the table names it (bilevel:bilevel+penalty=false)"""
@@ -375,6 +382,8 @@ def check_args(args: PlotArgs) -> None:
                            "their variants (bilevel+penalty=false) and the texts of --label")
     if args.final_window < 1 or args.reps < 1:
         raise ResultsError("--final-window and --reps must be >= 1")
+    if args.threshold is not None and not np.isfinite(args.threshold):
+        raise ResultsError(f"--threshold must be a finite number, got {args.threshold}")
     if args.min_runs < 0:
         raise ResultsError(f"--min-runs must be >= 0 (0: every seed of a line), got {args.min_runs}")
     if not args.folders:
@@ -432,6 +441,10 @@ def make_plots(args: PlotArgs) -> list[Path]:
     for env, (_, table) in checked.items():
         print(f"reward checks, {env}:\n{table}")
     written += [out / "final.md", out / "final.csv"]
+    scores = per_run(args, runs, metrics)
+    (out / "runs.md").write_text(run_scores.to_markdown(scores), encoding="utf-8")
+    (out / "runs.csv").write_text(run_scores.to_csv(scores), encoding="utf-8")
+    written += [out / "runs.md", out / "runs.csv"]
     if pooled is not None:
         (out / "diagnostics.md").write_text(pooled, encoding="utf-8")
         print(pooled)
@@ -452,6 +465,12 @@ def tables(args: PlotArgs, runs: list[RunData], metrics: dict[str, str]) -> tupl
     if not args.diagnostics:
         return rows, None
     return rows, diagnostics.to_markdown(diagnostics.pooled_diagnostics(runs, args.diagnostics))
+
+
+def per_run(args: PlotArgs, runs: list[RunData], metrics: dict[str, str]) -> list[run_scores.RunScore]:
+    """Each run's final score, its last evaluations and, with --threshold, when it reached the level: runs.md."""
+    apply_labels(runs, parse_labels(args.label))
+    return run_scores.run_scores(runs, metrics, args.final_window, args.threshold)
 
 
 def warn_unfinished(rows: list) -> None:

@@ -6,8 +6,8 @@ A documented table sits between two markers that name the command that makes it:
     | env | method | ... |
     <!-- end -->
 
-(`diagnostics.md of:` for a `--diagnostics` table, `<env>_reward-checks.md of:` for the table of an env's reward
-checks). Each one is recomputed here from the archived run folders
+(`diagnostics.md of:` for a `--diagnostics` table, `runs.md of:` for the per-run table, `<env>_reward-checks.md
+of:` for the table of an env's reward checks). Each one is recomputed here from the archived run folders
 (paths relative to the repository root) and must match the docs character for character, so a number in the
 docs cannot drift from the data behind it. Tables of `pref-brl-estimators` sit between
 `<!-- estimators of: <its .json> -->` and `<!-- end -->` and are recomputed from the measurement file kept in
@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from pref_brl import run_scores
 from pref_brl.cli import parse
-from pref_brl.experiments.plot import PlotArgs, check_series, check_tables, tables
+from pref_brl.experiments.plot import PlotArgs, check_series, check_tables, per_run, tables
 from pref_brl.results import apply_labels, load, parse_labels, to_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"<!-- (final|diagnostics)\.md of: pref-brl-plot (.+?) -->\n(.*?)<!-- end -->", re.S)
+BLOCK = re.compile(r"<!-- (final|diagnostics|runs)\.md of: pref-brl-plot (.+?) -->\n(.*?)<!-- end -->", re.S)
 
 
 def documented_tables() -> list[tuple[str, str, str, str]]:
@@ -58,8 +59,11 @@ def test_the_walker_study_is_documented_from_its_archive() -> None:
 def test_documented_table_equals_the_recomputed_one(doc: str, kind: str, argv: str, body: str,
                                                     monkeypatch) -> None:
     args, runs, metrics = plotted(argv, monkeypatch)
-    rows, pooled = tables(args, runs, metrics)
-    computed = to_markdown(rows, args.aggregate) if kind == "final" else pooled
+    if kind == "runs":
+        computed = run_scores.to_markdown(per_run(args, runs, metrics))
+    else:
+        rows, pooled = tables(args, runs, metrics)
+        computed = to_markdown(rows, args.aggregate) if kind == "final" else pooled
     assert computed is not None, f"{doc}: a diagnostics table needs --diagnostics in its command"
     assert body.strip() == computed.strip(), (
         f"{doc}: the {kind} table differs from `pref-brl-plot {argv}`; re-run it and paste its {kind}.md")
