@@ -272,16 +272,18 @@ CHECK_TABLE_HEAD = ("method", "budget", "seed", "against", "checks (steps)",
                     "cross-pair accuracy before the last label", "first check >= 0.5 (labels)",
                     "held >= 0.5 from", "cross-pair accuracy with every label", "at the last check",
                     "learned return with every label: own / other", "pair accuracy with every label",
-                    "own agent's best success (step)")
+                    "label coverage of the other's segments with every label", "own agent's best success (step)")
 
 
 def check_table(panels: list[CheckPanel]) -> str:
     """The reward checks of one env as Markdown, a row per run and other policy: the cross-pair accuracy before
     the run had its whole budget of labels and with it (ranges over the checks), the first check at which it
     reached 0.5 and the check from which it stayed there, the learned returns per episode of the run's own agent
-    and of the other policy once every label was given, the pair accuracy over all checked segments then, and
-    the own agent's best success in the checks. NaN values (no pair to order) are left out of every range; a
-    run of unknown budget has every check before its last label. The 0.5 columns compare the accuracy as shown
+    and of the other policy once every label was given, the pair accuracy over all checked segments then, the
+    share of the other policy's segments whose true return the highest labelled segment reaches then (the label
+    coverage), and the own agent's best success in the checks. NaN values (no pair to order; no coverage in a check
+    written before it was recorded) are left out of every range; a run of unknown budget has every check before its
+    last label. The 0.5 columns compare the accuracy as shown
     (two decimals), so that they agree with the ranges beside them."""
     lines = ["| " + " | ".join(CHECK_TABLE_HEAD) + " |", "|" + "---|" * len(CHECK_TABLE_HEAD)]
     for panel in panels:
@@ -302,7 +304,7 @@ def check_table(panels: list[CheckPanel]) -> str:
                      f"{line.steps[held[0]]:,}" if held else "never",
                      _span(line.cross_accuracy, every, ".2f"), _span(line.cross_accuracy, [len(line.steps) - 1], ".2f"),
                      f"{_span(line.own_learned, every, ',.0f')} / {_span(line.other_learned, every, ',.0f')}",
-                     _span(line.pair_accuracy, every, ".2f"),
+                     _span(line.pair_accuracy, every, ".2f"), _span(line.label_coverage, every, ".2f"),
                      "n/a" if best is None else f"{best[0]:.2f} ({-best[1]:,})" if best[0] > 0 else f"{best[0]:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -218,7 +218,8 @@ class LearnedReward:
     act [N, A] (one number for a single step), the reward model's ensemble mean, with which the run relabels
     its replay buffer and its agent learns."""
 
-    def __init__(self, model: Any, obs_dim: int, act_dim: int, device: str, step: int = 0, labels: int = 0) -> None:
+    def __init__(self, model: Any, obs_dim: int, act_dim: int, device: str, step: int = 0, labels: int = 0,
+                 label_returns: np.ndarray | None = None) -> None:
         self._model = model
         self._device = device
         self.obs_dim = obs_dim
@@ -229,6 +230,9 @@ class LearnedReward:
         """the env step of the checkpoint it was loaded from"""
         self.labels = labels
         """the labels it had been trained on by then (`feedback/total`)"""
+        self.label_returns = np.zeros((0, 2)) if label_returns is None else np.asarray(label_returns, dtype=float)
+        """[N, 2]: the true returns of σ⁰ and σ¹ of each labelled pair it was trained on, in the order labelled (the
+        environment's reward over each segment, whoever labelled it): how far up the task its labels reached"""
 
     def __call__(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         single, o, a = self._steps(obs, act)
@@ -307,4 +311,9 @@ def load_reward(run_dir: str | Path, device: str = "cpu") -> LearnedReward:
         env.close()
     model = make_reward_model(cfg, obs_dim, act_dim, device)
     model.load_full_state(learner["ensemble"])
-    return LearnedReward(model, obs_dim, act_dim, device, int(state.get("step", 0)), int(learner["counters"][0]))
+    prefs = learner.get("prefs") or {}
+    n = int(prefs.get("n", 0))
+    returns = np.stack([prefs["rew0"][:n].double().sum(1).numpy(), prefs["rew1"][:n].double().sum(1).numpy()],
+                       axis=1) if n else None
+    return LearnedReward(model, obs_dim, act_dim, device, int(state.get("step", 0)), int(learner["counters"][0]),
+                         returns)

@@ -50,6 +50,9 @@ class CheckSeries:
     """the share of the own agent's check episodes with a success (NaN outside Meta-World)"""
     pair_accuracy: tuple[float, ...] = ()
     """the share of all checked segment pairs (every policy's) whose order the learned reward predicts"""
+    label_coverage: tuple[float, ...] = ()
+    """the share of the other policy's segments whose true return the highest labelled segment reaches (NaN where
+    a check has none: checks written before it was recorded)"""
 
     @property
     def seed(self) -> str:
@@ -102,7 +105,7 @@ def load_series(files: Iterable[Path]) -> list[CheckSeries]:
     """One series per (run, other policy), sorted by env, run (seeds in number order) and policy. A file that is
     not a check, a check that names one policy twice, or two checks of one run at one step, is a ResultsError
     naming the file(s)."""
-    points: dict[tuple[str, tuple[str, ...], str], dict[int, tuple[Path, int, float, float, float, float, float]]] = {}
+    points: dict[tuple[str, tuple[str, ...], str], dict[int, tuple]] = {}
     for path in files:
         check = _read(path)
         env, run = check["env"], run_key(check["run_dir"], check["env"])
@@ -120,13 +123,15 @@ def load_series(files: Iterable[Path]) -> list[CheckSeries]:
                                    f"{series[check['step']][0]} and {path}; keep one")
             series[check["step"]] = (path, check["labels"], _number(policy["cross_accuracy"]),
                                      _number(own.get("learned_return")), _number(policy.get("learned_return")),
-                                     _number(own.get("success")), _number(check.get("pair_accuracy")))
+                                     _number(own.get("success")), _number(check.get("pair_accuracy")),
+                                     _number(policy.get("label_coverage")))
     result = []
     for (env, run, against), by_step in sorted(points.items(), key=lambda item: _order(item[0])):
         steps = sorted(by_step)
-        labels, cross, own_learned, other_learned, own_success, pairs = zip(*(by_step[s][1:] for s in steps))
+        labels, cross, own_learned, other_learned, own_success, pairs, coverage = zip(
+            *(by_step[s][1:] for s in steps))
         result.append(CheckSeries(env, run, against, tuple(steps), labels, cross, own_learned, other_learned,
-                                  own_success, pairs))
+                                  own_success, pairs, coverage))
     return result
 
 
@@ -179,6 +184,8 @@ def _read(path: Path) -> dict:
             raise bad(f"policy {policy['name']!r}: a success that is not a share in [0, 1] (or null, NaN)")
         if not _is_number(policy.get("learned_return")):
             raise bad(f"policy {policy['name']!r}: a learned_return that is not a finite number (or null, NaN)")
+        if not _is_number(policy.get("label_coverage"), share=True):
+            raise bad(f"policy {policy['name']!r}: a label_coverage that is not a share in [0, 1] (or null, NaN)")
     if not _is_number(check.get("pair_accuracy"), share=True):
         raise bad("a pair_accuracy that is not a share in [0, 1] (or null, NaN)")
     return check

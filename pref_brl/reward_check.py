@@ -78,6 +78,11 @@ class PolicyScore:
     step: int | None = None
     """the env step of the checkpoint the policy was loaded from (None: not known, a Stable-Baselines3 model
     file): a run still training is scored as it was then"""
+    label_coverage: float = float("nan")
+    """the share of this policy's segments whose true return is at most that of the highest labelled segment (the
+    run's labels, as of the checked checkpoint): how much of this behaviour's range of true returns the labels
+    reached. Well below 1 for a policy that solves the task: the reward has never been told about the better part
+    of it, and can rank it right only by extrapolating. NaN without labelled pairs"""
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,8 @@ class RewardCheck:
     true_segment_returns: list[list[float]] = field(repr=False)
     """per policy, its segments' true returns (episode by episode, in order)"""
     learned_segment_returns: list[list[float]] = field(repr=False)
+    label_returns: list[list[float]] = field(default_factory=list, repr=False)
+    """per labelled pair, in the order labelled: the true returns of its two segments"""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -160,17 +167,20 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
         raise RewardCheckError(f"the episodes are shorter than the run's segment ({cfg.segment} steps): nothing to "
                                "score")
     metaworld = is_metaworld(cfg.env)
+    highest = float(reward.label_returns.max()) if reward.label_returns.size else float("nan")
     rows = []
     for k, (name, successes, true_ret, learned_ret, std, step) in enumerate(scores):
         accuracy, better = (float("nan"), float("nan")) if k == 0 else _cross(
             true_segments[0], learned_segments[0], true_segments[k], learned_segments[k])
+        coverage = float(np.mean(np.asarray(true_segments[k]) <= highest)) if highest == highest else float("nan")
         rows.append(PolicyScore(name, episodes, float(np.mean(successes)) if metaworld else float("nan"),
                                 float(np.mean(true_ret)), float(np.mean(learned_ret)), len(true_segments[k]),
-                                accuracy, better, std, step))
+                                accuracy, better, std, step, coverage))
     all_true, all_learned = np.concatenate(true_segments), np.concatenate(learned_segments)
     return RewardCheck(str(run_dir), cfg.env, cfg.segment, seed, reward.step, reward.labels, rows,
                        _pearson(all_learned, all_true), _pair_accuracy(all_true, all_learned),
-                       [list(x) for x in true_segments], [list(x) for x in learned_segments])
+                       [list(x) for x in true_segments], [list(x) for x in learned_segments],
+                       reward.label_returns.tolist())
 
 
 def check_inputs(run_dir: Path, against: Sequence[str | Path], episodes: int, seed: int, expert: bool = False):
@@ -637,19 +647,31 @@ def to_markdown(check: RewardCheck) -> str:
              f"{check.seed * 1000 + check.policies[0].episodes - 1}, deterministic actions)",
              "",
              "| policy | at step | episodes | success | true return | learned return | ensemble std | segments | "
-             "cross-pair accuracy | its segment truly better |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "cross-pair accuracy | its segment truly better | label coverage |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in check.policies:
         step = "-" if p.step is None else p.step
         lines.append(f"| {p.name} | {step} | {p.episodes} | {_num(p.success)} | {_num(p.true_return)} | "
                      f"{_num(p.learned_return)} | {_num(p.ensemble_std)} | {p.segments} | {_num(p.cross_accuracy)} | "
-                     f"{_num(p.cross_better)} |")
+                     f"{_num(p.cross_better)} | {_num(p.label_coverage)} |")
     lines += ["", f"Segment returns, learned against true, over every policy's segments: Pearson r "
-                  f"{_num(check.segment_corr)}; pair accuracy {_num(check.pair_accuracy)}.",
+                  f"{_num(check.segment_corr)}; pair accuracy {_num(check.pair_accuracy)}.", _labels_line(check),
               "Cross-pair accuracy: pairs of one segment of the own agent and one of that policy whose true returns "
               "differ, ordered by the learned reward as by the true one. Ensemble std: the reward members' "
-              "disagreement per step, mean over the policy's steps."]
+              "disagreement per step, mean over the policy's steps. Label coverage: the share of the policy's "
+              "segments whose true return is at most the highest labelled segment's."]
     return "\n".join(lines) + "\n"
+
+
+def _labels_line(check: RewardCheck) -> str:
+    """The labelled segments' true returns: how high the labels reached, and when."""
+    returns = np.asarray(check.label_returns, dtype=float).reshape(-1, 2)
+    if not len(returns):
+        return "Labelled segments: none."
+    best = returns.max(axis=1)
+    first = int(np.argmax(best >= best.max())) + 1
+    return (f"Labelled segments ({len(returns)} pairs): true return median {_num(float(np.median(returns)))}, highest "
+            f"{_num(float(best.max()))} (first in pair {first}).")
 
 
 def _num(x: float) -> str:

@@ -294,14 +294,14 @@ def test_labels_rename_groups_in_tables_figures_and_compare(tmp_path: Path, monk
 
 def write_check(path: Path, run_dir: Path, step: int, labels: int, accuracies: dict[str, float],
                 own: tuple[float, float] = (float("nan"), 1.0), other_learned: float = 0.5,
-                pair_accuracy: float = 0.6) -> None:
+                pair_accuracy: float = 0.6, coverage: float = float("nan")) -> None:
     """A check as pref-brl-reward-check writes it (--out FILE gives FILE.json), with made-up numbers; `own` is the
-    own agent's (success, learned return)."""
+    own agent's (success, learned return), `coverage` the other policies' label coverage."""
     from pref_brl.reward_check import OWN, PolicyScore, RewardCheck
 
     nan = float("nan")
     policies = [PolicyScore(OWN, 2, own[0], 1.0, own[1], 4, nan, nan, 0.1, step)]
-    policies += [PolicyScore(name, 2, nan, 9.0, other_learned, 4, acc, 1.0, 0.2, None)
+    policies += [PolicyScore(name, 2, nan, 9.0, other_learned, 4, acc, 1.0, 0.2, None, coverage)
                  for name, acc in accuracies.items()]
     check = RewardCheck(str(run_dir), "walker_walk", 50, 0, step, labels, policies, 0.3, pair_accuracy, [[1.0]],
                         [[1.0]])
@@ -375,13 +375,13 @@ def test_reward_checks_are_tabled_per_run_before_and_with_every_label(study: Pat
 
     checks, nan = tmp_path / "checks", float("nan")
     run = study / "walker_walk" / "pebble" / "budget100" / "oracle" / "seed0"
-    # step: (labels, cross-pair accuracy, own success, own learned return, other's, pair accuracy)
-    points = {100: (40, 0.2, 0.0, 5.0, 1.0, 0.4), 200: (80, 0.7, 0.5, 6.0, 2.0, 0.5),
-              300: (100, nan, 0.5, nan, 3.0, nan), 400: (100, 0.3, nan, 7.0, 4.0, 0.6),
-              500: (100, 0.9, 0.2, 9.0, 4.0, 0.8), 600: (100, 0.6, 0.0, 8.0, 4.0, 0.9)}
-    for step, (labels, acc, success, own, other, pairs) in points.items():
+    # step: (labels, cross-pair accuracy, own success, own learned return, other's, pair accuracy, label coverage)
+    points = {100: (40, 0.2, 0.0, 5.0, 1.0, 0.4, 0.9), 200: (80, 0.7, 0.5, 6.0, 2.0, 0.5, 0.1),
+              300: (100, nan, 0.5, nan, 3.0, nan, 0.3), 400: (100, 0.3, nan, 7.0, 4.0, 0.6, nan),
+              500: (100, 0.9, 0.2, 9.0, 4.0, 0.8, 0.5), 600: (100, 0.6, 0.0, 8.0, 4.0, 0.9, 0.4)}
+    for step, (labels, acc, success, own, other, pairs, coverage) in points.items():
         write_check(checks / f"{step}.json", run, step, labels, {"Meta-World scripted policy": acc},
-                    (success, own), other, pairs)
+                    (success, own), other, pairs, coverage)
     # a run outside the study: its budget is not known, so every check is before its last label
     write_check(checks / "away.json", Path("runs") / "walker_walk" / "away", 50, 10, {"x": 0.8}, (0.0, 2.0))
     # at the edges of the formats: 0.4999 shows as 0.50 and counts as 0.5 there, -0.3 rounds to 0 (no "-0"), a
@@ -396,7 +396,7 @@ def test_reward_checks_are_tabled_per_run_before_and_with_every_label(study: Pat
     head, rule, *rows = table.splitlines()
     assert head == "| " + " | ".join(CHECK_TABLE_HEAD) + " |" and len(rows) == 3
     assert rows[0] == ("| pebble/budget10/oracle | 10 | a\\|b | x\\|y | 1 (70) | n/a | 70 (10) | 70 | 0.50 | 0.50 | "
-                       "0 / 0 | 0.60 | 0.04 (70) |")  # budget 10 before 100
+                       "0 / 0 | 0.60 | n/a | 0.04 (70) |")  # budget 10 before 100
     rows = rows[1:]
     assert [c.strip() for c in rows[0].split("|")[1:-1]] == [  # --label's text goes by its method, pebble
         "PEBBLE", "100", "seed0", "scripted policy", "6 (100 to 600)",
@@ -407,9 +407,10 @@ def test_reward_checks_are_tabled_per_run_before_and_with_every_label(study: Pat
         "0.60",
         "7 to 9 / 3 to 4",   # own agent's NaN left out
         "0.60 to 0.90",
+        "0.30 to 0.50",      # label coverage with every label: 300-600, a check without it (NaN) left out
         "0.50 (200)"]        # the best success, at its first step
     assert [c.strip() for c in rows[1].split("|")[1:-1]] == [  # an unknown method after the known ones
-        "away", "-", "away", "x", "1 (50)", "0.80", "50 (10)", "50", "n/a", "0.80", "n/a / n/a", "n/a", "0.00"]
+        "away", "-", "away", "x", "1 (50)", "0.80", "50 (10)", "50", "n/a", "0.80", "n/a / n/a", "n/a", "n/a", "0.00"]
 
 
 def test_reward_checks_that_cannot_be_drawn_are_refused_before_anything_is_written(study: Path, tmp_path: Path,
@@ -452,6 +453,8 @@ def test_reward_checks_that_cannot_be_drawn_are_refused_before_anything_is_writt
          edit=lambda t: t.replace('"learned_return": 0.5', '"learned_return": "high"'))
     case("18", "a pair_accuracy that is not a share in [0, 1]",
          edit=lambda t: t.replace('"pair_accuracy": 0.6', '"pair_accuracy": -0.1'))
+    case("19", "policy 'own agent': a label_coverage that is not a share in [0, 1]",
+         edit=lambda t: t.replace('"label_coverage": NaN', '"label_coverage": 2', 2))
     write_check(bad / "12" / "a.json", run, 100, 40, {"other": 0.5})
     write_check(bad / "12" / "b.json", run, 100, 40, {"other": 0.6})
     cases.append((bad / "12", "two checks of walker_walk/pebble/budget100/oracle/seed0 at step 100"))

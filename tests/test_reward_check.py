@@ -127,6 +127,33 @@ def test_the_segments_are_the_loaded_reward_on_the_policys_episodes(runs) -> Non
     assert check.policies[0].ensemble_std == pytest.approx(np.concatenate(spread).mean(), rel=1e-6)
 
 
+def test_the_labels_true_returns_and_how_much_of_each_policy_they_cover(runs, tmp_path, monkeypatch) -> None:
+    pebble, sac, _ = runs
+    check = check_reward(pebble.run_dir, [sac.run_dir], episodes=2)
+    # the labelled pairs' true returns, against the run's preference file (another way out of the checkpoint)
+    data = pref_brl.load_preferences(pref_brl.export_preferences(pebble.run_dir, tmp_path / "prefs.npz"))
+    assert len(check.label_returns) == len(data) > 0
+    assert np.allclose(check.label_returns, np.stack([data.rew0.sum(1), data.rew1.sum(1)], axis=1), rtol=1e-5)
+    highest = max(max(pair) for pair in check.label_returns)
+    for score, true in zip(check.policies, check.true_segment_returns):
+        assert score.label_coverage == pytest.approx(np.mean([t <= highest for t in true]))
+    first = next(i for i, pair in enumerate(check.label_returns) if max(pair) == highest) + 1
+    assert f"highest {highest:.3g} (first in pair {first})" in to_markdown(check)
+    # labels that reach only part of the other policy's segments: the coverage is that part
+    other = sorted(check.true_segment_returns[1])
+    load = pref_brl.api.load_reward
+
+    def labels_up_to(run_dir, device="cpu"):
+        reward = load(run_dir, device)
+        reward.label_returns = np.array([[other[0] - 1.0, other[2]], [other[1], other[0]]])
+        return reward
+
+    monkeypatch.setattr(pref_brl.api, "load_reward", labels_up_to)
+    partial = check_reward(pebble.run_dir, [sac.run_dir], episodes=2)
+    assert partial.policies[1].label_coverage == pytest.approx(np.mean(np.array(other) <= other[2]))
+    assert "Labelled segments (2 pairs)" in to_markdown(partial) and "(first in pair 1)" in to_markdown(partial)
+
+
 def test_a_reward_model_without_members_has_no_ensemble_std(runs, monkeypatch) -> None:
     # a reward model of your own may offer the mean only: the check still runs, with NaN for the spread
     pebble, sac, _ = runs
