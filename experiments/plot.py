@@ -22,7 +22,7 @@ when it reached 0.5 and held there, learned returns, pair accuracy and the own a
 
 Each run's own final score is listed in runs.md (and runs.csv): the mean of its last --final-window evaluations,
 those evaluations, its best one and, with --threshold X, the first step at which the mean of --final-window
-consecutive evaluations was at least X, and whether its final score is.
+consecutive evaluations reached X, and whether its final score does.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ class PlotArgs:
     final_window: int = 1
     """final performance of a run: mean of its last this many evaluations"""
     threshold: float | None = None
-    """runs.md: the first step at which the mean of --final-window consecutive evaluations was at least this,
-    and whether the run's final score is (default: no such columns)"""
+    """runs.md: the first step at which the mean of --final-window consecutive evaluations reached this level, and
+    whether the run's final score does (None: no such columns; one metric at a time)"""
     compare: tuple[str, ...] = ("bilevel:pebble",)
     """method:baseline pairs whose probability of improvement the table reports; either side may be a method
     variant as the table names it (bilevel:bilevel+penalty=false)"""
@@ -412,6 +412,10 @@ def check_args(args: PlotArgs) -> None:
 
 def make_plots(args: PlotArgs) -> list[Path]:
     runs, metrics = load(list(args.folders), args.metric or None, args.env)
+    if args.threshold is not None and len(set(metrics.values())) > 1:
+        judged = ", ".join(f"{env} by {metric}" for env, metric in metrics.items())
+        raise ResultsError(f"--threshold {args.threshold:g} is a level of one metric, and these runs are judged by "
+                           f"several ({judged}): plot one env at a time (--env NAME) or name one --metric")
     apply_labels(runs, parse_labels(args.label))
     series = check_series(args)
     out = out_folder(args)

@@ -15,8 +15,13 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from pref_brl.results import RunData, final_score, sort_key
+
+DIGITS = 9
+"""a mean is compared with the threshold rounded to this many decimals: 0.7, 0.5 and 0.3 average to 0.5 exactly, not
+to the 0.49999999999999994 of floating point"""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,11 @@ class RunScore:
         return self.values[-self.window:]
 
     @property
+    def short(self) -> bool:
+        """fewer evaluations than the window: no window of `window` consecutive ones to judge"""
+        return len(self.values) < self.window
+
+    @property
     def best(self) -> tuple[float, int]:
         """The highest evaluation and its step (the first such step)."""
         i = int(np.argmax(self.values))
@@ -52,16 +62,20 @@ class RunScore:
     @property
     def reached(self) -> int | None:
         """The first step at which the mean of `window` consecutive evaluations (ending there) was at least the
-        threshold; None when it never was (or no threshold is set, or the run has fewer evaluations)."""
-        if self.threshold is None or len(self.values) < self.window:
+        threshold; None when it never was, no threshold is set, or the run has fewer evaluations than the window."""
+        if self.threshold is None or self.short:
             return None
-        means = np.convolve(self.values, np.ones(self.window) / self.window, mode="valid")
-        hits = np.flatnonzero(means >= self.threshold)
+        means = sliding_window_view(self.values, self.window).mean(axis=1)  # as `final` averages its window
+        hits = np.flatnonzero(np.round(means, DIGITS) >= self.threshold)
         return int(self.steps[hits[0] + self.window - 1]) if len(hits) else None
 
     @property
     def passes(self) -> bool | None:
-        return None if self.threshold is None else bool(self.final >= self.threshold)
+        """whether the final score is at least the threshold; None without one, or with fewer evaluations than the
+        window (a rule on the mean of the last `window` evaluations does not apply)"""
+        if self.threshold is None or self.short:
+            return None
+        return bool(round(self.final, DIGITS) >= self.threshold)
 
 
 def run_scores(runs: list[RunData], metrics: dict[str, str], window: int = 1,
@@ -73,8 +87,8 @@ def run_scores(runs: list[RunData], metrics: dict[str, str], window: int = 1,
 
 
 def _num(x: float) -> str:
-    text = f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
-    return text[1:] if text in ("-0", "-0.0") else text
+    text = f"{x:.3g}" if abs(x) < 999.5 else f"{x:.0f}"
+    return text[1:] if text == "-0" else text
 
 
 def _steps(x: int) -> str:
@@ -86,12 +100,12 @@ def to_markdown(scores: list[RunScore]) -> str:
     if not scores:
         return ""
     window, threshold = scores[0].window, scores[0].threshold
-    head = ["env", "method", "budget", "seed", "finished", "evaluations", "final step"]
+    head = ["env", "method", "budget", "seed", "finished", "metric", "evaluations", "final step"]
     head += ["final"] if window == 1 else [f"final (mean of last {window})", f"last {window} evaluations (steps)"]
     head += ["best (step)"]
     if threshold is not None:
         level = f"the mean of {window} consecutive evaluations" if window > 1 else "an evaluation"
-        head += [f"first step with {level} >= {_num(threshold)}", f"final >= {_num(threshold)}"]
+        head += [f"first step with {level} >= {threshold:g}", f"final >= {threshold:g}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in scores:
         group = s.run.group
@@ -100,11 +114,13 @@ def to_markdown(scores: list[RunScore]) -> str:
         span = s.steps[-len(s.last):]
         where = _steps(int(span[0])) if len(span) == 1 else f"{_steps(int(span[0]))} to {_steps(int(span[-1]))}"
         cells = [group.env, group.label, "-" if group.budget is None else str(group.budget), str(s.seed),
-                 "yes" if s.run.finished else "no", str(len(s.values)), _steps(int(s.steps[-1])),
+                 "yes" if s.run.finished else "no", s.metric, str(len(s.values)), _steps(int(s.steps[-1])),
                  _num(s.final)]
         cells += [] if window == 1 else [f"{shown} ({where})"]
-        cells += [f"{_num(best)} ({_steps(at)})"]
-        if threshold is not None:
+        cells += [_num(best) if (s.values == best).all() else f"{_num(best)} ({_steps(at)})"]
+        if threshold is not None and s.short:
+            cells += [f"n/a ({len(s.values)} of {window} evaluations)"] * 2
+        elif threshold is not None:
             cells += ["never" if s.reached is None else _steps(s.reached), "yes" if s.passes else "no"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -118,3 +118,30 @@ def test_documented_estimator_table_equals_the_one_its_measurement_gives(doc: st
     measured = Measurement.from_json((ROOT / path).read_text(encoding="utf-8"))
     assert body.strip() == table(measured).strip(), (
         f"{doc}: the estimator table differs from the one {path} gives; paste the .md written beside it")
+
+
+LABELS_TABLE = "| run | labelled segments: median / highest true return (first in pair) |"
+
+
+def test_the_door_open_table_of_how_far_the_labels_reached_is_its_checks() -> None:
+    """docs/door-open.md's table of the labelled segments' true returns, recomputed from the archived final checks."""
+    import json
+
+    import numpy as np
+
+    text = (ROOT / "docs" / "door-open.md").read_text(encoding="utf-8")
+    assert LABELS_TABLE in text, "docs/door-open.md lost its table of how far the labels reached"
+    rows = text[text.index(LABELS_TABLE):].split("\n\n")[0].splitlines()[2:]
+    assert len(rows) == 6
+    for row in rows:
+        run, returns, coverage, accuracy = (cell.strip() for cell in row.strip("|").split("|"))
+        method, seed = run.lower().split(" seed ")
+        check = json.loads((ROOT / "docs/results/door-v1/reward-checks" / f"{method}-seed{seed}-step150000.json")
+                           .read_text(encoding="utf-8"))
+        labelled = np.array(check["label_returns"])
+        highest = labelled.max(axis=1)
+        first = int(np.argmax(highest >= highest.max())) + 1
+        scripted = next(p for p in check["policies"] if p["name"] == "Meta-World scripted policy")
+        assert returns == f"{np.median(labelled):.0f} / {highest.max():.0f} ({first})", run
+        assert coverage == f"{scripted['label_coverage']:.2f}", run
+        assert accuracy == f"{scripted['cross_accuracy']:.2f}", run

@@ -152,6 +152,14 @@ def test_the_labels_true_returns_and_how_much_of_each_policy_they_cover(runs, tm
     partial = check_reward(pebble.run_dir, [sac.run_dir], episodes=2)
     assert partial.policies[1].label_coverage == pytest.approx(np.mean(np.array(other) <= other[2]))
     assert "Labelled segments (2 pairs)" in to_markdown(partial) and "(first in pair 1)" in to_markdown(partial)
+    # no labelled pair (every query skipped): no coverage, and the table says so
+    monkeypatch.setattr(pref_brl.api, "load_reward", lambda run_dir, device="cpu": pref_brl.api.LearnedReward(
+        load(run_dir, device)._model, 24, 6, "cpu", 800, 4, None))
+    unlabelled = check_reward(pebble.run_dir, [sac.run_dir], episodes=1)
+    assert unlabelled.label_returns == [] and all(math.isnan(p.label_coverage) for p in unlabelled.policies)
+    assert "Labelled segments: none." in to_markdown(unlabelled)
+    with pytest.raises(ValueError, match=r"label_returns must be \[N, 2\].*got shape \(4,\)"):
+        pref_brl.api.LearnedReward(None, 24, 6, "cpu", label_returns=np.zeros(4))
 
 
 def test_a_reward_model_without_members_has_no_ensemble_std(runs, monkeypatch) -> None:

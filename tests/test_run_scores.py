@@ -43,11 +43,36 @@ def test_final_best_and_first_window_at_the_threshold(tmp_path: Path) -> None:
     assert scores_of(tmp_path, 3, None)[0].reached is None and scores_of(tmp_path, 3, None)[0].passes is None
 
 
-def test_a_run_with_fewer_evaluations_than_the_window_never_reaches_the_level(tmp_path: Path) -> None:
+def test_a_run_with_fewer_evaluations_than_the_window_is_not_judged(tmp_path: Path) -> None:
     make_run(tmp_path, "pebble", 1, [(10_000, 1.0), (20_000, 0.5)], env=DOOR, budget=1000, metric="eval/success_rate")
     short = scores_of(tmp_path, 3, 0.5)[1]
-    assert short.reached is None and short.final == 0.75  # two evaluations: the final is their mean, as in final.md
-    assert short.passes is True
+    assert short.final == 0.75  # two evaluations: the final is their mean, as in final.md
+    assert short.reached is None and short.passes is None  # no window of three: the rule does not apply
+    runs, metrics = load([tmp_path])
+    row = to_markdown(run_scores(runs, metrics, 3, 0.5)).splitlines()[2]
+    assert row.endswith("| 0.75 | 1, 0.5 (10,000 to 20,000) | 1 (10,000) | n/a (2 of 3 evaluations) | "
+                        "n/a (2 of 3 evaluations) |")
+
+
+def test_a_mean_exactly_at_the_threshold_reaches_it_despite_floating_point(tmp_path: Path) -> None:
+    # 0.7 + 0.5 + 0.3 and 0.6 + 0.7 + 0.2 are 1.5 exactly, but their floating-point means fall just below 0.5
+    door_run(tmp_path, 0, [0.0, 0.0, 0.0, 0.0, 0.7, 0.5, 0.3])
+    door_run(tmp_path, 1, [0.0, 0.0, 0.0, 0.0, 0.6, 0.7, 0.2])
+    assert sum([0.6, 0.7, 0.2]) / 3 < 0.5  # the trap
+    by_seed = scores_of(tmp_path, 3, 0.5)
+    for seed in (0, 1):
+        assert by_seed[seed].reached == 70_000 and by_seed[seed].passes is True
+
+
+def test_one_threshold_is_for_one_metric(tmp_path: Path, capsys) -> None:
+    door_run(tmp_path, 0, [0.0] * 7)
+    make_run(tmp_path, "pebble", 0, list(zip(STEPS, [100.0] * 7)))  # walker: eval/mean_reward
+    out = tmp_path / "plots"
+    assert main([str(tmp_path), "--out", str(out), "--threshold", "0.5", "--reps", "50"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --threshold 0.5 is a level of one metric") and err.count("\n") == 1
+    assert f"{DOOR} by eval/success_rate, walker_walk by eval/mean_reward" in err and not out.exists()
+    assert main([str(tmp_path), "--out", str(out), "--threshold", "0.5", "--env", DOOR, "--reps", "50"]) == 0
 
 
 def test_rows_follow_the_final_table_and_seeds_in_number_order(tmp_path: Path) -> None:
@@ -63,14 +88,15 @@ def test_the_table_says_what_each_column_holds(tmp_path: Path) -> None:
     door_run(tmp_path, 0, [0.0, 0.2, 0.9, 0.8, 0.0, 1.0, 1.0])
     runs, metrics = load([tmp_path])
     lines = to_markdown(run_scores(runs, metrics, 3, 0.5)).splitlines()
-    assert lines[0] == ("| env | method | budget | seed | finished | evaluations | final step | final (mean of last 3) "
-                        "| last 3 evaluations (steps) | best (step) | first step with the mean of 3 consecutive "
-                        "evaluations >= 0.5 | final >= 0.5 |")
-    assert lines[2] == (f"| {DOOR} | pebble | 1000 | 0 | yes | 7 | 70,000 | 0.667 | 0, 1, 1 (50,000 to 70,000) "
-                        "| 1 (60,000) | 40,000 | yes |")
+    assert lines[0] == ("| env | method | budget | seed | finished | metric | evaluations | final step "
+                        "| final (mean of last 3) | last 3 evaluations (steps) | best (step) "
+                        "| first step with the mean of 3 consecutive evaluations >= 0.5 | final >= 0.5 |")
+    assert lines[2] == (f"| {DOOR} | pebble | 1000 | 0 | yes | eval/success_rate | 7 | 70,000 | 0.667 "
+                        "| 0, 1, 1 (50,000 to 70,000) | 1 (60,000) | 40,000 | yes |")
     plain = to_markdown(run_scores(runs, metrics)).splitlines()
-    assert plain[0] == "| env | method | budget | seed | finished | evaluations | final step | final | best (step) |"
-    assert plain[2] == f"| {DOOR} | pebble | 1000 | 0 | yes | 7 | 70,000 | 1 | 1 (60,000) |"
+    assert plain[0] == ("| env | method | budget | seed | finished | metric | evaluations | final step | final | "
+                        "best (step) |")
+    assert plain[2] == f"| {DOOR} | pebble | 1000 | 0 | yes | eval/success_rate | 7 | 70,000 | 1 | 1 (60,000) |"
 
 
 def test_cli_writes_the_per_run_table_and_refuses_a_threshold_that_is_no_number(tmp_path: Path, capsys) -> None:
@@ -84,8 +110,8 @@ def test_cli_writes_the_per_run_table_and_refuses_a_threshold_that_is_no_number(
         ("0", "1", "40000", "1"), ("1", "0", "", "0")]
     assert float(rows[0]["final"]) == pytest.approx(2 / 3) and rows[0]["threshold"] == "0.5"
     table = (out / "runs.md").read_text(encoding="utf-8")
-    assert "| plain pebble | 1000 | 1 | no | 7 | 70,000 | 0 | 0, 0, 0 (50,000 to 70,000) | 0 (10,000) | never | no |" \
-        in table
+    assert ("| plain pebble | 1000 | 1 | no | eval/success_rate | 7 | 70,000 | 0 | 0, 0, 0 (50,000 to 70,000) | 0 | "
+            "never | no |") in table  # every evaluation 0: no step for the best
     assert f"wrote {out / 'runs.md'}" in capsys.readouterr().out
     for bad in ("nan", "inf", "-inf"):
         fresh = tmp_path / f"plots-{bad}"
