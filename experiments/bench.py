@@ -445,7 +445,7 @@ def run(scale: Scale, only: tuple[str, ...] = SECTIONS, compile_: bool = True) -
 def _num(x: float) -> str:
     if x != x:
         return "—"
-    return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
+    return f"{x:.3g}" if abs(x) < 999.5 else f"{x:,.0f}"
 
 
 def render(rows: list[Row]) -> str:

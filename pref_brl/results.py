@@ -455,7 +455,7 @@ def matching_row(rows: list[Row], group: Group, name: str) -> Row | None:
 def _fmt(x: float) -> str:
     if np.isnan(x):
         return "NaN (flagged)"
-    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+    return f"{x:.3g}" if abs(x) < 999.5 else f"{x:.0f}"
 
 
 def _interval(row: Row) -> str:

@@ -119,3 +119,11 @@ def test_cli_writes_the_per_run_table_and_refuses_a_threshold_that_is_no_number(
         err = capsys.readouterr().err
         assert err == f"error: --threshold must be a finite number, got {float(bad)}\n"
         assert not fresh.exists()
+
+
+def test_numbers_just_below_a_thousand_are_not_printed_in_exponent_form() -> None:
+    from pref_brl.results import _fmt
+    from pref_brl.run_scores import _num
+
+    for fmt in (_fmt, _num):
+        assert (fmt(999.7), fmt(999.4), fmt(-999.7), fmt(1234.5), fmt(0.5)) == ("1000", "999", "-1000", "1234", "0.5")
