@@ -231,11 +231,11 @@ class LearnedReward:
         self.labels = labels
         """the labels it had been trained on by then (`feedback/total`)"""
         self.label_returns = np.zeros((0, 2)) if label_returns is None else np.asarray(label_returns, dtype=float)
+        """[N, 2]: the true returns of σ⁰ and σ¹ of each labelled pair it was trained on, in the order labelled (the
+        environment's reward over each segment, whoever labelled it): how far up the task its labels reached"""
         if self.label_returns.ndim != 2 or self.label_returns.shape[1] != 2:
             raise ValueError(f"label_returns must be [N, 2], a true return for each segment of each labelled pair; "
                              f"got shape {self.label_returns.shape}")
-        """[N, 2]: the true returns of σ⁰ and σ¹ of each labelled pair it was trained on, in the order labelled (the
-        environment's reward over each segment, whoever labelled it): how far up the task its labels reached"""
 
     def __call__(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         single, o, a = self._steps(obs, act)

@@ -167,12 +167,12 @@ def check_reward(run_dir: str | Path, against: Sequence[str | Path] = (), episod
         raise RewardCheckError(f"the episodes are shorter than the run's segment ({cfg.segment} steps): nothing to "
                                "score")
     metaworld = is_metaworld(cfg.env)
-    highest = float(reward.label_returns.max()) if reward.label_returns.size else float("nan")
     rows = []
     for k, (name, successes, true_ret, learned_ret, std, step) in enumerate(scores):
         accuracy, better = (float("nan"), float("nan")) if k == 0 else _cross(
             true_segments[0], learned_segments[0], true_segments[k], learned_segments[k])
-        coverage = float(np.mean(np.asarray(true_segments[k]) <= highest)) if highest == highest else float("nan")
+        coverage = (float(np.mean(np.asarray(true_segments[k]) <= reward.label_returns.max()))
+                    if reward.label_returns.size else float("nan"))
         rows.append(PolicyScore(name, episodes, float(np.mean(successes)) if metaworld else float("nan"),
                                 float(np.mean(true_ret)), float(np.mean(learned_ret)), len(true_segments[k]),
                                 accuracy, better, std, step, coverage))
@@ -669,7 +669,7 @@ def _labels_line(check: RewardCheck) -> str:
     if not len(returns):
         return "Labelled segments: none."
     best = returns.max(axis=1)
-    first = int(np.argmax(best >= best.max())) + 1
+    first = int(np.argmax(best)) + 1  # argmax: the first pair holding the highest
     return (f"Labelled segments ({len(returns)} pairs): true return median {_num(float(np.median(returns)))}, highest "
             f"{_num(float(best.max()))} (first in pair {first}).")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pref_brl.results import RunData, final_score, sort_key
+from pref_brl.results import RunData, sort_key
 
 DIGITS = 9
 """a mean is compared with the threshold rounded to this many decimals: 0.7, 0.5 and 0.3 average to 0.5 exactly, not
@@ -41,8 +41,9 @@ class RunScore:
 
     @property
     def final(self) -> float:
-        """The mean of the last `window` evaluations (of all of them when there are fewer): the final score."""
-        return final_score(self.run, self.metric, self.window)[0]
+        """The mean of the last `window` evaluations (of all of them when there are fewer): the final score, as
+        `pref_brl.results.final_score` takes it for the final table."""
+        return float(self.last.mean())
 
     @property
     def last(self) -> np.ndarray:
@@ -127,7 +128,8 @@ def to_markdown(scores: list[RunScore]) -> str:
 
 
 def to_csv(scores: list[RunScore]) -> str:
-    """The per-run table as CSV, full precision (`reached` empty when never; `passes` empty without a threshold)."""
+    """The per-run table as CSV, full precision (`reached_step` empty when never; `passes` empty without a threshold
+    or for a run with fewer evaluations than the window)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["env", "method", "settings", "budget", "seed", "finished", "run", "metric", "evaluations",
