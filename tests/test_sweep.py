@@ -320,15 +320,24 @@ def test_sigkilled_sweep_leaves_no_orphans_and_a_rerun_completes(tmp_path: Path)
     sweep = subprocess.Popen(command, cwd=root_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     runs = expand(grid(tmp_path, methods=("sac",), seeds=(0, 1), overrides=grid(tmp_path).overrides + (
         ("steps", (500,)), ("threads", (1,)))))
+    # Each run is frozen (SIGSTOP) as soon as it has logged, so that neither can finish its 500 steps while the
+    # other is still starting: the sweep is killed with both runs mid-training on any machine, however fast.
+    pids: dict[int, int] = {}
     deadline = time.time() + 60
-    while not all(_logged(r.run_dir) for r in runs):  # both runs are training
+    while len(pids) < len(runs):
         assert time.time() < deadline and sweep.poll() is None, "the runs did not start"
-        time.sleep(0.05)
-    pids = [int((r.run_dir / "lock").read_text()) for r in runs]
+        for i, run in enumerate(runs):
+            if i not in pids and _logged(run.run_dir):
+                pids[i] = int((run.run_dir / "lock").read_text())
+                os.kill(pids[i], signal.SIGSTOP)
+        time.sleep(0.01)
+    assert not any((r.run_dir / "done.json").exists() for r in runs), "a run finished before it could be frozen"
     sweep.send_signal(signal.SIGKILL)
     sweep.wait()
+    for pid in pids.values():  # the parent-death SIGTERM waits, pending, until each run goes on
+        os.kill(pid, signal.SIGCONT)
     deadline = time.time() + 30
-    while any(_alive(pid) for pid in pids):
+    while any(_alive(pid) for pid in pids.values()):
         assert time.time() < deadline, "runs of the killed sweep go on training as orphans"
         time.sleep(0.05)
     for run in runs:
