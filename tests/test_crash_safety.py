@@ -43,11 +43,21 @@ def start(cfg) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+def checkpoint_id(run_dir: Path) -> tuple[int, int] | None:
+    """Which checkpoint file the run folder holds now (each save renames a new file into place), None if none."""
+    try:
+        stat = (run_dir / "checkpoint.pt").stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, timeout: float = 120, newer_than=None) -> None:
+    """Until the run has saved a checkpoint other than `newer_than` (the one it started from), i.e. it trains."""
     deadline = time.time() + timeout
-    while not (run_dir / "checkpoint.pt").exists():
+    while checkpoint_id(run_dir) in (None, newer_than):
         assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "no checkpoint appeared"
+        assert time.time() < deadline, "no new checkpoint appeared"
         time.sleep(0.05)
 
 
@@ -62,15 +72,16 @@ def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tiny, method) ->
     Trainer(straight, progress=False).train()
     rng, kills = random.Random(f"kill-{method}"), 0
     run_dir = Path(killed.run_dir)
-    for _ in range(3):
+    for _ in range(3):  # each kill lands while training, after the resumed run has saved a checkpoint of its own
+        resumed_from = checkpoint_id(run_dir)
         proc = start(killed)
-        wait_for_checkpoint(run_dir, proc)
-        time.sleep(rng.uniform(0.0, 1.5))
+        wait_for_checkpoint(run_dir, proc, newer_than=resumed_from)
+        time.sleep(rng.uniform(0.0, 0.25))  # at most ~250 of the 900 steps at 1,000 steps/s: two kills land at least
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-    assert kills >= 1
+    assert kills >= 2
     proc = start(killed)
     assert proc.wait(timeout=300) == 0, proc.stdout.read()
     assert scalars_without_time(killed.run_dir) == scalars_without_time(straight.run_dir)
