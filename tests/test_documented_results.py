@@ -145,3 +145,27 @@ def test_the_door_open_table_of_how_far_the_labels_reached_is_its_checks() -> No
         assert returns == f"{np.median(labelled):.0f} / {highest.max():.0f} ({first})", run
         assert coverage == f"{scripted['label_coverage']:.2f}", run
         assert accuracy == f"{scripted['cross_accuracy']:.2f}", run
+
+
+KL_TABLE = "| run | rounds | `kl_ab` > 2 δ | median `kl_ab` | highest `kl_ab` |"
+
+
+def test_the_door_open_table_of_bs_kl_budget_is_its_runs() -> None:
+    """docs/door-open.md's per-seed count of rounds in which B's KL on A's newest states exceeded 2 δ, recomputed
+    from the archived bilevel runs' scalars and their configured δ."""
+    import json
+    import statistics
+
+    text = (ROOT / "docs" / "door-open.md").read_text(encoding="utf-8")
+    assert KL_TABLE in text, "docs/door-open.md lost its table of B's KL budget"
+    rows = text[text.index(KL_TABLE):].split("\n\n")[0].splitlines()[2:]
+    assert len(rows) == 3
+    for row in rows:
+        run, rounds, over, median, highest = (cell.strip() for cell in row.strip("|").split("|"))
+        seed = run.removeprefix("bilevel seed ")
+        (folder,) = (ROOT / "docs/results/door-v1").glob(f"*/bilevel/*/*/seed{seed}")
+        delta = json.loads((folder / "config.json").read_text(encoding="utf-8"))["kl_target"]
+        with (folder / "scalars.jsonl").open(encoding="utf-8") as lines:
+            kl = [r["bilevel/kl_ab"] for r in map(json.loads, lines) if "bilevel/kl_ab" in r]
+        assert (rounds, over) == (str(len(kl)), str(sum(k > 2 * delta for k in kl))), run
+        assert (median, highest) == (f"{statistics.median(kl):.3g}", f"{max(kl):.3g}"), run
