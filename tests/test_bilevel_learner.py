@@ -12,7 +12,7 @@ import torch
 from torch.distributions import Normal
 
 from pref_brl.agents.sac import squashed_log_prob
-from pref_brl.bilevel.learner import BACKTRACK_HALVINGS, BETA_LIMITS, SHARED_STATES, BilevelLearner
+from pref_brl.bilevel.learner import BACKTRACK_HALVINGS, BETA_LIMITS, BilevelLearner
 from pref_brl.bilevel.penalty import SNR_CAP, gaussian_kl, upper_score_surrogate
 from pref_brl.trainer import Trainer
 from tests.conftest import advance, scalars_without_time
@@ -54,32 +54,35 @@ def test_b_equals_a_right_after_resync(tiny) -> None:
     assert same(params(learner.anchor), params(trainer.agents["A"].actor))
 
 
-def kl_on_a_recent_states(trainer) -> float:
-    """KL(π_B ‖ π_A at the re-sync) on the newest SHARED_STATES states A stored, from torch's Normal (not the
-    learner's gaussian_kl), walking the replay back from its write position."""
+def kl_on_a_recent_states(trainer, count: int) -> float:
+    """KL(π_B ‖ π_A at the re-sync) on the newest `count` states A stored, from torch's Normal (not the learner's
+    gaussian_kl), walking the replay back from its write position."""
     replay, learner = trainer.replay, trainer.learner
     newest_first = [(replay.pos - 1 - k) % replay.capacity for k in range(replay.size)]
-    obs = replay.obs[[i for i in newest_first if int(replay.agent[i]) == 0][:SHARED_STATES]]
+    obs = replay.obs[[i for i in newest_first if int(replay.agent[i]) == 0][:count]]
     with torch.no_grad():
         (mu_b, log_std_b), (mu_a, log_std_a) = learner.b_actor(obs), learner.anchor(obs)
         kl = torch.distributions.kl_divergence(Normal(mu_b, log_std_b.exp()), Normal(mu_a, log_std_a.exp()))
     return float(kl.sum(-1).mean())
 
 
-def test_b_moves_and_kl_ab_is_its_kl_on_a_recent_states(tiny) -> None:
+def test_b_moves_and_kl_ab_is_its_kl_on_a_recent_states(tiny, monkeypatch) -> None:
     """The budget is kept on each step's minibatch (the backtracking test below); `bilevel/kl_ab` is the held-out
-    reading on A's own recent states, which can exceed 2 δ (it does in door-open runs), so it is checked for
-    what it measures, and for showing a B outside the budget, not for a value."""
+    reading on A's own newest states, which can exceed 2 δ (it does in door-open runs), so it is checked for
+    what it measures, and for showing a B outside the budget, not for a value. Its state count is cut to 200 here
+    (of A's 820), so that which states are the newest matters."""
     trainer = at_penalty(tiny, b_updates=200)
     learner = trainer.learner
+    monkeypatch.setattr("pref_brl.bilevel.learner.SHARED_STATES", 200)
     metrics = learner.solve_b()
     assert not same(params(learner.b_actor), params(trainer.agents["A"].actor))
-    assert metrics["bilevel/kl_ab"] > 0
-    assert metrics["bilevel/kl_ab"] == pytest.approx(kl_on_a_recent_states(trainer), rel=1e-4)
+    assert metrics["bilevel/kl_ab"] > KL_TARGET / 20  # B moved
+    assert metrics["bilevel/kl_ab"] == pytest.approx(kl_on_a_recent_states(trainer, 200), rel=1e-4)
+    assert kl_on_a_recent_states(trainer, 200) != pytest.approx(kl_on_a_recent_states(trainer, trainer.replay.size), rel=1e-4)
     with torch.no_grad():  # B pushed far outside the budget: the diagnostic says so
         for p in learner.b_actor.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    assert learner.kl_ab()["bilevel/kl_ab"] == pytest.approx(kl_on_a_recent_states(trainer), rel=1e-4)
+    assert learner.kl_ab()["bilevel/kl_ab"] == pytest.approx(kl_on_a_recent_states(trainer, 200), rel=1e-4)
     assert learner.kl_ab()["bilevel/kl_ab"] > 2 * KL_TARGET
 
 

@@ -69,19 +69,22 @@ def crash_cfg(tiny, method: str, name: str):
 @pytest.mark.parametrize("method", list(METHOD_OPTIONS))
 def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tiny, method) -> None:
     straight, killed = crash_cfg(tiny, method, "straight"), crash_cfg(tiny, method, "killed")
+    began = time.perf_counter()
     Trainer(straight, progress=False).train()
+    episode = (time.perf_counter() - began) * straight.max_episode_steps / straight.steps  # seconds, on this machine
     rng, kills = random.Random(f"kill-{method}"), 0
     run_dir = Path(killed.run_dir)
     for _ in range(3):  # each kill lands while training, after the resumed run has saved a checkpoint of its own
         resumed_from = checkpoint_id(run_dir)
         proc = start(killed)
         wait_for_checkpoint(run_dir, proc, newer_than=resumed_from)
-        time.sleep(rng.uniform(0.0, 0.25))  # at most ~250 of the 900 steps at 1,000 steps/s: two kills land at least
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        time.sleep(rng.uniform(0.0, 1.0) * episode)  # somewhere in the episode after that checkpoint
+        if proc.poll() is not None:  # it finished first (a far faster start than the straight run's pace)
+            break
+        proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert kills >= 2
+        kills += 1
+    assert kills >= 2, "the run finished before it could be killed twice"
     proc = start(killed)
     assert proc.wait(timeout=300) == 0, proc.stdout.read()
     assert scalars_without_time(killed.run_dir) == scalars_without_time(straight.run_dir)

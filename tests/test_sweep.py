@@ -323,19 +323,21 @@ def test_sigkilled_sweep_leaves_no_orphans_and_a_rerun_completes(tmp_path: Path)
     # Each run is frozen (SIGSTOP) as soon as it has logged, so that neither can finish its 500 steps while the
     # other is still starting: the sweep is killed with both runs mid-training on any machine, however fast.
     pids: dict[int, int] = {}
-    deadline = time.time() + 60
-    while len(pids) < len(runs):
-        assert time.time() < deadline and sweep.poll() is None, "the runs did not start"
-        for i, run in enumerate(runs):
-            if i not in pids and _logged(run.run_dir):
-                pids[i] = int((run.run_dir / "lock").read_text())
-                os.kill(pids[i], signal.SIGSTOP)
-        time.sleep(0.01)
-    assert not any((r.run_dir / "done.json").exists() for r in runs), "a run finished before it could be frozen"
-    sweep.send_signal(signal.SIGKILL)
-    sweep.wait()
-    for pid in pids.values():  # the parent-death SIGTERM waits, pending, until each run goes on
-        os.kill(pid, signal.SIGCONT)
+    try:
+        deadline = time.time() + 60
+        while len(pids) < len(runs):
+            assert time.time() < deadline and sweep.poll() is None, "the runs did not start"
+            for i, run in enumerate(runs):
+                if i not in pids and _logged(run.run_dir):
+                    pids[i] = int((run.run_dir / "lock").read_text())
+                    os.kill(pids[i], signal.SIGSTOP)
+            time.sleep(0.01)
+        assert not any((r.run_dir / "done.json").exists() for r in runs), "a run finished before it was frozen"
+    finally:  # whatever failed above, the sweep dies and no run is left frozen
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait()
+        for pid in pids.values():  # the parent-death SIGTERM waits, pending, until each run goes on
+            os.kill(pid, signal.SIGCONT)
     deadline = time.time() + 30
     while any(_alive(pid) for pid in pids.values()):
         assert time.time() < deadline, "runs of the killed sweep go on training as orphans"
