@@ -410,13 +410,20 @@ def check_args(args: PlotArgs) -> None:
         raise ResultsError(problem)
 
 
-def make_plots(args: PlotArgs) -> list[Path]:
+def load_runs(args: PlotArgs) -> tuple[list[RunData], dict[str, str]]:
+    """The command's runs, with --label's texts given, and the metric of each env: what every figure and table
+    reads (the docs' result tables are checked from these)."""
     runs, metrics = load(list(args.folders), args.metric or None, args.env)
     if args.threshold is not None and len(set(metrics.values())) > 1:
         judged = ", ".join(f"{env} by {metric}" for env, metric in metrics.items())
         raise ResultsError(f"--threshold {args.threshold:g} is a level of one metric, and these runs are judged by "
                            f"several ({judged}): plot one env at a time (--env NAME) or name one --metric")
     apply_labels(runs, parse_labels(args.label))
+    return runs, metrics
+
+
+def make_plots(args: PlotArgs) -> list[Path]:
+    runs, metrics = load_runs(args)
     series = check_series(args)
     out = out_folder(args)
     out.mkdir(parents=True, exist_ok=True)
@@ -463,9 +470,8 @@ def make_plots(args: PlotArgs) -> list[Path]:
 
 
 def tables(args: PlotArgs, runs: list[RunData], metrics: dict[str, str]) -> tuple[list[Row], str | None]:
-    """The final-performance rows and, with --diagnostics, the pooled diagnostics as Markdown: what final.md
-    and diagnostics.md hold (the docs' result tables are checked against this)."""
-    apply_labels(runs, parse_labels(args.label))
+    """The final-performance rows and, with --diagnostics, the pooled diagnostics as Markdown, of `load_runs`'s
+    runs: what final.md and diagnostics.md hold (the docs' result tables are checked against this)."""
     pairs = tuple(tuple(p.split(":", 1)) for p in args.compare if ":" in p)
     rows = final_table(runs, metrics, args.aggregate, pairs, args.final_window, args.reps)  # type: ignore[arg-type]
     if not args.diagnostics:
@@ -474,8 +480,8 @@ def tables(args: PlotArgs, runs: list[RunData], metrics: dict[str, str]) -> tupl
 
 
 def per_run(args: PlotArgs, runs: list[RunData], metrics: dict[str, str]) -> list[run_scores.RunScore]:
-    """Each run's final score, its last evaluations and, with --threshold, when it reached the level: runs.md."""
-    apply_labels(runs, parse_labels(args.label))
+    """Each run's final score, its last evaluations and, with --threshold, when it reached the level, of
+    `load_runs`'s runs: runs.md."""
     return run_scores.run_scores(runs, metrics, args.final_window, args.threshold)
 
 

@@ -24,8 +24,8 @@ import pytest
 
 from pref_brl import run_scores
 from pref_brl.cli import parse
-from pref_brl.experiments.plot import PlotArgs, check_series, check_tables, per_run, tables
-from pref_brl.results import apply_labels, load, parse_labels, to_markdown
+from pref_brl.experiments.plot import PlotArgs, check_series, check_tables, load_runs, per_run, tables
+from pref_brl.results import to_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"<!-- (final|diagnostics|runs)\.md of: pref-brl-plot (.+?) -->\n(.*?)<!-- end -->", re.S)
@@ -44,8 +44,7 @@ def plotted(argv: str, monkeypatch) -> tuple[PlotArgs, list, dict[str, str]]:
     """A documented command's arguments and the runs and metrics it loads, from the repository root."""
     monkeypatch.chdir(ROOT)
     args = parse(PlotArgs, "pref-brl-plot", args=shlex.split(argv))
-    runs, metrics = load(list(args.folders), args.metric or None, args.env)
-    return args, runs, metrics
+    return args, *load_runs(args)
 
 
 def test_the_walker_study_is_documented_from_its_archive() -> None:
@@ -88,7 +87,6 @@ def test_the_door_open_checks_are_documented_from_their_archive() -> None:
 def test_documented_check_table_equals_the_recomputed_one(doc: str, env: str, argv: str, body: str,
                                                           monkeypatch) -> None:
     args, runs, _ = plotted(argv, monkeypatch)
-    apply_labels(runs, parse_labels(args.label))
     computed = check_tables(check_series(args), runs)
     assert env in computed, f"{doc}: `pref-brl-plot {argv}` finds no reward checks of {env}"
     assert body.strip() == computed[env][1].strip(), (

@@ -263,10 +263,9 @@ def test_labels_rename_groups_in_tables_figures_and_compare(tmp_path: Path, monk
     assert "P(pebble, bonus > pebble) [95% CI]" in table and "| 1.00 [1.00, 1.00] |" in table
     assert "uncertainty_bonus" not in table
     assert legends == [["pebble (n=3)", "pebble, bonus (n=3)", "SAC (true reward) (n=3)"]]
-    runs, metrics = load([tmp_path])
     args = plot.PlotArgs(folders=(str(tmp_path),), label=("pebble+uncertainty_bonus=1.0=pebble, bonus",),
                          compare=("pebble+uncertainty_bonus=1.0:pebble",), reps=50)
-    rows, _ = plot.tables(args, runs, metrics)  # the docs' check goes this way; --compare takes the long name too
+    rows, _ = plot.tables(args, *plot.load_runs(args))  # the docs' check goes this way; --compare takes the long name
     assert [r.group.label for r in rows] == ["sac (true reward)", "pebble", "pebble, bonus"]
     assert rows[2].poi == {"pebble+uncertainty_bonus=1.0 > pebble": (1.0, 1.0, 1.0)}
     assert rows[2].group == rows[2].group.__class__("walker_walk", "pebble", 100, rows[2].group.extras,
