@@ -452,10 +452,15 @@ def matching_row(rows: list[Row], group: Group, name: str) -> Row | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
+def short_number(x: float) -> str:
+    """Three significant digits, and whole numbers from 999.5 on (where .3g would round up to 1e+03)."""
+    return f"{x:.3g}" if abs(x) < 999.5 else f"{x:.0f}"
+
+
 def _fmt(x: float) -> str:
     if np.isnan(x):
         return "NaN (flagged)"
-    return f"{x:.3g}" if abs(x) < 999.5 else f"{x:.0f}"
+    return short_number(x)
 
 
 def _interval(row: Row) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pref_brl.results import RunData, sort_key
+from pref_brl.results import RunData, short_number, sort_key
 
 DIGITS = 9
 """a mean is compared with the threshold rounded to this many decimals: 0.7, 0.5 and 0.3 average to 0.5 exactly, not
@@ -88,7 +88,7 @@ def run_scores(runs: list[RunData], metrics: dict[str, str], window: int = 1,
 
 
 def _num(x: float) -> str:
-    text = f"{x:.3g}" if abs(x) < 999.5 else f"{x:.0f}"
+    text = short_number(x)
     return text[1:] if text == "-0" else text
 
 
