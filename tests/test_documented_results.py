@@ -118,6 +118,14 @@ def test_documented_estimator_table_equals_the_one_its_measurement_gives(doc: st
         f"{doc}: the estimator table differs from the one {path} gives; paste the .md written beside it")
 
 
+def door_open_rows(head: str, what: str) -> list[list[str]]:
+    """The cells of each row of the docs/door-open.md table whose header line is `head` (to its blank line)."""
+    text = (ROOT / "docs" / "door-open.md").read_text(encoding="utf-8")
+    assert head in text, f"docs/door-open.md lost its table of {what}"
+    lines = text[text.index(head):].split("\n\n")[0].splitlines()[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
 LABELS_TABLE = "| run | labelled segments: median / highest true return (first in pair) |"
 
 
@@ -127,12 +135,9 @@ def test_the_door_open_table_of_how_far_the_labels_reached_is_its_checks() -> No
 
     import numpy as np
 
-    text = (ROOT / "docs" / "door-open.md").read_text(encoding="utf-8")
-    assert LABELS_TABLE in text, "docs/door-open.md lost its table of how far the labels reached"
-    rows = text[text.index(LABELS_TABLE):].split("\n\n")[0].splitlines()[2:]
+    rows = door_open_rows(LABELS_TABLE, "how far the labels reached")
     assert len(rows) == 7
-    for row in rows:
-        run, returns, coverage, accuracy = (cell.strip() for cell in row.strip("|").split("|"))
+    for run, returns, coverage, accuracy in rows:
         method, seed = run.lower().split(" seed ")
         check = json.loads((ROOT / "docs/results/door-v1/reward-checks" / f"{method}-seed{seed}-step150000.json")
                            .read_text(encoding="utf-8"))
@@ -154,17 +159,15 @@ def test_the_door_open_table_of_bs_kl_budget_is_its_runs() -> None:
     import json
     import statistics
 
-    text = (ROOT / "docs" / "door-open.md").read_text(encoding="utf-8")
-    assert KL_TABLE in text, "docs/door-open.md lost its table of B's KL budget"
-    rows = text[text.index(KL_TABLE):].split("\n\n")[0].splitlines()[2:]
-    assert [row.split("|")[1].split(" bilevel")[0].strip() for row in rows] == ["door-v1"] * 3 + ["walker-v2"] * 5
-    for row in rows:
-        run, rounds, over, median, highest, solve_over = (cell.strip() for cell in row.strip("|").split("|"))
+    from pref_brl.logger import read_scalars
+
+    rows = door_open_rows(KL_TABLE, "B's KL budget")
+    assert [row[0].split(" bilevel")[0] for row in rows] == ["door-v1"] * 3 + ["walker-v2"] * 5
+    for run, rounds, over, median, highest, solve_over in rows:
         study, seed = run.split(" bilevel seed ")
         (folder,) = (ROOT / "docs/results" / study).glob(f"*/bilevel/*/*/seed{seed}")
         delta = json.loads((folder / "config.json").read_text(encoding="utf-8"))["kl_target"]
-        with (folder / "scalars.jsonl").open(encoding="utf-8") as lines:
-            records = [json.loads(line) for line in lines]
+        records = read_scalars(folder)
         kl = [r["bilevel/kl_ab"] for r in records if "bilevel/kl_ab" in r]
         solve = [r["bilevel/kl_solve_max"] for r in records if "bilevel/kl_solve_max" in r]
         assert (rounds, over) == (str(len(kl)), str(sum(k > 2 * delta for k in kl))), run
